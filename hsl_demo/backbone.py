@@ -1,0 +1,236 @@
+"""The open_clip backbone: normalised global embeddings plus token features.
+
+Any open_clip model works: a model folder (local or on the Hub) in open_clip's own format,
+or a built-in architecture name with an optional pretrained tag ("ViT-B-32:laion2b_s34b_b79k").
+Token features are the ViT's patch tokens and the text transformer's per-token outputs, both
+projected into the joint embedding space, so heads can compare them with either side.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
+from PIL import Image
+
+from .defaults import MODEL_CONFIGS_DIR, default_model
+from .errors import HslDemoError
+from .hub import resolve_model_dir
+
+open_clip.add_model_config(MODEL_CONFIGS_DIR)  # makes "hsl-demo-tiny" a known architecture
+
+PROBE_TEXT = "a photo of a product"
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TextFeatures:
+    embeds: torch.Tensor  # (B, D) L2-normalised global embeddings
+    tokens: torch.Tensor  # (B, T, D) projected token features (not normalised)
+    mask: torch.Tensor  # (B, T) True where a real token is
+
+
+@dataclass
+class ImageFeatures:
+    embeds: torch.Tensor  # (B, D) L2-normalised global embeddings
+    tokens: torch.Tensor  # (B, P, D) projected patch tokens (not normalised)
+    grid: tuple[int, int]  # patch grid (rows, cols); (1, 1) for towers without patch tokens
+
+
+class Backbone:
+    """A loaded open_clip model in eval mode on one device, with its preprocess and tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, preprocess, tokenizer, model_id: str, device: torch.device):
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        # Half precision only where it is fast and safe: on the GPU.
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.model.to(device=device, dtype=self.dtype)
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: str | None = None, device: str | None = None) -> Backbone:
+        """Load from a model folder, a Hub repo id (`org/name` or `hf-hub:org/name`), or an
+        open_clip architecture name with an optional pretrained tag (`ViT-B-32:laion2b_s34b_b79k`;
+        without a tag the weights are random, which is only useful for tests)."""
+        spec = spec or default_model()
+        dev = pick_device(device)
+        name, _, tag = spec.partition(":")
+        if not Path(spec).exists() and name in open_clip.list_models():
+            return cls._load_named(name, tag or None, spec, dev)
+        folder = resolve_model_dir(spec)
+        return cls.from_folder(folder, model_id=spec, device=device)
+
+    @classmethod
+    def from_folder(cls, folder: Path, model_id: str | None = None, device: str | None = None) -> Backbone:
+        config = folder / "open_clip_config.json"
+        weights = folder / "open_clip_model.safetensors"
+        if not config.is_file():
+            raise HslDemoError(f"{folder}: no open_clip_config.json, so this is not a backbone folder")
+        if not weights.is_file():
+            raise HslDemoError(f"{folder}: no open_clip_model.safetensors (only safetensors weights are loaded)")
+        try:
+            json.loads(config.read_text())
+        except json.JSONDecodeError as e:
+            raise HslDemoError(f"{config}: not valid JSON ({e.msg})") from None
+        dev = pick_device(device)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise HslDemoError(f"{folder}: could not load the backbone ({e})") from None
+        return cls(model, preprocess, tokenizer, model_id or str(folder), dev)
+
+    @classmethod
+    def _load_named(cls, name: str, tag: str | None, spec: str, dev: torch.device) -> Backbone:
+        if tag is None:
+            warnings.warn(f"{name}: no pretrained tag given, the weights are random", stacklevel=3)
+        try:
+            # Quiet open_clip's own "no pretrained weights" log line; we warn above.
+            logging.getLogger().disabled, was = True, logging.getLogger().disabled
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
+        except RuntimeError as e:
+            raise HslDemoError(f"model {spec!r}: {e}") from None
+        finally:
+            logging.getLogger().disabled = was
+        return cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
+
+    # ---- facts ---------------------------------------------------------------------------
+    @functools.cached_property
+    def embed_dim(self) -> int:
+        return int(self.encode_text(["x"]).shape[-1])
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.tokenizer, "context_length", 77))
+
+    # ---- encoding ------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
+
+    def images_to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.preprocess(im) for im in images]).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """(N, D) float32 unit vectors. Text longer than the context is truncated."""
+        return self.text_features(texts).embeds.float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.image_features(images).embeds.float().cpu().numpy()
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> TextFeatures:
+        ids = self.tokenize(texts)
+        pooled, tokens = _text_forward(self.model, ids)
+        mask = ids != 0  # open_clip tokenizers pad with 0
+        if tokens is None:
+            tokens, mask = pooled[:, None], torch.ones(len(texts), 1, dtype=torch.bool, device=ids.device)
+        return TextFeatures(F.normalize(pooled.float(), dim=-1), tokens.float(), mask)
+
+    @torch.no_grad()
+    def image_features(self, images: list[Image.Image] | torch.Tensor) -> ImageFeatures:
+        x = images if isinstance(images, torch.Tensor) else self.images_to_tensor(images)
+        pooled, tokens, grid = _image_forward(self.model, x)
+        return ImageFeatures(F.normalize(pooled.float(), dim=-1), tokens.float(), grid)
+
+    def probe(self) -> list[float]:
+        """A fingerprint of the weights: the embedding of a fixed text, rounded.
+
+        Stored in catalog manifests so that opening a catalog with another model is caught,
+        while the same weights loaded from another place (or on the GPU) still match.
+        """
+        return [round(float(v), 4) for v in self.encode_text([PROBE_TEXT])[0]]
+
+
+def _image_forward(model: torch.nn.Module, x: torch.Tensor):
+    """Global embedding and projected patch tokens of a batch of preprocessed images."""
+    visual = model.visual
+    if isinstance(visual, VisionTransformer):
+        previous, visual.output_tokens = visual.output_tokens, True
+        try:
+            pooled, tokens = visual(x)
+        finally:
+            visual.output_tokens = previous
+        if visual.proj is not None:
+            tokens = tokens @ visual.proj
+        side = int(round(tokens.shape[1] ** 0.5))
+        grid = (side, tokens.shape[1] // side)
+        return pooled, tokens, grid
+    pooled = model.encode_image(x)  # towers without patch tokens: the image is its only region
+    return pooled, pooled[:, None], (1, 1)
+
+
+def _project_text(model: torch.nn.Module, tokens: torch.Tensor, projection) -> torch.Tensor:
+    if projection is None:
+        return tokens
+    if isinstance(projection, torch.nn.Linear):
+        return projection(tokens)
+    return tokens @ projection
+
+
+def _text_forward(model: torch.nn.Module, ids: torch.Tensor):
+    """Global text embedding and projected token features (None where the tower hides them)."""
+    text = getattr(model, "text", None)
+    if isinstance(text, TextTransformer):  # CustomTextCLIP
+        previous, text.output_tokens = text.output_tokens, True
+        try:
+            pooled, tokens = text(ids)
+        finally:
+            text.output_tokens = previous
+        return pooled, _project_text(model, tokens, text.text_projection)
+    if hasattr(model, "token_embedding"):  # CLIP with the text tower inlined
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(ids).to(cast) + model.positional_embedding.to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        tokens = _project_text(model, x, model.text_projection)
+        eos = getattr(model, "text_eos_id", None)
+        pooled = text_global_pool(tokens, ids, model.text_pool_type, eos_token_id=eos)
+        return pooled, tokens
+    return model.encode_text(ids), None
+
+
+def save_backbone(model: torch.nn.Module, model_cfg: dict, folder: str | Path, info: dict | None = None) -> None:
+    """Write a backbone in open_clip's Hub format: open_clip_config.json and
+    open_clip_model.safetensors (float16 on disk to keep the repo small; loads as float32)."""
+    from safetensors.torch import save
+
+    from .fileio import atomic_file, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    visual = model_cfg.get("vision_cfg", {})
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+            "size": visual.get("image_size", 224),
+        },
+    }
+    if info:
+        config["hsl_demo"] = info
+    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    with atomic_file(folder / "open_clip_model.safetensors", "wb") as f:
+        f.write(save(tensors, metadata={"format": "pt"}))
+    write_json(folder / "open_clip_config.json", config)

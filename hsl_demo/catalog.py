@@ -1,0 +1,329 @@
+"""Catalogs: a folder of product images, encoded once, ready to search.
+
+A catalog folder (written by `hsl-demo index`, atomically) holds
+- manifest.json: format version, the model that encoded it (id, dim, a probe fingerprint),
+  item count, index type, region layout, and the files that were skipped;
+- items.jsonl: one record per item (id, image path relative to the catalog, title, metadata);
+- index.faiss: inner-product index over the L2-normalised global embeddings (row = item);
+- regions.npy / region_scale.npy / region_mask.npy: compact per-item region features for
+  re-ranking, int8 with one float16 scale per region (patch tokens pooled on a grid, or per
+  box where the metadata gives boxes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone
+from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
+from .errors import HslDemoError
+from .fileio import atomic_dir, load_jsonl, write_json, write_jsonl
+from .images import list_images, open_image
+
+FORMAT_VERSION = 1
+IVF_THRESHOLD = 100_000  # exact search below this many items, IVF above
+REGION_GRID = 4  # patch tokens are average-pooled to at most 4x4 regions per image
+PROBE_MIN_COSINE = 0.99
+
+
+# ---- region features ---------------------------------------------------------------------
+def grid_regions(tokens: torch.Tensor, grid: tuple[int, int], cells: int = REGION_GRID) -> torch.Tensor:
+    """(B, P, D) patch tokens -> (B, R, D) tokens average-pooled on a coarser grid."""
+    b, p, d = tokens.shape
+    rows, cols = grid
+    if rows * cols != p:  # towers without a patch grid: one region, the image
+        return tokens.mean(1, keepdim=True)
+    fmap = tokens.transpose(1, 2).reshape(b, d, rows, cols)
+    pooled = F.adaptive_avg_pool2d(fmap, (min(cells, rows), min(cells, cols)))
+    return pooled.flatten(2).transpose(1, 2)
+
+
+def box_regions(tokens: torch.Tensor, grid: tuple[int, int], boxes: list[list[float]],
+                image_size: tuple[int, int], input_size: int) -> torch.Tensor:
+    """(P, D) patch tokens of one image -> (len(boxes), D): the mean of the patches whose
+    centres fall inside each box (or the patch under the box centre, for tiny boxes).
+
+    Boxes are in original image pixels; the preprocess resized the short side to
+    `input_size` and centre-cropped, and the same mapping is applied to the boxes here.
+    """
+    rows, cols = grid
+    w, h = image_size
+    scale = input_size / min(w, h)
+    off_x, off_y = (w * scale - input_size) / 2, (h * scale - input_size) / 2
+    centres_y = (torch.arange(rows, dtype=torch.float32) + 0.5) * input_size / rows
+    centres_x = (torch.arange(cols, dtype=torch.float32) + 0.5) * input_size / cols
+    cy, cx = torch.meshgrid(centres_y, centres_x, indexing="ij")
+    cy, cx = cy.reshape(-1), cx.reshape(-1)
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        bx0, bx1 = x0 * scale - off_x, x1 * scale - off_x
+        by0, by1 = y0 * scale - off_y, y1 * scale - off_y
+        inside = (cx >= bx0) & (cx <= bx1) & (cy >= by0) & (cy <= by1)
+        if not inside.any():
+            mx, my = (bx0 + bx1) / 2, (by0 + by1) / 2
+            inside = torch.zeros_like(inside)
+            col = int(np.clip(mx / input_size * cols, 0, cols - 1))
+            row = int(np.clip(my / input_size * rows, 0, rows - 1))
+            inside[row * cols + col] = True
+        out.append(tokens[inside].mean(0))
+    return torch.stack(out)
+
+
+def quantize(regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-normalise each region vector and store it as int8 with a float16 scale."""
+    unit = F.normalize(regions.float(), dim=-1)
+    scale = unit.abs().amax(-1).clamp_min(1e-8) / 127.0
+    q = torch.round(unit / scale[..., None]).clamp(-127, 127).to(torch.int8)
+    return q.numpy(), scale.half().numpy()
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(q).float() * torch.from_numpy(scale).float()[..., None]
+
+
+# ---- the catalog ---------------------------------------------------------------------------
+@dataclass
+class Catalog:
+    root: Path
+    manifest: dict
+    items: list[dict]
+    index: faiss.Index
+    regions: np.ndarray  # (N, R, D) int8
+    region_scale: np.ndarray  # (N, R) float16
+    region_mask: np.ndarray  # (N, R) bool
+    _row_of: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._row_of = {item["id"]: row for row, item in enumerate(self.items)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def open(cls, spec: str | Path) -> Catalog:
+        """Open a built-in catalog by name ("products", "looks") or a catalog folder."""
+        root = CATALOGS_DIR / spec if str(spec) in BUILTIN_CATALOGS else Path(spec).expanduser()
+        if not root.is_dir():
+            raise HslDemoError(
+                f"catalog {str(spec)!r}: no such catalog (built-in: {', '.join(BUILTIN_CATALOGS)}; "
+                "or a folder written by `hsl-demo index`)"
+            )
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise HslDemoError(f"{root}: no manifest.json, so not a catalog folder (build one with `hsl-demo index`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise HslDemoError(f"{manifest_path}: not valid JSON ({e.msg})") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise HslDemoError(
+                f"{root}: catalog format {manifest.get('format_version')!r}, this version reads "
+                f"{FORMAT_VERSION}; rebuild it with `hsl-demo index`"
+            )
+        try:
+            items = load_jsonl(root / "items.jsonl")
+            index = faiss.read_index(str(root / "index.faiss"))
+            regions = np.load(root / "regions.npy", allow_pickle=False)
+            scale = np.load(root / "region_scale.npy", allow_pickle=False)
+            mask = np.load(root / "region_mask.npy", allow_pickle=False)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise HslDemoError(f"{root}: catalog files unreadable ({e})") from None
+        if not (len(items) == index.ntotal == len(regions) == manifest.get("count")):
+            raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = int(manifest.get("nprobe", 16))
+        return cls(root, manifest, items, index, regions, scale, mask)
+
+    def check_model(self, backbone: Backbone) -> None:
+        """A clear error if the catalog was encoded by a different model than `backbone`."""
+        meta = self.manifest.get("model", {})
+        probe = np.asarray(meta.get("probe", []), dtype=np.float32)
+        mine = np.asarray(backbone.probe(), dtype=np.float32)
+        same = probe.shape == mine.shape and float(probe @ mine) / (
+            np.linalg.norm(probe) * np.linalg.norm(mine) + 1e-8) >= PROBE_MIN_COSINE
+        if not same:
+            raise HslDemoError(
+                f"catalog {self.name!r} was indexed with model {meta.get('id')!r} "
+                f"(dim {meta.get('embed_dim')}), not with {backbone.model_id!r} (dim {backbone.embed_dim}); "
+                f"re-index it with `hsl-demo index ... --model {backbone.model_id}`"
+            )
+
+    def row(self, item_id: str) -> int:
+        try:
+            return self._row_of[item_id]
+        except KeyError:
+            raise HslDemoError(f"no item {item_id!r} in catalog {self.name!r}") from None
+
+    def image_path(self, row: int) -> Path:
+        return (self.root / self.items[row]["image"]).resolve()
+
+    def image_dir(self) -> Path:
+        """The deepest folder holding every image (what a web app must be allowed to serve)."""
+        return Path(os.path.commonpath([str(self.image_path(r).parent) for r in range(len(self))]))
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n (scores, rows) per query by inner product; rows are -1 where fewer exist."""
+        n = max(1, min(n, len(self)))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
+
+    def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""
+        return (
+            dequantize(self.regions[rows], self.region_scale[rows]),
+            torch.from_numpy(self.region_mask[rows]),
+        )
+
+    @cached_property
+    def embeddings(self) -> np.ndarray:
+        """(N, D) global embeddings, read back from the index."""
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.make_direct_map()
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
+
+# ---- building ------------------------------------------------------------------------------
+def _metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dict]:
+    if metadata is None:
+        return {}
+    records = load_jsonl(metadata)
+    by_image = {}
+    for line, r in enumerate(records, 1):
+        image = r.get("image")
+        if not isinstance(image, str) or not image:
+            raise HslDemoError(f"{metadata}: record {line} has no \"image\" (path relative to {images_dir})")
+        by_image[Path(image).as_posix()] = r
+    return by_image
+
+
+def build_catalog(
+    images_dir: str | Path,
+    out: str | Path,
+    backbone: Backbone,
+    metadata: str | Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Encode every image below `images_dir` and write a catalog folder at `out`.
+
+    Unreadable files are skipped and listed (in the manifest and the returned summary);
+    the folder appears only when everything is written.
+    """
+    from tqdm.auto import tqdm
+
+    images_dir, out = Path(images_dir), Path(out)
+    paths = list_images(images_dir)
+    meta = _metadata_by_image(Path(metadata) if metadata else None, images_dir)
+    if not paths:
+        raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
+
+    input_size = _input_size(backbone)
+    items, embeds, regions, scales, masks, skipped = [], [], [], [], [], []
+    seen_ids: set[str] = set()
+    bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        batch, batch_records, sizes = [], [], []
+        for path in paths[start:start + batch_size]:
+            rel = path.relative_to(images_dir).as_posix()
+            try:
+                image = open_image(path)
+            except HslDemoError as e:
+                skipped.append({"file": rel, "reason": str(e).split(": ", 1)[-1]})
+                continue
+            record = dict(meta.get(rel, {}))
+            record.setdefault("id", Path(rel).with_suffix("").as_posix())
+            record.setdefault("title", path.stem.replace("_", " "))
+            if record["id"] in seen_ids:
+                raise HslDemoError(f"duplicate item id {record['id']!r} ({rel})")
+            seen_ids.add(record["id"])
+            record["image"] = os.path.relpath(path.resolve(), out.resolve())
+            batch.append(image)
+            batch_records.append(record)
+            sizes.append(image.size)
+        if batch:
+            feats = backbone.image_features(batch)
+            grid_pooled = grid_regions(feats.tokens.cpu(), feats.grid)
+            for i, record in enumerate(batch_records):
+                boxes = [it["box"] for it in record.get("items", []) if "box" in it]
+                r = (box_regions(feats.tokens[i].cpu(), feats.grid, boxes, sizes[i], input_size)
+                     if boxes else grid_pooled[i])
+                q, s = quantize(r)
+                regions.append(q)
+                scales.append(s)
+            embeds.append(feats.embeds.cpu().numpy().astype(np.float32))
+            items.extend(batch_records)
+        bar.update(len(paths[start:start + batch_size]))
+    bar.close()
+    if not items:
+        raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
+    missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
+
+    vectors = np.concatenate(embeds)
+    r_max = max(len(r) for r in regions)
+    dim = vectors.shape[1]
+    region_arr = np.zeros((len(items), r_max, regions[0].shape[-1]), dtype=np.int8)
+    scale_arr = np.zeros((len(items), r_max), dtype=np.float16)
+    mask_arr = np.zeros((len(items), r_max), dtype=bool)
+    for i, (q, s) in enumerate(zip(regions, scales)):
+        region_arr[i, :len(q)], scale_arr[i, :len(q)], mask_arr[i, :len(q)] = q, s, True
+    index, index_type, nprobe = _build_index(vectors)
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {"id": backbone.model_id, "embed_dim": dim, "probe": backbone.probe()},
+        "count": len(items),
+        "index": index_type,
+        "nprobe": nprobe,
+        "regions": {
+            "per_item": r_max,
+            "source": "boxes" if any("items" in it for it in items) else f"grid{REGION_GRID}x{REGION_GRID}",
+            "dtype": "int8",
+            "bytes_per_item": int(region_arr[0].nbytes + scale_arr[0].nbytes + mask_arr[0].nbytes),
+        },
+        "skipped": skipped,
+        "missing_images": missing,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with atomic_dir(out) as tmp:
+        faiss.write_index(index, str(tmp / "index.faiss"))
+        np.save(tmp / "regions.npy", region_arr)
+        np.save(tmp / "region_scale.npy", scale_arr)
+        np.save(tmp / "region_mask.npy", mask_arr)
+        write_jsonl(tmp / "items.jsonl", items)
+        write_json(tmp / "manifest.json", manifest)
+    return {"count": len(items), "skipped": skipped, "index": index_type, "out": str(out)}
+
+
+def _build_index(vectors: np.ndarray) -> tuple[faiss.Index, str, int]:
+    n, dim = vectors.shape
+    if n < IVF_THRESHOLD:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        return index, "flat", 0
+    nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants ~39 training points per list
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+    index.add(vectors)
+    nprobe = 16
+    index.nprobe = nprobe
+    return index, "ivf", nprobe
+
+
+def _input_size(backbone: Backbone) -> int:
+    size = getattr(backbone.model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)

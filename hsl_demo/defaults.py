@@ -1,0 +1,25 @@
+"""Where the embedded default model and catalogs live, and the environment overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(os.environ.get("HSL_DEMO_HOME", Path(__file__).resolve().parent.parent))
+ASSETS_DIR = REPO_ROOT / "assets"
+DEMO_DATA_DIR = ASSETS_DIR / "demo"  # rendered source images + metadata
+CATALOGS_DIR = ASSETS_DIR / "catalogs"  # indexed catalogs, ready to search
+DEFAULT_MODEL_DIR = REPO_ROOT / "checkpoints" / "demo"
+MODEL_CONFIGS_DIR = Path(__file__).resolve().parent / "model_configs"
+
+BUILTIN_CATALOGS = ("products", "looks")
+DEMO_SEED = 0
+
+
+def default_model() -> str:
+    """The model to load when none is named: $HSL_DEMO_MODEL, else the embedded one."""
+    return os.environ.get("HSL_DEMO_MODEL") or str(DEFAULT_MODEL_DIR)
+
+
+def default_catalog() -> str:
+    return os.environ.get("HSL_DEMO_CATALOG") or "products"

@@ -1,0 +1,46 @@
+"""Recall@k over a JSON-lines query file: a hit is any target id in the top k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import HslDemoError
+from .fileio import load_jsonl
+from .search import Retriever
+
+KS = (1, 5, 10)
+SUPPORTED_MODES = ("text",)
+
+
+def load_queries(path: str | Path) -> list[dict]:
+    """Validated query records; any bad line is a one-line error naming the line."""
+    queries = load_jsonl(path)
+    if not queries:
+        raise HslDemoError(f"{path}: no queries")
+    for line, q in enumerate(queries, 1):
+        mode = q.get("mode", "text")
+        if mode not in SUPPORTED_MODES:
+            raise HslDemoError(
+                f"{path}: query {line}: unknown mode {mode!r} (supported: {', '.join(SUPPORTED_MODES)})"
+            )
+        targets = q.get("targets")
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise HslDemoError(f"{path}: query {line}: \"targets\" must be a non-empty list of item ids")
+        if not isinstance(q.get("text"), str) or not q["text"].strip():
+            raise HslDemoError(f"{path}: query {line}: \"text\" must be a non-empty string")
+    return queries
+
+
+def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS) -> dict:
+    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n} for text queries."""
+    unknown = {t for q in queries for t in q["targets"]} - {it["id"] for it in retriever.catalog.items}
+    if unknown:
+        sample = ", ".join(sorted(unknown)[:3])
+        raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
+    hits = dict.fromkeys(ks, 0)
+    for q in queries:
+        ranked = [r.id for r in retriever.search_text(q["text"], k=max(ks))]
+        targets = set(q["targets"])
+        for k in ks:
+            hits[k] += any(i in targets for i in ranked[:k])
+    return {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}

@@ -1,0 +1,79 @@
+"""Shared fixtures: small rendered catalogs, a random tiny backbone, the shipped demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hsl_demo.data.attributes import Attributes, title
+from hsl_demo.data.demo import render_product
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The demo architecture with random weights: fast, and enough to test plumbing."""
+    from hsl_demo.backbone import Backbone
+
+    return Backbone.load("hsl-demo-tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_backbone():
+    from hsl_demo.backbone import Backbone
+
+    return Backbone.load(device="cpu")
+
+
+SMALL_CATALOG = [
+    Attributes("scarf", "green", "dotted"),
+    Attributes("scarf", "red", "striped"),
+    Attributes("t-shirt", "red", "striped"),
+    Attributes("t-shirt", "blue", "plain"),
+    Attributes("sneaker", "white", "plain"),
+    Attributes("handbag", "black", "checked"),
+]
+
+
+@pytest.fixture(scope="session")
+def small_images(tmp_path_factory) -> Path:
+    """A folder of 12 product photos (two per combination, one in a subfolder) + metadata.jsonl."""
+    root = tmp_path_factory.mktemp("small")
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    rng = random.Random(3)
+    records = []
+    for i, attrs in enumerate(SMALL_CATALOG * 2):
+        rel = f"sub/item{i:02d}.png" if i == 0 else f"item{i:02d}.jpg"
+        render_product(attrs, rng).save(images / rel)
+        records.append({"id": f"s{i:02d}", "image": rel, "title": title(attrs), "category": attrs.category,
+                        "color": attrs.color, "pattern": attrs.pattern})
+    with open(root / "metadata.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return root
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m hsl_demo ARGS` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hsl_demo", *args], capture_output=True, text=True,
+                          env=full_env, cwd=REPO, timeout=timeout)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 2, one line on stderr naming the problem, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("hsl-demo: warning")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("hsl-demo: error: ")
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

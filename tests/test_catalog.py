@@ -1,0 +1,158 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hsl_demo import catalog as catalog_mod
+from hsl_demo.backbone import Backbone
+from hsl_demo.catalog import Catalog, box_regions, build_catalog, dequantize, grid_regions, quantize
+from hsl_demo.errors import HslDemoError
+from hsl_demo.search import Retriever
+
+
+@pytest.fixture(scope="module")
+def messy_images(small_images, tmp_path_factory):
+    """The small catalog plus a corrupt JPEG, a text file named .png, and a README."""
+    root = tmp_path_factory.mktemp("messy")
+    shutil.copytree(small_images / "images", root / "images")
+    (root / "images" / "broken.jpg").write_bytes((small_images / "images" / "item01.jpg").read_bytes()[:300])
+    (root / "images" / "notes.png").write_text("not an image")
+    (root / "images" / "README.txt").write_text("ignored: not an image suffix")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(messy_images, small_images, tiny_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cat") / "catalog"
+    summary = build_catalog(messy_images / "images", out, tiny_backbone,
+                            metadata=small_images / "metadata.jsonl", batch_size=5, progress=False)
+    return out, summary
+
+
+def test_index_skips_and_lists_unreadable_files(built):
+    out, summary = built
+    assert summary["count"] == 12 and summary["index"] == "flat"
+    assert sorted(s["file"] for s in summary["skipped"]) == ["broken.jpg", "notes.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == summary["skipped"]
+    assert manifest["count"] == 12 and manifest["model"]["embed_dim"] == 128
+    assert manifest["regions"] == {"per_item": 16, "source": "grid4x4", "dtype": "int8", "bytes_per_item": 16 * 128
+                                   + 16 * 2 + 16}
+
+
+def test_catalog_items_keep_metadata_and_resolve_images(built, messy_images):
+    cat = Catalog.open(built[0])
+    assert len(cat) == 12
+    row = cat.row("s00")
+    assert cat.items[row]["color"] == "green" and cat.items[row]["title"] == "Green dotted scarf"
+    assert cat.image_path(row) == (messy_images / "images" / "sub" / "item00.png").resolve()
+    assert cat.image_path(row).is_file()
+    with pytest.raises(HslDemoError, match="no item 'zzz'"):
+        cat.row("zzz")
+
+
+def test_index_vectors_are_the_backbones_embeddings(built, tiny_backbone, small_images):
+    cat = Catalog.open(built[0])
+    from hsl_demo.images import open_image
+
+    image = open_image(cat.image_path(cat.row("s03")))
+    expected = tiny_backbone.encode_images([image])[0]
+    assert np.allclose(cat.embeddings[cat.row("s03")], expected, atol=1e-5)
+    scores, rows = cat.search(expected[None], 3)
+    assert rows[0][0] == cat.row("s03") and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_quantized_regions_are_close_to_the_originals():
+    regions = torch.randn(4, 16, 128)
+    q, s = quantize(regions)
+    assert q.dtype == np.int8 and s.dtype == np.float16
+    back = dequantize(q, s)
+    cos = torch.nn.functional.cosine_similarity(back, regions, dim=-1)
+    assert cos.min() > 0.995
+
+
+def test_grid_and_box_pooling():
+    tokens = torch.arange(64, dtype=torch.float32).reshape(1, 64, 1).expand(1, 64, 2)
+    pooled = grid_regions(tokens, (8, 8))
+    assert pooled.shape == (1, 16, 2)
+    assert pooled[0, 0, 0] == pytest.approx((0 + 1 + 8 + 9) / 4)
+    # a box over the top-left quarter of a 160x160 image (input 80): patches rows 0-3, cols 0-3
+    boxes = box_regions(tokens[0], (8, 8), [[0, 0, 80, 80], [150, 150, 152, 152]], (160, 160), 80)
+    expected = torch.tensor([r * 8 + c for r in range(4) for c in range(4)], dtype=torch.float32).mean()
+    assert boxes[0, 0] == pytest.approx(expected)
+    assert boxes[1, 0] == 63  # a tiny box takes the patch under its centre
+
+
+def test_boxes_in_metadata_become_regions(tmp_path, tiny_backbone, small_images):
+    meta = tmp_path / "looks.jsonl"
+    with open(meta, "w") as f:
+        f.write(json.dumps({"image": "item01.jpg", "id": "look1",
+                            "items": [{"box": [0, 0, 64, 64]}, {"box": [64, 64, 128, 128]}]}) + "\n")
+        f.write(json.dumps({"image": "item02.jpg", "id": "look2", "items": [{"box": [0, 0, 128, 128]}]}) + "\n")
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, metadata=meta, progress=False)
+    cat = Catalog.open(tmp_path / "cat")
+    assert cat.manifest["regions"]["source"] == "boxes"
+    assert cat.region_mask[cat.row("look1")].tolist()[:2] == [True, True]
+    assert cat.region_mask[cat.row("look2")].sum() == 1
+    regions, mask = cat.region_features(np.array([cat.row("look1")]))
+    assert regions.shape[1] == cat.regions.shape[1] and mask.shape == regions.shape[:2]
+
+
+def test_interrupted_build_leaves_nothing_behind(small_images, tiny_backbone, tmp_path, monkeypatch):
+    out = tmp_path / "catalog"
+    calls = {"n": 0}
+    original = tiny_backbone.image_features
+
+    def interrupt(images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(images)
+
+    monkeypatch.setattr(tiny_backbone, "image_features", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build_catalog(small_images / "images", out, tiny_backbone, batch_size=4, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rebuild_keeps_the_old_catalog(built, tiny_backbone, tmp_path):
+    out = tmp_path / "catalog"
+    shutil.copytree(built[0], out)
+    before = (out / "items.jsonl").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(HslDemoError, match="no images"):
+        build_catalog(empty, out, tiny_backbone, progress=False)
+    assert (out / "items.jsonl").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "empty"]
+
+
+def test_large_catalogs_use_an_ivf_index(small_images, tiny_backbone, tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog_mod, "IVF_THRESHOLD", 5)
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
+    cat = Catalog.open(tmp_path / "cat")
+    assert cat.manifest["index"] == "ivf"
+    query = cat.embeddings[4:5]
+    _, rows = cat.search(query, 3)
+    assert rows[0][0] == 4
+
+
+def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):
+    with pytest.raises(HslDemoError, match="no such catalog"):
+        Catalog.open(tmp_path / "missing")
+    with pytest.raises(HslDemoError, match="not a catalog folder"):
+        Catalog.open(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(built[0], broken)
+    (broken / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(HslDemoError, match="unreadable"):
+        Catalog.open(broken)
+
+
+def test_catalog_and_model_must_match(built):
+    torch.manual_seed(123)
+    other = Backbone.load("hsl-demo-tiny", device="cpu")  # same architecture, other weights
+    with pytest.raises(HslDemoError, match="indexed with model"):
+        Retriever(other, Catalog.open(built[0]))

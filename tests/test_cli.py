@@ -1,0 +1,66 @@
+"""The command line as a user runs it: output, JSON, exit codes, one-line errors."""
+
+import json
+
+from conftest import assert_clean_error, run_cli
+
+
+def test_search_with_no_options_uses_the_embedded_defaults():
+    proc = run_cli("search", "--text", "green dotted scarf", "-k", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].split()[0] == "1" and "Green dotted scarf" in lines[0]
+
+
+def test_search_json():
+    proc = run_cli("search", "--text", "white plain sneaker", "-k", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["rank"] for r in results] == [1, 2, 3, 4]
+    for r in results:
+        assert {"id", "title", "score", "levels"} <= set(r)
+    assert "sneaker" in results[0]["title"].lower()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    assert_clean_error(run_cli("search", "--text", "   "), "empty query")
+    assert_clean_error(run_cli("search", "--catalog", "nowhere", "--text", "cap"), "no such catalog")
+    assert_clean_error(run_cli("search", "--model", str(tmp_path / "nope"), "--text", "cap"), "no such folder")
+    assert_clean_error(run_cli("index", str(tmp_path / "no-images"), "--out", str(tmp_path / "c")), "no such folder")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(run_cli("index", str(tmp_path / "empty"), "--out", str(tmp_path / "c")), "no images")
+    assert not (tmp_path / "c").exists()
+
+
+def test_evaluate_prints_recall_and_rejects_unknown_modes(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"mode": "text", "text": "green dotted scarf", "targets": ["p00000"]}) + "\n"
+                       + json.dumps({"text": "black plain t-shirt", "targets": ["p00000", "p00001"]}) + "\n")
+    proc = run_cli("evaluate", "--queries", str(queries), "--json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert set(metrics) >= {"R@1", "R@5", "R@10"}
+    # p00000 is a black plain t-shirt: the second query finds it, the first does not
+    assert metrics["R@10"] == 0.5
+    queries.write_text(json.dumps({"mode": "composed", "reference": "p00000", "text": "blue",
+                                   "targets": ["p00001"]}) + "\n")
+    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "unknown mode 'composed'")
+    queries.write_text("{not json\n")
+    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "q.jsonl:1")
+    queries.write_text(json.dumps({"text": "cap", "targets": ["nope"]}) + "\n")
+    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "not in catalog")
+
+
+def test_index_lists_skipped_files(small_images, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in list((small_images / "images").glob("*.jpg"))[:3]:
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "bad.webp").write_bytes(b"RIFF0000WEBPnope")
+    proc = run_cli("index", str(images), "--out", str(tmp_path / "cat"))
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped bad.webp" in proc.stderr
+    assert "indexed 3 images" in proc.stdout
+    search = run_cli("search", "--catalog", str(tmp_path / "cat"), "--text", "scarf", "-k", "10", "--json")
+    assert len(json.loads(search.stdout)) == 3

@@ -1,0 +1,129 @@
+import random
+
+import numpy as np
+import pytest
+
+from hsl_demo.data import demo
+from hsl_demo.data.attributes import CATEGORIES, COLORS, PATTERNS, Attributes, describe, descriptions
+from hsl_demo.defaults import DEMO_DATA_DIR
+from hsl_demo.fileio import load_jsonl
+
+
+def test_vocabulary_is_large_enough():
+    assert len(CATEGORIES) >= 30
+    assert len(COLORS) >= 10 and {"black", "white", "grey"} <= {c.name for c in COLORS}
+    assert {p.name for p in PATTERNS} >= {"plain", "striped", "dotted", "checked"}
+    assert len({c.emoji for c in CATEGORIES}) == len(CATEGORIES)
+
+
+def test_held_out_combinations_leave_every_pair_in_training():
+    held = demo.held_out_combinations(0)
+    combos = demo.all_combinations()
+    assert 0.1 * len(combos) < len(held) < 0.2 * len(combos)
+    train = [a for a in combos if a not in held]
+    seen = {p for a in train for p in demo._pairs(a)}
+    for a in held:
+        assert all(p in seen for p in demo._pairs(a)), a
+    assert demo.held_out_combinations(0) == held  # deterministic
+    assert demo.held_out_combinations(1) != held
+
+
+def test_descriptions_are_varied_and_mention_every_attribute():
+    a = Attributes("scarf", "grey", "checked")
+    texts = descriptions(a, random.Random(0), 3)
+    assert len(set(texts)) == 3
+    for t in texts:
+        assert any(w in t for w in ("scarf", "muffler", "neck scarf"))
+        assert "grey" in t or "gray" in t
+    assert describe(a, random.Random(1), (False, False)) in {"scarf", "muffler", "neck scarf", "a scarf",
+                                                              "a muffler", "a neck scarf"}
+
+
+def test_rendering_is_deterministic_by_seed():
+    a = Attributes("t-shirt", "red", "striped")
+    one = np.asarray(demo.render_product(a, random.Random(5)))
+    two = np.asarray(demo.render_product(a, random.Random(5)))
+    other = np.asarray(demo.render_product(a, random.Random(6)))
+    assert one.shape == (demo.PRODUCT_IMAGE_SIZE, demo.PRODUCT_IMAGE_SIZE, 3)
+    assert np.array_equal(one, two)
+    assert not np.array_equal(one, other)
+
+
+@pytest.mark.parametrize("pattern", ["striped", "dotted", "checked"])
+def test_patterns_are_drawn_on_the_product_only(pattern):
+    plain = np.asarray(demo.product_sprite(Attributes("handbag", "blue", "plain"), random.Random(2)))
+    patterned = np.asarray(demo.product_sprite(Attributes("handbag", "blue", pattern), random.Random(2)))
+    # Same silhouette, so nothing was painted outside the product...
+    assert np.array_equal(plain[..., 3], patterned[..., 3])
+    inside = plain[..., 3] > 200
+    # ...inside it a real share of the product changed colour...
+    changed = (np.abs(plain[..., :3].astype(int) - patterned[..., :3].astype(int)).sum(-1) > 60) & inside
+    assert changed.sum() / inside.sum() > 0.1
+    # ...and the product's own colour still dominates (blue with white dots is still blue).
+    mean = patterned[..., :3][inside].astype(float).mean(0)
+    base, contrast = plain[..., :3][inside].astype(float).mean(0), np.array([246.0, 246.0, 242.0])
+    assert np.linalg.norm(mean - base) < np.linalg.norm(mean - contrast)
+
+
+def test_recolouring_follows_the_colour_name():
+    rng = random.Random(0)
+    means = {}
+    for color in ("red", "green", "blue", "black", "white"):
+        sprite = np.asarray(demo.product_sprite(Attributes("t-shirt", color, "plain"), rng)).astype(float)
+        inside = sprite[..., 3] > 200
+        means[color] = sprite[..., :3][inside].mean(0)
+    assert means["red"].argmax() == 0 and means["green"].argmax() == 1 and means["blue"].argmax() == 2
+    assert means["black"].mean() < 80 < 170 < means["white"].mean()
+
+
+def test_looks_have_two_to_five_products_in_boxes():
+    rng = random.Random(0)
+    held = demo.held_out_combinations(0)
+    looks = list(demo.plan_looks(0, 20, held))
+    assert {split for _, split, _ in looks} == {"train", "test"}
+    for look_id, split, items in looks:
+        assert 2 <= len(items) <= 5
+        assert (split == "test") == any(a in held for a in items)
+        assert len({a.category for a in items}) == len(items)
+    image, boxes = demo.render_look(looks[0][2], rng)
+    assert len(boxes) == len(looks[0][2])
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+    for i, a in enumerate(boxes):  # products do not overlap
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_make_demo_catalogs_writes_metadata_and_images(tmp_path, monkeypatch):
+    # A reduced run (few looks) of the real generator; the full one made assets/demo.
+    monkeypatch.setattr(demo, "PRODUCTS_PER_COMBINATION", 1)
+    monkeypatch.setattr(demo, "all_combinations", lambda: [
+        Attributes(c.name, col, p) for c in CATEGORIES[:3] for col in ("red", "white") for p in ("plain", "dotted")])
+    counts = demo.make_demo_catalogs(tmp_path / "out", seed=0, looks=5, progress=False)
+    assert counts == {"products": 12, "looks": 5}
+    records = load_jsonl(tmp_path / "out/products/metadata.jsonl")
+    for r in records:
+        assert (tmp_path / "out/products/images" / r["image"]).is_file()
+        assert {"id", "title", "category", "color", "pattern", "split", "descriptions"} <= set(r)
+    looks = load_jsonl(tmp_path / "out/looks/metadata.jsonl")
+    assert all(2 <= len(look["items"]) <= 5 for look in looks)
+    assert not list(tmp_path.glob("out/.*"))  # no temporary folders left
+
+
+def test_shipped_demo_catalog_matches_the_generator():
+    records = load_jsonl(DEMO_DATA_DIR / "products/metadata.jsonl")
+    planned = demo.plan_products(0)
+    assert [r["id"] for r in records] == [p.id for p in planned]
+    assert [r["descriptions"] for r in records[:50]] == [p.descriptions for p in planned[:50]]
+    # re-render the first product with the generator's own random stream: same pixels as shipped
+    first = demo.render_product(planned[0].attrs, random.Random(1))
+    shipped = demo.Image.open(DEMO_DATA_DIR / "products/images" / records[0]["image"]).convert("RGB")
+    diff = np.abs(np.asarray(first, dtype=int) - np.asarray(shipped, dtype=int))
+    assert diff.mean() < 3  # JPEG noise only
+    splits = {r["split"] for r in records}
+    assert splits == {"train", "test"}
+    test_combos = {(r["category"], r["color"], r["pattern"]) for r in records if r["split"] == "test"}
+    train_combos = {(r["category"], r["color"], r["pattern"]) for r in records if r["split"] == "train"}
+    assert not test_combos & train_combos
+    queries = load_jsonl(DEMO_DATA_DIR / "products/queries.test.jsonl")
+    assert len(queries) == len(test_combos)

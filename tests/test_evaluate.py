@@ -1,0 +1,18 @@
+"""The shipped checkpoint against a recall floor on held-out attribute combinations."""
+
+from hsl_demo.catalog import Catalog
+from hsl_demo.defaults import DEMO_DATA_DIR
+from hsl_demo.evaluate import evaluate, load_queries
+from hsl_demo.search import Retriever
+
+# Measured 2026-11-23 with `hsl-demo evaluate --queries assets/demo/products/queries.test.jsonl`
+# (see README); the floor leaves room for float noise across machines, not for regressions.
+HELD_OUT_TEXT_R10_FLOOR = 0.80
+
+
+def test_backbone_held_out_text_recall_floor(demo_backbone):
+    queries = load_queries(DEMO_DATA_DIR / "products/queries.test.jsonl")
+    metrics = evaluate(Retriever(demo_backbone, Catalog.open("products")), queries)
+    assert metrics["queries"] == len(queries) > 200
+    assert metrics["R@10"] >= HELD_OUT_TEXT_R10_FLOOR, metrics
+    assert metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"]

@@ -1,0 +1,63 @@
+"""Search with the shipped demo model and catalog."""
+
+import pytest
+
+from hsl_demo.errors import HslDemoError
+from hsl_demo.search import Retriever
+
+
+@pytest.fixture(scope="module")
+def retriever(demo_backbone):
+    from hsl_demo.catalog import Catalog
+
+    return Retriever(demo_backbone, Catalog.open("products"))
+
+
+def test_green_dotted_scarves_come_first(retriever):
+    results = retriever.search_text("green dotted scarf", k=10)
+    assert [r.rank for r in results] == list(range(1, 11))
+    # there are exactly two green dotted scarves in the catalog: both in the top 3, and the
+    # top 3 are all green and dotted (the shipped backbone puts a green dotted bikini first; see README)
+    attrs = [(r.metadata["category"], r.metadata["color"], r.metadata["pattern"]) for r in results]
+    assert attrs[:3].count(("scarf", "green", "dotted")) == 2
+    assert all(a[1:] == ("green", "dotted") for a in attrs[:3])
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(r.image.is_file() for r in results)
+
+
+def test_partial_descriptions_find_every_matching_product(retriever):
+    results = retriever.search_text("red t-shirt", k=8)  # 4 patterns x 2 photos of red t-shirts
+    hits = [(r.metadata["category"], r.metadata["color"]) for r in results]
+    assert hits.count(("t-shirt", "red")) >= 6
+
+
+def test_result_dicts_carry_the_score_breakdown(retriever):
+    r = retriever.search_text("blue striped backpack", k=1)[0]
+    d = r.to_dict()
+    assert set(d) == {"rank", "id", "title", "score", "image", "levels"}
+    assert d["levels"]["global"] == pytest.approx(d["score"], abs=1e-6)
+
+
+def test_k_larger_than_the_catalog_returns_everything(retriever):
+    n = len(retriever.catalog)
+    results = retriever.search_text("cap", k=n + 50)
+    assert len(results) == n
+    assert len({r.id for r in results}) == n
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", None])
+def test_empty_queries_are_refused(retriever, text):
+    with pytest.raises(HslDemoError, match="empty query"):
+        retriever.search_text(text)
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_bad_k_is_refused(retriever, k):
+    with pytest.raises(HslDemoError, match="k must be"):
+        retriever.search_text("cap", k=k)
+
+
+def test_very_long_queries_are_truncated(retriever):
+    results = retriever.search_text("green dotted scarf " + "with a lot of extra words " * 40, k=3)
+    assert len(results) == 3
