@@ -231,7 +231,7 @@ def build_catalog(
         raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
 
     input_size = _input_size(backbone)
-    items, embeds, regions, scales, masks, skipped = [], [], [], [], [], []
+    items, embeds, regions, scales, skipped = [], [], [], [], []
     seen_ids: set[str] = set()
     bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
     for start in range(0, len(paths), batch_size):

@@ -81,7 +81,7 @@ def test_looks_have_two_to_five_products_in_boxes():
     held = demo.held_out_combinations(0)
     looks = list(demo.plan_looks(0, 20, held))
     assert {split for _, split, _ in looks} == {"train", "test"}
-    for look_id, split, items in looks:
+    for _look_id, split, items in looks:
         assert 2 <= len(items) <= 5
         assert (split == "test") == any(a in held for a in items)
         assert len({a.category for a in items}) == len(items)

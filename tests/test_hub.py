@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_CATALOG, assert_clean_error, run_cli
+
 from hsl_demo.backbone import save_backbone
 from hsl_demo.hub import is_repo_id
 

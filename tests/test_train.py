@@ -3,8 +3,8 @@ import json
 import torch
 
 from hsl_demo.backbone import Backbone
-from hsl_demo.train import BackboneTrainConfig, mentions_match, multi_positive_infonce, train_backbone
 from hsl_demo.data.attributes import Attributes
+from hsl_demo.train import BackboneTrainConfig, mentions_match, multi_positive_infonce, train_backbone
 
 
 def test_attribute_sharing_products_are_positives():

@@ -17,7 +17,7 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,8 @@ from .attributes import (
     COLORS,
     PATTERNS,
     Attributes,
-    descriptions,
     describe,
+    descriptions,
     title,
 )
 
@@ -60,7 +60,7 @@ def emoji_font_path() -> str:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _glyph(emoji: str) -> np.ndarray:
     """The emoji's artwork as float RGBA in [0, 1], cropped to its bounding box."""
     font = ImageFont.truetype(emoji_font_path(), EMOJI_BITMAP_SIZE)
