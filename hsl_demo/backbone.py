@@ -60,6 +60,7 @@ class Backbone:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.device = device
+        self.folder: Path | None = None  # the model folder, where heads may sit in subfolders
         # Half precision only where it is fast and safe: on the GPU.
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.model.to(device=device, dtype=self.dtype)
@@ -96,7 +97,9 @@ class Backbone:
             tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
         except (RuntimeError, ValueError, KeyError) as e:
             raise HslDemoError(f"{folder}: could not load the backbone ({e})") from None
-        return cls(model, preprocess, tokenizer, model_id or str(folder), dev)
+        backbone = cls(model, preprocess, tokenizer, model_id or str(folder), dev)
+        backbone.folder = folder
+        return backbone
 
     @classmethod
     def _load_named(cls, name: str, tag: str | None, spec: str, dev: torch.device) -> Backbone:

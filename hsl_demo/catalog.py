@@ -7,7 +7,9 @@ A catalog folder (written by `hsl-demo index`, atomically) holds
 - index.faiss: inner-product index over the L2-normalised global embeddings (row = item);
 - regions.npy / region_scale.npy / region_mask.npy: compact per-item region features for
   re-ranking, int8 with one float16 scale per region (patch tokens pooled on a grid, or per
-  box where the metadata gives boxes).
+  box where the metadata gives boxes);
+- hsl_*.npy (when built with an HSL head): that head's query-independent image side, per level
+  one vector per region and one pooled vector, int8 with float16 scales.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +32,8 @@ from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
 from .fileio import atomic_dir, load_jsonl, write_json, write_jsonl
 from .images import list_images, open_image
+from .models import head_fingerprint
+from .models.hsl import HSLHead, ImageSide
 
 FORMAT_VERSION = 1
 IVF_THRESHOLD = 100_000  # exact search below this many items, IVF above
@@ -80,7 +85,7 @@ def box_regions(tokens: torch.Tensor, grid: tuple[int, int], boxes: list[list[fl
 
 
 def quantize(regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-normalise each region vector and store it as int8 with a float16 scale."""
+    """Unit-normalise each vector (last axis) and store it as int8 with a float16 scale."""
     unit = F.normalize(regions.float(), dim=-1)
     scale = unit.abs().amax(-1).clamp_min(1e-8) / 127.0
     q = torch.round(unit / scale[..., None]).clamp(-127, 127).to(torch.int8)
@@ -89,6 +94,50 @@ def quantize(regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def dequantize(q: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(q).float() * torch.from_numpy(scale).float()[..., None]
+
+
+# ---- precomputed HSL image side --------------------------------------------------------------
+HSL_FILES = ("hsl_objects", "hsl_object_scale", "hsl_pooled", "hsl_pooled_scale", "hsl_mask")
+
+
+@dataclass
+class HslStore:
+    """The query-independent half of the HSL score for N items, int8 with float16 scales."""
+
+    hsl_objects: np.ndarray  # (N, L, R, d) int8
+    hsl_object_scale: np.ndarray  # (N, L, R) float16
+    hsl_pooled: np.ndarray  # (N, L, d) int8
+    hsl_pooled_scale: np.ndarray  # (N, L) float16
+    hsl_mask: np.ndarray  # (N, R) bool
+
+    def take(self, rows: np.ndarray) -> ImageSide:
+        """The float image side of the given rows (what a re-rank of candidates reads)."""
+        rows = np.asarray(rows)
+        return ImageSide(
+            objects=dequantize(np.asarray(self.hsl_objects[rows]), np.asarray(self.hsl_object_scale[rows])),
+            pooled=dequantize(np.asarray(self.hsl_pooled[rows]), np.asarray(self.hsl_pooled_scale[rows])),
+            mask=torch.from_numpy(np.asarray(self.hsl_mask[rows])),
+        )
+
+    def bytes_per_item(self) -> int:
+        return int(sum(getattr(self, k)[0].nbytes for k in HSL_FILES))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in HSL_FILES}
+
+
+@torch.no_grad()
+def encode_hsl_store(head: HSLHead, embeds: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor,
+                     batch: int = 1024, progress: bool = False) -> HslStore:
+    """Run the image side of `head` over every item and quantise the result."""
+    from tqdm.auto import tqdm
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in HSL_FILES}
+    for i in tqdm(range(0, len(embeds), batch), desc="HSL image side", disable=not progress):
+        side = head.encode_image_side(embeds[i:i + batch].float(), regions[i:i + batch].float(), mask[i:i + batch])
+        for name, value in zip(HSL_FILES, (*quantize(side.objects), *quantize(side.pooled), side.mask.numpy())):
+            parts[name].append(value)
+    return HslStore(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
 # ---- the catalog ---------------------------------------------------------------------------
@@ -101,6 +150,7 @@ class Catalog:
     regions: np.ndarray  # (N, R, D) int8
     region_scale: np.ndarray  # (N, R) float16
     region_mask: np.ndarray  # (N, R) bool
+    hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,7 +196,14 @@ class Catalog:
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = int(manifest.get("nprobe", 16))
-        return cls(root, manifest, items, index, regions, scale, mask)
+        hsl = None
+        if "hsl" in manifest.get("heads", {}):
+            try:
+                # mmap: a large catalog's re-rank features stay on disk until a query reads them
+                hsl = {k: np.load(root / f"{k}.npy", allow_pickle=False, mmap_mode="r") for k in HSL_FILES}
+            except (OSError, ValueError) as e:
+                raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
+        return cls(root, manifest, items, index, regions, scale, mask, hsl)
 
     def check_model(self, backbone: Backbone) -> None:
         """A clear error if the catalog was encoded by a different model than `backbone`."""
@@ -187,6 +244,18 @@ class Catalog:
             torch.from_numpy(self.region_mask[rows]),
         )
 
+    def hsl_image_side(self, head: HSLHead) -> HslStore:
+        """The HSL image side of every item for `head`: precomputed at index time when the
+        catalog was built with this very head, otherwise computed now (with a warning)."""
+        stored = self.manifest.get("heads", {}).get("hsl", {})
+        if self.hsl is not None and stored.get("fingerprint") == head_fingerprint(head):
+            return HslStore(**self.hsl)
+        warnings.warn(
+            f"catalog {self.name!r} has no HSL features precomputed for this head; computing them "
+            f"for {len(self)} items now (re-index with `hsl-demo index` to skip this)", stacklevel=2,
+        )
+        return encode_hsl_store(head, torch.from_numpy(self.embeddings), *self.region_features(np.arange(len(self))))
+
     @cached_property
     def embeddings(self) -> np.ndarray:
         """(N, D) global embeddings, read back from the index."""
@@ -216,11 +285,13 @@ def build_catalog(
     metadata: str | Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    hsl: HSLHead | None = None,
 ) -> dict:
     """Encode every image below `images_dir` and write a catalog folder at `out`.
 
-    Unreadable files are skipped and listed (in the manifest and the returned summary);
-    the folder appears only when everything is written.
+    With an HSL head, its query-independent image side is computed here too, so a search
+    only encodes the query. Unreadable files are skipped and listed (in the manifest and the
+    returned summary); the folder appears only when everything is written.
     """
     from tqdm.auto import tqdm
 
@@ -280,6 +351,12 @@ def build_catalog(
     for i, (q, s) in enumerate(zip(regions, scales)):
         region_arr[i, :len(q)], scale_arr[i, :len(q)], mask_arr[i, :len(q)] = q, s, True
     index, index_type, nprobe = _build_index(vectors)
+    heads, store = {}, None
+    if hsl is not None:
+        store = encode_hsl_store(hsl, torch.from_numpy(vectors), dequantize(region_arr, scale_arr),
+                                 torch.from_numpy(mask_arr), progress=progress)
+        heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim,
+                        "bytes_per_item": store.bytes_per_item()}
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -293,6 +370,7 @@ def build_catalog(
             "dtype": "int8",
             "bytes_per_item": int(region_arr[0].nbytes + scale_arr[0].nbytes + mask_arr[0].nbytes),
         },
+        "heads": heads,
         "skipped": skipped,
         "missing_images": missing,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -302,6 +380,8 @@ def build_catalog(
         np.save(tmp / "regions.npy", region_arr)
         np.save(tmp / "region_scale.npy", scale_arr)
         np.save(tmp / "region_mask.npy", mask_arr)
+        for name, array in (store.arrays().items() if store else ()):
+            np.save(tmp / f"{name}.npy", array)
         write_jsonl(tmp / "items.jsonl", items)
         write_json(tmp / "manifest.json", manifest)
     return {"count": len(items), "skipped": skipped, "index": index_type, "out": str(out)}

@@ -27,7 +27,7 @@ def _positive_int(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import DEMO_SEED
+    from .defaults import DEMO_SEED, HSL_VARIANTS
 
     parser = argparse.ArgumentParser(
         prog="hsl-demo", description="Language-based product image retrieval, explained."
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--looks", type=_positive_int, default=400, help="number of flat-lay looks")
 
-    p = sub.add_parser("train", help="train the demo backbone")
+    p = sub.add_parser("train", help="train the demo backbone or a head")
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
     b = what.add_parser("backbone", help="contrastive training of the demo backbone from scratch")
     b.add_argument("--out", default=None, help="model folder (default: checkpoints/demo)")
@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=None)
     b.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     b.add_argument("--seed", type=int, default=None)
+    h = what.add_parser("hsl", help="train the HSL head on a frozen backbone")
+    h.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
+    h.add_argument("--out", default=None, help="model folder to write hsl/ into (default: checkpoints/demo)")
+    h.add_argument("--steps", type=_positive_int, default=None)
+    h.add_argument("--batch-size", type=_positive_int, default=None)
+    h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
+    h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
+    h.add_argument("--seed", type=int, default=None)
 
     p = sub.add_parser("index", help="encode a folder of images into a searchable catalog")
     p.add_argument("images", help="folder of images (jpg, png, webp; subfolders too)")
@@ -67,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog name or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--queries", required=True, help="JSONL of {\"mode\", \"text\", \"targets\"}")
+    p.add_argument("--variant", choices=HSL_VARIANTS, default="full",
+                   help="HSL terms to rank by: full, image or object granularity only, global (backbone)")
+    p.add_argument("--ablation", action="store_true", help="evaluate every variant and print a table")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -82,20 +93,25 @@ def _cmd_train(args) -> None:
     from dataclasses import replace
 
     from .defaults import DEFAULT_MODEL_DIR
-    from .train import BackboneTrainConfig, train_backbone
+    from .train import BackboneTrainConfig, HSLTrainConfig, train_backbone, train_hsl
 
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "variants", "seed")
-                 if getattr(args, k) is not None}
-    cfg = replace(BackboneTrainConfig(), **overrides)
-    train_backbone(args.out or DEFAULT_MODEL_DIR, cfg, log=lambda m: print(m, flush=True))
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    names = ("steps", "batch_size", "variants", "seed", "levels")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if args.what == "backbone":
+        train_backbone(args.out or DEFAULT_MODEL_DIR, replace(BackboneTrainConfig(), **overrides), log=log)
+    else:
+        train_hsl(args.out or DEFAULT_MODEL_DIR, args.model, replace(HSLTrainConfig(), **overrides), log=log)
 
 
 def _cmd_index(args) -> None:
     from .backbone import Backbone
     from .catalog import build_catalog
+    from .search import load_heads
 
     backbone = Backbone.load(args.model, device=args.device)
-    summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size)
+    summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
+                            hsl=load_heads(backbone).get("hsl"))
     for s in summary["skipped"]:
         print(f"skipped {s['file']}: {s['reason']}", file=sys.stderr)
     print(f"indexed {summary['count']} images into {summary['out']} ({summary['index']} index, "
@@ -122,11 +138,23 @@ def _cmd_evaluate(args) -> None:
 
     queries = load_queries(args.queries)
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
-    metrics = evaluate(retriever, queries)
+    if not args.ablation:
+        metrics = evaluate(retriever, queries, variant=args.variant)
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
+        return
+    from .defaults import HSL_VARIANTS
+
+    table = {v: evaluate(retriever, queries, variant=v) for v in HSL_VARIANTS}
     if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
+        print(json.dumps(table))
+        return
+    print(f"{len(queries)} queries, catalog {retriever.catalog.name}")
+    print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
+    for v, m in table.items():
+        print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

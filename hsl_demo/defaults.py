@@ -23,3 +23,7 @@ def default_model() -> str:
 
 def default_catalog() -> str:
     return os.environ.get("HSL_DEMO_CATALOG") or "products"
+
+# Which HSL terms rank a search: all (full), one granularity at every level, or the
+# backbone's global cosine alone. Here, not in search.py, so the CLI can list them fast.
+HSL_VARIANTS = ("full", "image", "object", "global")

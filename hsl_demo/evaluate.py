@@ -31,15 +31,16 @@ def load_queries(path: str | Path) -> list[dict]:
     return queries
 
 
-def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS) -> dict:
-    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n} for text queries."""
+def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS, variant: str = "full") -> dict:
+    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n} for text queries, ranked by the
+    given HSL variant (full, image, object, global)."""
     unknown = {t for q in queries for t in q["targets"]} - {it["id"] for it in retriever.catalog.items}
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
     hits = dict.fromkeys(ks, 0)
     for q in queries:
-        ranked = [r.id for r in retriever.search_text(q["text"], k=max(ks))]
+        ranked = [r.id for r in retriever.search_text(q["text"], k=max(ks), variant=variant)]
         targets = set(q["targets"])
         for k in ks:
             hits[k] += any(i in targets for i in ranked[:k])

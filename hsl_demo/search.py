@@ -1,10 +1,13 @@
-"""Search: FAISS candidates by global cosine, then (where a head is loaded) a re-rank.
+"""Search in two stages: FAISS candidates by global cosine, then a re-rank by the head.
 
 `Retriever` is the Python API behind the CLI and the app:
 
     r = Retriever.from_pretrained()                # embedded model + products catalog
     for hit in r.search_text("green dotted scarf", k=5):
         print(hit.rank, hit.id, hit.title, hit.score, hit.levels)
+
+`levels` explains the score: for HSL, the backbone's global cosine and, per level, the
+object- and image-granularity similarities, each with its weight, and the final sum.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .backbone import Backbone
 from .catalog import Catalog
-from .defaults import default_catalog, default_model
+from .defaults import HSL_VARIANTS, default_catalog, default_model
 from .errors import HslDemoError
+from .models import load_head
+from .models.hsl import HSLHead
 
 DEFAULT_CANDIDATES = 200
 
@@ -51,13 +57,21 @@ def clean_text(text: str | None) -> str:
 
 
 class Retriever:
-    """A backbone and a catalog, checked to belong together."""
+    """A backbone, its heads and a catalog, checked to belong together."""
 
-    def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES):
+    def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
+                 hsl: HSLHead | None = None):
         catalog.check_model(backbone)
         self.backbone = backbone
         self.catalog = catalog
-        self.candidates = candidates
+        self.candidates = _check_k(candidates)
+        self.hsl = hsl
+        self.hsl_store = None
+        if hsl is not None:
+            if hsl.embed_dim != backbone.embed_dim:
+                raise HslDemoError(f"the HSL head expects {hsl.embed_dim}-d features, the backbone gives "
+                                   f"{backbone.embed_dim}-d")
+            self.hsl_store = catalog.hsl_image_side(hsl)
 
     @classmethod
     def from_pretrained(
@@ -65,11 +79,12 @@ class Retriever:
         candidates: int = DEFAULT_CANDIDATES,
     ) -> Retriever:
         """Load a model (folder, Hub repo id or open_clip name; default: the embedded demo
-        model) and open a catalog (name or folder; default: the demo products)."""
+        model, with its heads) and open a catalog (name or folder; default: the demo products)."""
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
-        return cls(Backbone.load(model or default_model(), device=device), opened, candidates)
+        backbone = Backbone.load(model or default_model(), device=device)
+        return cls(backbone, opened, candidates, hsl=load_heads(backbone).get("hsl"))
 
-    def _results(self, rows: np.ndarray, scores: np.ndarray, levels: list[dict] | None = None) -> list[SearchResult]:
+    def _results(self, rows: np.ndarray, scores: np.ndarray, levels: list[dict]) -> list[SearchResult]:
         out = []
         for i, (row, score) in enumerate(zip(rows.tolist(), scores.tolist())):
             item = self.catalog.items[row]
@@ -79,20 +94,45 @@ class Retriever:
                 title=item.get("title", item["id"]),
                 score=float(score),
                 image=self.catalog.image_path(row),
-                levels=levels[i] if levels else {},
+                levels=levels[i],
                 metadata={k: v for k, v in item.items() if k not in ("id", "title", "image")},
             ))
         return out
 
-    def search_text(self, text: str, k: int = 10) -> list[SearchResult]:
-        """The k best items for a description, best first."""
+    @torch.no_grad()
+    def search_text(self, text: str, k: int = 10, variant: str = "full") -> list[SearchResult]:
+        """The k best items for a description, best first.
+
+        Stage 1 takes the top `candidates` (at least k) by global cosine from FAISS; stage 2
+        re-ranks them with the HSL head. `variant` keeps only some HSL terms (for ablations):
+        full, image or object (one granularity, every level), or global (stage 1 alone).
+        """
         text = clean_text(text)
         k = _check_k(k)
-        query = self.backbone.encode_text([text])
-        scores, rows = self.catalog.search(query, max(k, self.candidates))
+        if variant not in HSL_VARIANTS:
+            raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(HSL_VARIANTS)})")
+        feats = self.backbone.text_features([text])
+        scores, rows = self.catalog.search(feats.embeds.cpu().numpy(), max(k, self.candidates))
         keep = rows[0] >= 0
-        rows, scores = rows[0][keep][:k], scores[0][keep][:k]
-        return self._results(rows, scores, [{"global": float(s)} for s in scores])
+        rows, scores = rows[0][keep], scores[0][keep]
+        if self.hsl is None or variant == "global":
+            return self._results(rows[:k], scores[:k], [{"global": {"similarity": round(float(s), 6)}}
+                                                        for s in scores[:k]])
+        side = self.hsl_store.take(rows)
+        query = self.hsl.encode_text_side(feats.tokens.cpu(), feats.mask.cpu())
+        terms = self.hsl.similarities(query, side, torch.from_numpy(scores)[None])[0]  # (n, terms)
+        final = self.hsl.combine(terms, self.hsl.term_mask(variant))
+        order = torch.argsort(final, descending=True, stable=True)[:k]
+        return self._results(rows[order.numpy()], final[order].numpy(), self.hsl.breakdown(terms[order]))
+
+
+def load_heads(backbone: Backbone) -> dict:
+    """The trained heads in the backbone's model folder (none for a bare open_clip name)."""
+    heads = {}
+    folder = backbone.folder
+    if folder is not None and (folder / "hsl").is_dir():
+        heads["hsl"] = load_head(HSLHead, folder / "hsl")
+    return heads
 
 
 def _check_k(k: int) -> int:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .backbone import save_backbone
 from .data.attributes import Attributes, describe
 from .data.demo import all_combinations, held_out_combinations, render_product
+from .models import save_head
 
 MENTIONS = ((True, True), (True, False), (False, True), (False, False))
 MENTION_WEIGHTS = (0.7, 0.1, 0.1, 0.1)
@@ -160,3 +161,130 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print) -> dict
     log(f"saved backbone to {out}")
     return info
 
+
+
+# ---- the HSL head ----------------------------------------------------------------------------
+@dataclass
+class HSLTrainConfig:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 100
+    variants: int = 6  # rendered photos per training combination
+    dim: int = 128
+    levels: int = 2
+    heads: int = 4
+    object_aggregation: str = "max"
+    weight_lr_factor: float = 10.0  # learning-rate multiplier of the combination weights
+    term_loss_weight: float = 0.5  # each term alone must rank too (keeps the ablations meaningful)
+    seed: int = 0
+    catalog_seed: int = 0
+    limit_combos: int = 0
+
+
+@torch.no_grad()
+def encode_pool(backbone, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global embeddings (N, D) and catalog-identical region features (N, R, D) of a photo pool.
+
+    Regions go through the same grid pooling and int8 round trip as `hsl-demo index`, so the
+    head trains on exactly what it will see at search time.
+    """
+    from .catalog import dequantize, grid_regions, quantize
+
+    embeds, regions = [], []
+    for i in range(0, len(images), batch):
+        feats = backbone.image_features(images[i:i + batch].to(backbone.device, backbone.dtype))
+        embeds.append(feats.embeds.cpu())
+        regions.append(dequantize(*quantize(grid_regions(feats.tokens.cpu(), feats.grid))))
+    return torch.cat(embeds), torch.cat(regions)
+
+
+def hard_batch(attrs: list[Attributes], by_key: dict, size: int, rng: random.Random) -> list[int]:
+    """Half random photos, half look-alikes of them (two of three attributes shared), so the
+    head learns what the FAISS candidates of a query actually confuse."""
+    first = [rng.randrange(len(attrs)) for _ in range(size // 2)]
+    rest = []
+    for i in first:
+        a = attrs[i]
+        key = rng.choice([("cc", a.category, a.color), ("cp", a.category, a.pattern), ("op", a.color, a.pattern)])
+        rest.append(rng.choice(by_key[key]))
+    return first + rest
+
+
+def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print) -> dict:
+    """Train an HSL head on a frozen backbone and save it to `out`/hsl (Hub mixin format).
+
+    The backbone stays frozen: its global cosine is the first stage (the FAISS index), so
+    changing it would invalidate every catalog; and a head on a frozen backbone can be added
+    to any open_clip model from the Hub. Freezing also lets the photos be encoded once.
+    """
+    from .backbone import Backbone
+    from .models.hsl import HSLHead
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    backbone = Backbone.load(model)
+    held = held_out_combinations(cfg.catalog_seed)
+    combos = [a for a in all_combinations() if a not in held]
+    if cfg.limit_combos:
+        combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
+    photos, attrs = render_pool(combos, cfg.variants, cfg.seed + 3, backbone.preprocess, "render train")
+    log(f"encoding {len(photos)} training photos with the frozen backbone")
+    embeds, regions = encode_pool(backbone, photos)
+    region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
+    by_key: dict[tuple, list[int]] = {}
+    for i, a in enumerate(attrs):
+        for key in (("cc", a.category, a.color), ("cp", a.category, a.pattern), ("op", a.color, a.pattern)):
+            by_key.setdefault(key, []).append(i)
+
+    head = HSLHead(embed_dim=embeds.shape[1], dim=cfg.dim, levels=cfg.levels, heads=cfg.heads,
+                   object_aggregation=cfg.object_aggregation)
+    head.train()
+    scalars = [head.raw_weights, head.logit_scale]
+    decay = [p for p in head.parameters() if p.ndim >= 2]
+    rest = [p for p in head.parameters() if p.ndim < 2 and all(p is not s for s in scalars)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0},
+                             # The combination weights must travel ~1 in a few thousand steps.
+                             {"params": scalars, "weight_decay": 0.0, "lr": cfg.lr * cfg.weight_lr_factor}],
+                            lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
+    )
+    losses, start = [], time.time()
+    for step in range(1, cfg.steps + 1):
+        idx = hard_batch(attrs, by_key, min(cfg.batch_size, len(attrs)), rng)
+        batch_attrs = [attrs[i] for i in idx]
+        mentions = rng.choices(MENTIONS, MENTION_WEIGHTS, k=len(idx))
+        texts = [describe(a, rng, m) for a, m in zip(batch_attrs, mentions)]
+        positives = torch.tensor([[mentions_match(a, b, m) for b, m in zip(batch_attrs, mentions)]
+                                  for a in batch_attrs])  # (image, text)
+        text_feats = backbone.text_features(texts)
+        img = head.encode_image_side(embeds[idx], regions[idx], region_mask[idx])
+        txt = head.encode_text_side(text_feats.tokens.cpu(), text_feats.mask.cpu())
+        global_cos = text_feats.embeds.cpu() @ embeds[idx].t()
+        terms = head.similarities(txt, img, global_cos)  # (text, image, terms)
+        scale = head.logit_scale.exp().clamp(max=100)
+        loss = multi_positive_infonce(scale * head.combine(terms).t(), positives)
+        term_loss = sum(multi_positive_infonce(scale * terms[..., t].t(), positives)
+                        for t in range(1, terms.shape[-1])) / (terms.shape[-1] - 1)
+        total = loss + cfg.term_loss_weight * term_loss
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 10 == 0 or step == 1:
+            losses.append(round(loss.item(), 4))
+        if step % 100 == 0 or step == 1:
+            w = ", ".join(f"{n} {v:.2f}" for n, v in zip(head.term_names(), head.weights.tolist()))
+            log(f"step {step}/{cfg.steps} loss {loss.item():.3f} terms {term_loss.item():.3f} "
+                f"{time.time() - start:.0f}s weights: {w}")
+    head.eval()
+    info = {"trained_by": "hsl-demo train hsl", "backbone": backbone.model_id, "config": asdict(cfg),
+            "losses": losses, "train_seconds": round(time.time() - start)}
+    save_head(head, Path(out) / "hsl", info)
+    log(f"saved HSL head to {Path(out) / 'hsl'}")
+    return info

@@ -1,0 +1,149 @@
+"""Latency of a text query: HSL two-stage search beside plain kNN, measured in the same run.
+
+    python bench/bench_hsl.py                  # demo catalog + synthetic 100k catalog
+    python bench/bench_hsl.py --sizes 10000    # other synthetic sizes
+    python bench/bench_hsl.py --json out.json  # also write the figures
+
+HSL query = encode the text (global + token features) + FAISS top-N candidates with the
+catalog's own index + re-rank of the N candidates with the precomputed image side.
+Plain kNN = encode the text (global only) + exact inner-product search (faiss IndexFlatIP).
+The synthetic catalog has random unit embeddings and random int8 HSL features: latency
+depends on shapes, not values. Queries alternate between the two methods so both see the
+same machine state; figures are milliseconds per query, p50 and p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hsl_demo.catalog import HSL_FILES, Catalog, _build_index  # noqa: E402
+from hsl_demo.evaluate import load_queries  # noqa: E402
+from hsl_demo.models import head_fingerprint  # noqa: E402
+from hsl_demo.search import Retriever  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def synthetic_catalog(like: Catalog, retriever: Retriever, n: int, seed: int = 0) -> Catalog:
+    """A catalog of n random items with the same feature shapes as `like`."""
+    rng = np.random.default_rng(seed)
+    dim = like.embeddings.shape[1]
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index, kind, nprobe = _build_index(vectors)
+    hsl = None
+    if like.hsl is not None:
+        hsl = {}
+        for name in HSL_FILES:
+            proto = like.hsl[name]
+            shape = (n, *proto.shape[1:])
+            if proto.dtype == np.int8:
+                hsl[name] = rng.integers(-127, 128, size=shape, dtype=np.int8)
+            elif proto.dtype == np.bool_:
+                hsl[name] = np.ones(shape, dtype=bool)
+            else:
+                hsl[name] = np.full(shape, 1 / 127 / np.sqrt(proto.shape[-1] if proto.ndim > 1 else 1),
+                                    dtype=proto.dtype)
+    manifest = dict(like.manifest, count=n, index=kind, nprobe=nprobe)
+    items = [{"id": f"s{i:06d}", "image": "synthetic.jpg", "title": f"synthetic {i}"} for i in range(n)]
+    regions = np.zeros((n, 1, like.regions.shape[-1]), dtype=np.int8)  # unused by the re-rank
+    return Catalog(Path("synthetic"), manifest, items, index, regions, np.ones((n, 1), np.float16),
+                   np.ones((n, 1), bool), hsl)
+
+
+def measure(retriever: Retriever, texts: list[str], repeats: int, k: int = 10) -> dict:
+    """Alternate plain kNN and HSL queries over `texts`, `repeats` rounds; ms per query."""
+    exact = faiss.IndexFlatIP(retriever.catalog.embeddings.shape[1])
+    exact.add(np.ascontiguousarray(retriever.catalog.embeddings))
+    backbone = retriever.backbone
+
+    def knn(text: str) -> None:
+        exact.search(backbone.encode_text([text]), k)
+
+    def hsl(text: str) -> None:
+        retriever.search_text(text, k)
+
+    for text in texts[:5]:  # warm up both paths
+        knn(text)
+        hsl(text)
+    times: dict[str, list[float]] = {"knn": [], "hsl": []}
+    for _ in range(repeats):
+        for text in texts:
+            for name, fn in (("knn", knn), ("hsl", hsl)):
+                start = time.perf_counter()
+                fn(text)
+                times[name].append((time.perf_counter() - start) * 1000)
+    out = {name: {"p50_ms": round(statistics.median(t), 2), "p95_ms": round(percentile(t, 95), 2)}
+           for name, t in times.items()}
+    out["ratio_p50"] = round(out["hsl"]["p50_ms"] / out["knn"]["p50_ms"], 2)
+    out["ratio_p95"] = round(out["hsl"]["p95_ms"] / out["knn"]["p95_ms"], 2)
+    out["queries"] = len(times["hsl"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000], help="synthetic catalog sizes")
+    parser.add_argument("--queries", default=None, help="query JSONL (default: the demo's held-out queries)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    from hsl_demo.defaults import DEMO_DATA_DIR
+
+    torch.set_grad_enabled(False)
+    queries = load_queries(args.queries or DEMO_DATA_DIR / "products" / "queries.test.jsonl")
+    texts = [q["text"] for q in queries][:100]
+    demo = Retriever.from_pretrained(args.model)
+    if demo.hsl is None:
+        sys.exit("the model has no HSL head: nothing to compare")
+    report = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": str(demo.backbone.device)},
+        "candidates": demo.candidates,
+        "hsl_bytes_per_item": demo.hsl_store.bytes_per_item(),
+        "region_bytes_per_item": demo.catalog.manifest["regions"]["bytes_per_item"],
+        "catalogs": {},
+    }
+    assert demo.catalog.manifest.get("heads", {}).get("hsl", {}).get("fingerprint") == head_fingerprint(demo.hsl), \
+        "the demo catalog's HSL features are not precomputed for this head: re-index it first"
+    report["catalogs"][f"demo products ({len(demo.catalog)}, {demo.catalog.manifest['index']})"] = measure(
+        demo, texts, args.repeats)
+    for n in args.sizes:
+        print(f"building a synthetic {n}-item catalog ...", file=sys.stderr)
+        synthetic = synthetic_catalog(demo.catalog, demo, n)
+        retriever = Retriever(demo.backbone, synthetic, demo.candidates, hsl=demo.hsl)
+        report["catalogs"][f"synthetic ({n}, {synthetic.manifest['index']})"] = measure(
+            retriever, texts, args.repeats)
+
+    print(f"text query latency, ms ({report['machine']['cpus']} CPUs, {report['machine']['torch_threads']} torch "
+          f"threads, {report['machine']['device']}); candidates N = {report['candidates']}")
+    print("| catalog | plain kNN p50 | p95 | HSL p50 | p95 | ratio p50 | ratio p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m in report["catalogs"].items():
+        print(f"| {name} | {m['knn']['p50_ms']} | {m['knn']['p95_ms']} | {m['hsl']['p50_ms']} | "
+              f"{m['hsl']['p95_ms']} | {m['ratio_p50']}x | {m['ratio_p95']}x |")
+    print(f"re-rank features: {report['hsl_bytes_per_item']} B per item (HSL image side, int8); "
+          f"backbone regions kept for re-indexing: {report['region_bytes_per_item']} B per item")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
