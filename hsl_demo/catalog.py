@@ -226,7 +226,11 @@ class Catalog:
             raise HslDemoError(f"no item {item_id!r} in catalog {self.name!r}") from None
 
     def image_path(self, row: int) -> Path:
-        return (self.root / self.items[row]["image"]).resolve()
+        return Path(os.path.normpath(self._resolved_root / self.items[row]["image"]))
+
+    @cached_property
+    def _resolved_root(self) -> Path:
+        return self.root.resolve()
 
     def image_dir(self) -> Path:
         """The deepest folder holding every image (what a web app must be allowed to serve)."""
@@ -254,7 +258,8 @@ class Catalog:
             f"catalog {self.name!r} has no HSL features precomputed for this head; computing them "
             f"for {len(self)} items now (re-index with `hsl-demo index` to skip this)", stacklevel=2,
         )
-        return encode_hsl_store(head, torch.from_numpy(self.embeddings), *self.region_features(np.arange(len(self))))
+        return encode_hsl_store(head, torch.from_numpy(self.embeddings), *self.region_features(np.arange(len(self))),
+                                progress=len(self) > 10_000)
 
     @cached_property
     def embeddings(self) -> np.ndarray:

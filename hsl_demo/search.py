@@ -104,8 +104,8 @@ class Retriever:
         """The k best items for a description, best first.
 
         Stage 1 takes the top `candidates` (at least k) by global cosine from FAISS; stage 2
-        re-ranks them with the HSL head. `variant` keeps only some HSL terms (for ablations):
-        full, image or object (one granularity, every level), or global (stage 1 alone).
+        re-ranks them with the HSL head. `variant` ranks by only some HSL terms (ablations):
+        full, image or object (one granularity, its levels summed), or global (stage 1 alone).
         """
         text = clean_text(text)
         k = _check_k(k)
@@ -119,9 +119,10 @@ class Retriever:
             return self._results(rows[:k], scores[:k], [{"global": {"similarity": round(float(s), 6)}}
                                                         for s in scores[:k]])
         side = self.hsl_store.take(rows)
-        query = self.hsl.encode_text_side(feats.tokens.cpu(), feats.mask.cpu())
+        used = int(feats.mask.any(0).nonzero().max()) + 1  # drop the trailing padding: faster, same result
+        query = self.hsl.encode_text_side(feats.tokens[:, :used].cpu(), feats.mask[:, :used].cpu())
         terms = self.hsl.similarities(query, side, torch.from_numpy(scores)[None])[0]  # (n, terms)
-        final = self.hsl.combine(terms, self.hsl.term_mask(variant))
+        final = self.hsl.combine(terms, variant)
         order = torch.argsort(final, descending=True, stable=True)[:k]
         return self._results(rows[order.numpy()], final[order].numpy(), self.hsl.breakdown(terms[order]))
 

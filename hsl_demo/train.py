@@ -164,6 +164,23 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print) -> dict
 
 
 # ---- the HSL head ----------------------------------------------------------------------------
+HSL_CARD = """---
+library_name: hsl-demo
+tags: [hsl-demo, image-retrieval, open_clip, model_hub_mixin]
+---
+# HSL head (hsl-demo)
+
+Hierarchical Similarity Learning re-ranking head: {levels} stacked encoder levels (width
+{dim}) over the backbone's region and text-token features; at each level an object- and an
+image-granularity similarity, combined with the backbone's global cosine by learned
+non-negative weights ({weights}).
+
+Trained by `hsl-demo train hsl` ({steps} steps, batch {batch}) on the frozen backbone
+`{backbone}`. Load with `hsl_demo.models.hsl.HSLHead.from_pretrained(folder)`; hsl-demo loads
+it from the `hsl/` subfolder of a model folder.
+"""
+
+
 @dataclass
 class HSLTrainConfig:
     steps: int = 3000
@@ -175,6 +192,7 @@ class HSLTrainConfig:
     dim: int = 128
     levels: int = 2
     heads: int = 4
+    dropout: float = 0.1
     object_aggregation: str = "max"
     weight_lr_factor: float = 10.0  # learning-rate multiplier of the combination weights
     term_loss_weight: float = 0.5  # each term alone must rank too (keeps the ablations meaningful)
@@ -239,7 +257,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
             by_key.setdefault(key, []).append(i)
 
     head = HSLHead(embed_dim=embeds.shape[1], dim=cfg.dim, levels=cfg.levels, heads=cfg.heads,
-                   object_aggregation=cfg.object_aggregation)
+                   object_aggregation=cfg.object_aggregation, dropout=cfg.dropout)
     head.train()
     scalars = [head.raw_weights, head.logit_scale]
     decay = [p for p in head.parameters() if p.ndim >= 2]
@@ -285,6 +303,8 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     head.eval()
     info = {"trained_by": "hsl-demo train hsl", "backbone": backbone.model_id, "config": asdict(cfg),
             "losses": losses, "train_seconds": round(time.time() - start)}
-    save_head(head, Path(out) / "hsl", info)
+    save_head(head, Path(out) / "hsl", info, card=HSL_CARD.format(
+        backbone=backbone.model_id, levels=cfg.levels, dim=cfg.dim, steps=cfg.steps, batch=cfg.batch_size,
+        weights=", ".join(f"{n} {v:.3f}" for n, v in zip(head.term_names(), head.weights.tolist()))))
     log(f"saved HSL head to {Path(out) / 'hsl'}")
     return info

@@ -14,14 +14,19 @@ def test_search_with_no_options_uses_the_embedded_defaults():
     assert sum("Green dotted scarf" in line for line in lines) == 2
 
 
-def test_search_json():
-    proc = run_cli("search", "--text", "white plain sneaker", "-k", "4", "--json")
+def test_search_json_fills_the_hsl_levels():
+    proc = run_cli("search", "--text", "green dotted scarf", "-k", "4", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert [r["rank"] for r in results] == [1, 2, 3, 4]
+    assert results[0]["title"] == "Green dotted scarf"
     for r in results:
         assert {"id", "title", "score", "levels"} <= set(r)
-    assert all(r["title"].startswith("White") for r in results)
+        levels = r["levels"]
+        assert levels["final"] == r["score"]
+        assert set(levels["level1"]) == set(levels["level2"]) == {"object", "image"}
+        assert all({"similarity", "weight"} == set(levels[lv][g]) for lv in ("level1", "level2")
+                   for g in ("object", "image"))
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
 
 
@@ -33,6 +38,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_clean_error(run_cli("index", str(tmp_path / "empty"), "--out", str(tmp_path / "c")), "no images")
     assert not (tmp_path / "c").exists()
+
+
+def test_evaluate_ablation_reports_every_variant(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"text": "black plain t-shirt", "targets": ["p00000", "p00001"]}) + "\n")
+    proc = run_cli("evaluate", "--queries", str(queries), "--ablation", "--json")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)
+    assert list(table) == ["full", "image", "object", "global"]
+    assert all(table[v]["R@10"] == 1.0 for v in table)
+    table_text = run_cli("evaluate", "--queries", str(queries), "--ablation").stdout
+    assert "| full |" in table_text and "| global |" in table_text
+    bad = run_cli("evaluate", "--queries", str(queries), "--variant", "nope")  # argparse: usage + error
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_hsl_writes_a_head_next_to_a_backbone(tmp_path):
+    proc = run_cli("train", "hsl", "--model", "hsl-demo-tiny", "--out", str(tmp_path / "m"), "--steps", "3",
+                   "--batch-size", "16", "--variants", "1", "--levels", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m/hsl/config.json").read_text())["levels"] == 3
+    assert "saved HSL head" in proc.stdout
 
 
 def test_evaluate_prints_recall_and_rejects_unknown_modes(tmp_path):

@@ -5,10 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import SMALL_CATALOG, assert_clean_error, run_cli
 
 from hsl_demo.backbone import save_backbone
 from hsl_demo.hub import is_repo_id
+from hsl_demo.models import save_head
+from hsl_demo.models.hsl import HSLHead
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TINY_CFG = {"embed_dim": 128, "vision_cfg": {"image_size": 80, "layers": 3, "width": 128, "patch_size": 10,
@@ -29,6 +32,12 @@ def hub_setup(tmp_path_factory, tiny_backbone, small_images):
     root = tmp_path_factory.mktemp("hub")
     local = root / "local-model"
     save_backbone(tiny_backbone.model, TINY_CFG, local)
+    head = HSLHead(embed_dim=128, dim=32)  # a head with weight on every level, as if trained
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        head.raw_weights.copy_(torch.tensor([0.5, 0.2, 0.3, 0.4, 0.6]))
+    save_head(head, local / "hsl")
     populate_cache(root / "hub-cache", "acme/tiny-demo", local)
     proc = run_cli("index", str(small_images / "images"), "--out", str(root / "catalog"),
                    "--metadata", str(small_images / "metadata.jsonl"), "--model", str(local))
@@ -56,6 +65,10 @@ def test_repo_id_from_offline_cache_scores_like_the_local_folder(hub_setup):
     assert len(a) == 5
     assert [r["id"] for r in a] == [r["id"] for r in b] == [r["id"] for r in c]
     assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-6)
+    # the HSL head came along from the Hub snapshot's hsl/ subfolder, and its features were
+    # precomputed at index time (no "computing them now" warning)
+    assert a[0]["levels"] == b[0]["levels"] and a[0]["levels"]["level2"]["image"]["weight"] == pytest.approx(0.6, abs=1e-3)
+    assert "no HSL features precomputed" not in hub.stderr
 
 
 def test_uncached_repo_offline_is_a_clear_error(hub_setup):

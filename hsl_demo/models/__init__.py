@@ -11,18 +11,28 @@ import io
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..errors import HslDemoError
 from ..fileio import atomic_dir, write_json
 
 
-def save_head(head: nn.Module, folder: str | Path, info: dict | None = None) -> None:
-    """Write `head` with save_pretrained into `folder`, replacing it in one rename."""
+def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, card: str | None = None) -> None:
+    """Write `head` with save_pretrained into `folder`, replacing it in one rename.
+
+    Weights are stored in float16. `info` (how it was trained) goes to training.json; `card`, if given, replaces the
+    mixin's generic README.md model card.
+    """
     with atomic_dir(folder) as tmp:
-        head.save_pretrained(tmp)
+        # float16 on disk halves the size (the repo ships these); loading casts back to float32,
+        # and the head in memory is rounded the same way so its fingerprint matches the file's.
+        head.to(torch.float16).save_pretrained(tmp)
+        head.to(torch.float32)
         if info:
             write_json(tmp / "training.json", info)
+        if card:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
 def load_head(cls: type, folder: str | Path):

@@ -7,6 +7,7 @@ zero-initialised), so a freshly built head leaves the backbone's features untouc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NEG_INF = -1e4  # large enough to vanish in a softmax, small enough for float16
@@ -56,13 +57,40 @@ class AttentionPool(nn.Module):
         return torch.einsum("...t,...td->...d", weights, x)
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key padding mask.
+
+    Same parameters (and names) as nn.MultiheadAttention, but a lean forward: for one short
+    query on the CPU, MultiheadAttention's checks cost more than the arithmetic.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.heads, -1).unbind(2)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
 class ResidualEncoderBlock(nn.Module):
     """A pre-norm transformer encoder block whose residual branches start at zero."""
 
     def __init__(self, dim: int, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = SelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
@@ -73,7 +101,7 @@ class ResidualEncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)[0]
+        x = x + self.attn(h, mask)
         return x + self.mlp(self.norm2(x))
 
 
