@@ -129,15 +129,15 @@ class HSLHead(
 
         global_cos is the backbone's (B, N) cosine of the global embeddings.
         """
-        n, levels, regions, dim = image.objects.shape
+        n, n_levels, n_regions, dim = image.objects.shape
         # One batched matmul per level (einsum picks a path ~6x slower on CPU for one query).
-        flat = image.objects.transpose(0, 1).reshape(levels, n * regions, dim)
-        per_region = torch.bmm(flat, text.objects.permute(1, 2, 0)).reshape(levels, n, regions, -1)
+        flat = image.objects.transpose(0, 1).reshape(n_levels, n * n_regions, dim)
+        per_region = torch.bmm(flat, text.objects.permute(1, 2, 0)).reshape(n_levels, n, n_regions, -1)
         per_region = per_region.permute(3, 1, 0, 2)  # (B, N, L, R)
         objects = aggregate(per_region, image.mask[None, :, None, :], self.object_aggregation, self.topk)
         images = torch.einsum("bld,nld->bnl", text.images, image.pooled)
-        levels = torch.stack([objects, images], -1).flatten(2)  # (B, N, 2L): l1 obj, l1 img, ...
-        return torch.cat([global_cos[..., None].to(levels.dtype), levels], -1)
+        per_level = torch.stack([objects, images], -1).flatten(2)  # (B, N, 2L): l1 obj, l1 img, ...
+        return torch.cat([global_cos[..., None].to(per_level.dtype), per_level], -1)
 
     def combine(self, terms: torch.Tensor, variant: str = "full") -> torch.Tensor:
         """The score a variant ranks by: the weighted sum of the terms (see `variant_weights`)."""
