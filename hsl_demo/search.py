@@ -116,8 +116,9 @@ class Retriever:
         keep = rows[0] >= 0
         rows, scores = rows[0][keep], scores[0][keep]
         if self.hsl is None or variant == "global":
-            return self._results(rows[:k], scores[:k], [{"global": {"similarity": round(float(s), 6)}}
-                                                        for s in scores[:k]])
+            return self._results(rows[:k], scores[:k], [
+                {"global": {"similarity": round(float(s), 6), "weight": 1.0}, "final": round(float(s), 6)}
+                for s in scores[:k]])
         side = self.hsl_store.take(rows)
         used = int(feats.mask.any(0).nonzero().max()) + 1  # drop the trailing padding: faster, same result
         query = self.hsl.encode_text_side(feats.tokens[:, :used].cpu(), feats.mask[:, :used].cpu())

@@ -91,6 +91,7 @@ def test_untrained_head_on_vit_b32_ranks_exactly_as_the_backbone(vit_b32_catalog
     for text in ["green dotted scarf", "a white sneaker", "black checked handbag"]:
         a, b = plain.search_text(text, k=12), hsl.search_text(text, k=12)
         assert [r.id for r in a] == [r.id for r in b]
+        assert set(a[0].levels) == {"global", "final"} and a[0].levels["final"] == pytest.approx(a[0].score, abs=1e-6)
         assert [r.score for r in b] == pytest.approx([r.score for r in a], abs=1e-6)
         for r in b:  # the breakdown is there, with zero weight on every level
             assert r.levels["level1"]["object"]["weight"] == 0.0

@@ -67,7 +67,8 @@ def test_repo_id_from_offline_cache_scores_like_the_local_folder(hub_setup):
     assert np.allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-6)
     # the HSL head came along from the Hub snapshot's hsl/ subfolder, and its features were
     # precomputed at index time (no "computing them now" warning)
-    assert a[0]["levels"] == b[0]["levels"] and a[0]["levels"]["level2"]["image"]["weight"] == pytest.approx(0.6, abs=1e-3)
+    assert a[0]["levels"] == b[0]["levels"]
+    assert a[0]["levels"]["level2"]["image"]["weight"] == pytest.approx(0.6, abs=1e-3)
     assert "no HSL features precomputed" not in hub.stderr
 
 
