@@ -159,6 +159,9 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.items)
 
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._row_of
+
     @property
     def name(self) -> str:
         return self.root.name

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search a catalog")
     p.add_argument("--catalog", help="catalog name (products, looks) or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
-    p.add_argument("--text", required=True, help="a description, e.g. \"red striped t-shirt\"")
+    p.add_argument("--text", help="a description, e.g. \"red striped t-shirt\"; with --reference, how the "
+                   "wanted product differs, e.g. \"make it blue\"")
+    p.add_argument("--reference", help="composed search: a catalog item id or an image file to start from")
     p.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -121,12 +123,19 @@ def _cmd_index(args) -> None:
 def _cmd_search(args) -> None:
     from .search import Retriever, clean_text
 
-    clean_text(args.text)  # fail before loading anything
+    if args.reference is None:
+        clean_text(args.text)  # fail before loading anything
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
-    results = retriever.search_text(args.text, k=args.k)
+    if args.reference is None:
+        results = retriever.search_text(args.text, k=args.k)
+    else:
+        results = retriever.search_composed(args.reference, args.text, k=args.k)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return
+    if args.reference is not None and results:
+        lv = results[0].levels
+        print(f"query weights: image {lv['w_image']:.2f}, text {lv['w_text']:.2f}")
     width = max(len(r.id) for r in results)
     for r in results:
         print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  {r.title}")

@@ -93,3 +93,13 @@ def test_index_lists_skipped_files(small_images, tmp_path):
     assert "indexed 3 images" in proc.stdout
     search = run_cli("search", "--catalog", str(tmp_path / "cat"), "--text", "scarf", "-k", "10", "--json")
     assert len(json.loads(search.stdout)) == 3
+
+
+def test_composed_search_prints_the_query_weights():
+    proc = run_cli("search", "--reference", "p00000", "--text", "make it blue and striped", "-k", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "query weights: image 0.50, text 0.50" and len(lines) == 4
+    out = json.loads(run_cli("search", "--reference", "p00000", "--text", "blue", "-k", "2", "--json").stdout)
+    assert {"w_image", "w_text", "image_similarity", "text_similarity"} <= set(out[0]["levels"])
+    assert_clean_error(run_cli("search", "--reference", "p99999", "--text", "blue"), "not an item id")

@@ -21,8 +21,8 @@ def test_untrained_query_is_the_normalised_equal_weight_sum():
 
 
 def test_weights_are_per_query_and_sum_to_one_once_trained():
-    head = ComposedHead(embed_dim=32, hidden=16).eval()
     torch.manual_seed(0)
+    head = ComposedHead(embed_dim=32, hidden=64).eval()  # 16 weigher units: some are always active
     with torch.no_grad():
         head.weigher[-1].weight.normal_(0.0, 0.5)
     q = head(_unit(8, 32, seed=3), _unit(8, 32, seed=4))
@@ -44,6 +44,7 @@ def test_weight_targets_follow_the_better_single_modality():
 
 
 def test_the_weight_loss_pulls_w_text_towards_its_target():
+    torch.manual_seed(0)
     head = ComposedHead(embed_dim=16, hidden=16, dropout=0.0)
     image, text = _unit(32, 16, seed=7), _unit(32, 16, seed=8)
     targets = torch.full((32,), 0.9)
@@ -57,11 +58,57 @@ def test_the_weight_loss_pulls_w_text_towards_its_target():
 
 
 def test_composed_head_saves_and_loads_the_hub_way(tmp_path):
-    head = ComposedHead(embed_dim=16, hidden=16).eval()
     torch.manual_seed(0)
+    head = ComposedHead(embed_dim=16, hidden=16).eval()
     with torch.no_grad():
         head.residual[-1].weight.normal_()
     save_head(head, tmp_path / "composed")
     loaded = load_head(ComposedHead, tmp_path / "composed")
     image, text = _unit(3, 16, seed=9), _unit(3, 16, seed=10)
     assert torch.allclose(loaded(image, text).embeds, head(image, text).embeds, atol=1e-6)
+
+
+# ---- composed search over the demo catalog (untrained head: the equal-weight sum) -----------
+@pytest.fixture(scope="module")
+def retriever(demo_backbone):
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever
+
+    return Retriever(demo_backbone, Catalog.open("products"))
+
+
+def test_untrained_composed_search_ranks_by_the_equal_weight_sum(retriever):
+    import numpy as np
+
+    results = retriever.search_composed("p00000", "make it blue and striped", k=5)
+    image = retriever.catalog.embeddings[retriever.catalog.row("p00000")]
+    text = retriever.backbone.encode_text(["make it blue and striped"])[0]
+    query = (image + text) / np.linalg.norm(image + text)
+    expected = np.argsort(-(retriever.catalog.embeddings @ query))
+    expected = [retriever.catalog.items[i]["id"] for i in expected if i != retriever.catalog.row("p00000")][:5]
+    assert [r.id for r in results] == expected
+    for r in results:
+        lv = r.levels
+        assert lv["w_image"] == lv["w_text"] == 0.5
+        assert lv["final"] == pytest.approx(r.score, abs=1e-5)
+        emb = retriever.catalog.embeddings[retriever.catalog.row(r.id)]
+        assert lv["image_similarity"] == pytest.approx(float(emb @ image), abs=1e-5)
+        assert lv["text_similarity"] == pytest.approx(float(emb @ text), abs=1e-5)
+
+
+def test_composed_search_references_and_bad_input(retriever, small_images):
+    from hsl_demo.errors import HslDemoError
+
+    by_file = retriever.search_composed(small_images / "images" / "item01.jpg", "make it blue", k=3)
+    assert len(by_file) == 3
+    with pytest.warns(UserWarning, match="reference image alone"):
+        alone = retriever.search_composed("p00000", "   ", k=3)
+    assert "p00000" not in [r.id for r in alone] and alone[0].levels["w_image"] == 1.0
+    with pytest.raises(HslDemoError, match="not an item id"):
+        retriever.search_composed("p99999", "blue")
+    broken = small_images / "broken-reference.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(HslDemoError):
+        retriever.search_composed(broken, "blue")
+    with pytest.raises(HslDemoError, match="unknown variant"):
+        retriever.search_composed("p00000", "blue", variant="mixed")
