@@ -27,7 +27,7 @@ def _positive_int(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import DEMO_SEED, HSL_VARIANTS
+    from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HSL_VARIANTS
 
     parser = argparse.ArgumentParser(
         prog="hsl-demo", description="Language-based product image retrieval, explained."
@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog name or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--queries", required=True, help="JSONL of {\"mode\", \"text\", \"targets\"}")
-    p.add_argument("--variant", choices=HSL_VARIANTS, default="full",
-                   help="HSL terms to rank by: full, image or object granularity only, global (backbone)")
+    p.add_argument("--variant", choices=sorted(set(HSL_VARIANTS + COMPOSED_VARIANTS)), default=None,
+                   help="text queries: HSL terms to rank by (full, image, object, global; default full); "
+                   "composed queries: adaptive, sum, image, text (default adaptive)")
     p.add_argument("--ablation", action="store_true", help="evaluate every variant and print a table")
     p.add_argument("--json", action="store_true")
     return parser
@@ -154,9 +155,13 @@ def _cmd_evaluate(args) -> None:
         else:
             print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
         return
-    from .defaults import HSL_VARIANTS
+    from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS
 
-    table = {v: evaluate(retriever, queries, variant=v) for v in HSL_VARIANTS}
+    modes = {q.get("mode", "text") for q in queries}
+    if len(modes) > 1:
+        raise HslDemoError("--ablation needs a query file of one mode (text or composed)")
+    variants = COMPOSED_VARIANTS if modes == {"composed"} else HSL_VARIANTS
+    table = {v: evaluate(retriever, queries, variant=v) for v in variants}
     if args.json:
         print(json.dumps(table))
         return

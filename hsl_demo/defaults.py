@@ -27,3 +27,7 @@ def default_catalog() -> str:
 # Which HSL terms rank a search: all (full), one granularity at every level, or the
 # backbone's global cosine alone. Here, not in search.py, so the CLI can list them fast.
 HSL_VARIANTS = ("full", "image", "object", "global")
+
+# How a composed query (reference image + text) is formed: the head's adaptive weights, the
+# equal-weight sum, or one modality alone.
+COMPOSED_VARIANTS = ("adaptive", "sum", "image", "text")

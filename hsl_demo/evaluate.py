@@ -9,7 +9,7 @@ from .fileio import load_jsonl
 from .search import Retriever
 
 KS = (1, 5, 10)
-SUPPORTED_MODES = ("text",)
+SUPPORTED_MODES = ("text", "composed")
 
 
 def load_queries(path: str | Path) -> list[dict]:
@@ -26,21 +26,29 @@ def load_queries(path: str | Path) -> list[dict]:
         targets = q.get("targets")
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
             raise HslDemoError(f"{path}: query {line}: \"targets\" must be a non-empty list of item ids")
-        if not isinstance(q.get("text"), str) or not q["text"].strip():
+        if not isinstance(q.get("text"), str) or (mode == "text" and not q["text"].strip()):
             raise HslDemoError(f"{path}: query {line}: \"text\" must be a non-empty string")
+        if mode == "composed" and not (isinstance(q.get("reference"), str) and q["reference"]):
+            raise HslDemoError(f"{path}: query {line}: a composed query needs a \"reference\" (item id or image)")
     return queries
 
 
-def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS, variant: str = "full") -> dict:
-    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n} for text queries, ranked by the
-    given HSL variant (full, image, object, global)."""
+def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS,
+             variant: str | None = None) -> dict:
+    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n}. `variant` picks the ranking: for
+    text queries an HSL variant (default full), for composed ones a composed variant
+    (default adaptive)."""
     unknown = {t for q in queries for t in q["targets"]} - {it["id"] for it in retriever.catalog.items}
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
     hits = dict.fromkeys(ks, 0)
     for q in queries:
-        ranked = [r.id for r in retriever.search_text(q["text"], k=max(ks), variant=variant)]
+        if q.get("mode", "text") == "composed":
+            hits_list = retriever.search_composed(q["reference"], q["text"], k=max(ks), variant=variant or "adaptive")
+        else:
+            hits_list = retriever.search_text(q["text"], k=max(ks), variant=variant or "full")
+        ranked = [r.id for r in hits_list]
         targets = set(q["targets"])
         for k in ks:
             hits[k] += any(i in targets for i in ranked[:k])

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .backbone import Backbone
 from .catalog import Catalog
-from .defaults import HSL_VARIANTS, default_catalog, default_model
+from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS, default_catalog, default_model
 from .errors import HslDemoError
 from .images import open_image
 from .models import load_head
@@ -30,7 +30,6 @@ from .models.composed import ComposedHead
 from .models.hsl import HSLHead
 
 DEFAULT_CANDIDATES = 200
-COMPOSED_VARIANTS = ("adaptive", "sum", "image", "text")
 
 
 @dataclass

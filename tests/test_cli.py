@@ -72,9 +72,10 @@ def test_evaluate_prints_recall_and_rejects_unknown_modes(tmp_path):
     assert set(metrics) >= {"R@1", "R@5", "R@10"}
     # p00000 is a black plain t-shirt: the second query finds it, the first does not
     assert metrics["R@10"] == 0.5
-    queries.write_text(json.dumps({"mode": "composed", "reference": "p00000", "text": "blue",
-                                   "targets": ["p00001"]}) + "\n")
-    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "unknown mode 'composed'")
+    queries.write_text(json.dumps({"mode": "drilldown", "text": "blue", "targets": ["p00001"]}) + "\n")
+    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "unknown mode 'drilldown'")
+    queries.write_text(json.dumps({"mode": "composed", "text": "blue", "targets": ["p00001"]}) + "\n")
+    assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "needs a \"reference\"")
     queries.write_text("{not json\n")
     assert_clean_error(run_cli("evaluate", "--queries", str(queries)), "q.jsonl:1")
     queries.write_text(json.dumps({"text": "cap", "targets": ["nope"]}) + "\n")

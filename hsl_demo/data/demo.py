@@ -36,6 +36,7 @@ from .attributes import (
     descriptions,
     title,
 )
+from .triplets import plan_triplets
 
 EMOJI_FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
@@ -317,6 +318,8 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
             records.append(p.record(f"{p.id}.jpg"))
         write_jsonl(tmp / "metadata.jsonl", records)
         write_jsonl(tmp / "queries.test.jsonl", text_queries(products, seed))
+        write_jsonl(tmp / "queries.composed.test.jsonl",
+                    plan_triplets(records, held_out_combinations(seed), seed, split="test"))
         counts["products"] = len(records)
 
     held = held_out_combinations(seed)
@@ -361,7 +364,8 @@ https://github.com/googlefonts/noto-emoji. The products are recoloured, patterne
 composed versions of that artwork.
 
 - `products/`: one product per photo; `metadata.jsonl` (id, image, title, category, color,
-  pattern, split, descriptions) and `queries.test.jsonl` (held-out text queries).
+  pattern, split, descriptions), `queries.test.jsonl` (held-out text queries) and
+  `queries.composed.test.jsonl` (held-out composed queries: reference, text, targets, kind).
 - `looks/`: flat-lay photos of 2 to 5 products; `metadata.jsonl` with `items`
   (box, caption, category, color, pattern).
 """
