@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
     h.add_argument("--seed", type=int, default=None)
+    c = what.add_parser("composed", help="train the composed-query head (stage 2 domain, then stage 3 hybrid)")
+    c.add_argument("--stage", choices=("domain", "hybrid"), default="hybrid",
+                   help="domain: attribute-text matching; hybrid: all modifications, resuming from the domain "
+                   "head in OUT/composed when there is one")
+    c.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
+    c.add_argument("--out", default=None, help="model folder to write composed/ into (default: checkpoints/demo)")
+    c.add_argument("--steps", type=_positive_int, default=None)
+    c.add_argument("--batch-size", type=_positive_int, default=None)
+    c.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
+    c.add_argument("--seed", type=int, default=None)
 
     p = sub.add_parser("index", help="encode a folder of images into a searchable catalog")
     p.add_argument("images", help="folder of images (jpg, png, webp; subfolders too)")
@@ -96,15 +106,25 @@ def _cmd_train(args) -> None:
     from dataclasses import replace
 
     from .defaults import DEFAULT_MODEL_DIR
-    from .train import BackboneTrainConfig, HSLTrainConfig, train_backbone, train_hsl
+    from .train import (
+        BackboneTrainConfig,
+        ComposedTrainConfig,
+        HSLTrainConfig,
+        train_backbone,
+        train_composed,
+        train_hsl,
+    )
 
     log = lambda m: print(m, flush=True)  # noqa: E731
-    names = ("steps", "batch_size", "variants", "seed", "levels")
+    names = ("steps", "batch_size", "variants", "seed", "levels", "stage")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    out = args.out or DEFAULT_MODEL_DIR
     if args.what == "backbone":
-        train_backbone(args.out or DEFAULT_MODEL_DIR, replace(BackboneTrainConfig(), **overrides), log=log)
+        train_backbone(out, replace(BackboneTrainConfig(), **overrides), log=log)
+    elif args.what == "hsl":
+        train_hsl(out, args.model, replace(HSLTrainConfig(), **overrides), log=log)
     else:
-        train_hsl(args.out or DEFAULT_MODEL_DIR, args.model, replace(HSLTrainConfig(), **overrides), log=log)
+        train_composed(out, args.model, replace(ComposedTrainConfig(), **overrides), log=log)
 
 
 def _cmd_index(args) -> None:
@@ -154,6 +174,8 @@ def _cmd_evaluate(args) -> None:
             print(json.dumps(metrics))
         else:
             print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
+            for kind, w in metrics.get("mean_w_text", {}).items():
+                print(f"  {kind}: mean w_image {1 - w:.2f}, w_text {w:.2f}")
         return
     from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS
 
@@ -169,6 +191,11 @@ def _cmd_evaluate(args) -> None:
     print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
     for v, m in table.items():
         print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")
+    weights = table.get("adaptive", {}).get("mean_w_text")
+    if weights:
+        print("\n| kind | mean w_image | mean w_text |\n|---|---|---|")
+        for kind, w in weights.items():
+            print(f"| {kind} | {1 - w:.2f} | {w:.2f} |")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

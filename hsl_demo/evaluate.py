@@ -43,13 +43,19 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
     hits = dict.fromkeys(ks, 0)
+    w_text_by_kind: dict[str, list[float]] = {}
     for q in queries:
         if q.get("mode", "text") == "composed":
             hits_list = retriever.search_composed(q["reference"], q["text"], k=max(ks), variant=variant or "adaptive")
+            if hits_list:
+                w_text_by_kind.setdefault(q.get("kind", "all"), []).append(hits_list[0].levels["w_text"])
         else:
             hits_list = retriever.search_text(q["text"], k=max(ks), variant=variant or "full")
         ranked = [r.id for r in hits_list]
         targets = set(q["targets"])
         for k in ks:
             hits[k] += any(i in targets for i in ranked[:k])
-    return {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}
+    out = {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}
+    if w_text_by_kind:  # composed queries: how much the text counted, on average, per kind
+        out["mean_w_text"] = {kind: round(sum(v) / len(v), 3) for kind, v in w_text_by_kind.items()}
+    return out

@@ -6,6 +6,7 @@ photos of the demo catalog's *training* combinations only; held-out combinations
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -307,4 +308,115 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
         backbone=backbone.model_id, levels=cfg.levels, dim=cfg.dim, steps=cfg.steps, batch=cfg.batch_size,
         weights=", ".join(f"{n} {v:.3f}" for n, v in zip(head.term_names(), head.weights.tolist()))))
     log(f"saved HSL head to {Path(out) / 'hsl'}")
+    return info
+
+
+# ---- the composed-query head (progressive: stage 1 is the backbone) --------------------------
+COMPOSED_STAGES = {
+    # stage 2, domain pre-training: attribute-text matching. The text fully describes the
+    # target (or asks for the reference itself), so each query has one dominant modality.
+    "domain": ("redescribe", "this-one"),
+    # stage 3, hybrid queries: every kind of modification.
+    "hybrid": ("color", "pattern", "category", "color+pattern", "redescribe", "this-one"),
+}
+
+
+@dataclass
+class ComposedTrainConfig:
+    stage: str = "hybrid"
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    variants: int = 8
+    hidden: int = 256  # 0.5 MB in float16: the repo ships it
+    weight_loss_weight: float = 0.5  # the self-supervised image/text weight target
+    seed: int = 0
+    catalog_seed: int = 0
+    limit_combos: int = 0
+
+
+def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig, log=print) -> dict:
+    """Train the composed-query head on a frozen backbone and save it to `out`/composed.
+
+    Stage "domain" starts from the untrained head (the equal-weight sum); stage "hybrid"
+    resumes from `out`/composed when a domain-stage head is there.
+    """
+    from .backbone import Backbone
+    from .data.triplets import modify
+    from .models import load_head
+    from .models.composed import ComposedHead, weight_loss, weight_targets
+
+    if cfg.stage not in COMPOSED_STAGES:
+        raise ValueError(f"unknown stage {cfg.stage!r} (one of {', '.join(COMPOSED_STAGES)})")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    backbone = Backbone.load(model)
+    held = held_out_combinations(cfg.catalog_seed)
+    combos = [a for a in all_combinations() if a not in held]
+    if cfg.limit_combos:
+        combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
+    photos, attrs = render_pool(combos, cfg.variants, cfg.seed + 5, backbone.preprocess, "render train")
+    log(f"encoding {len(photos)} training photos with the frozen backbone")
+    embeds, _ = encode_pool(backbone, photos)
+    by_combo: dict[Attributes, list[int]] = {}
+    for i, a in enumerate(attrs):
+        by_combo.setdefault(a, []).append(i)
+
+    folder = Path(out) / "composed"
+    resumed = None
+    if cfg.stage == "hybrid" and (folder / "training.json").is_file():
+        previous = json.loads((folder / "training.json").read_text())
+        if previous.get("config", {}).get("stage") in ("domain", "hybrid"):
+            head = load_head(ComposedHead, folder)
+            resumed = previous["config"]["stage"]
+            log(f"resuming from the {resumed}-stage head in {folder}")
+    if resumed is None:
+        head = ComposedHead(embed_dim=embeds.shape[1], hidden=cfg.hidden)
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
+    )
+    kinds = COMPOSED_STAGES[cfg.stage]
+    losses, start = [], time.time()
+    for step in range(1, cfg.steps + 1):
+        refs, targets, texts, target_attrs = [], [], [], []
+        while len(refs) < cfg.batch_size:
+            i = rng.randrange(len(attrs))
+            target, text = modify(attrs[i], rng.choice(kinds), rng)
+            candidates = [j for j in by_combo.get(target, []) if j != i]
+            if not candidates:  # a held-out (or, in quick runs, absent) target combination
+                continue
+            refs.append(i)
+            targets.append(rng.choice(candidates))
+            texts.append(text)
+            target_attrs.append(target)
+        image, target_emb = embeds[refs], embeds[targets]
+        text = torch.from_numpy(backbone.encode_text(texts))
+        query = head(image, text)
+        positives = torch.tensor([[a == b for b in target_attrs] for a in target_attrs])
+        scale = head.logit_scale.exp().clamp(max=100)
+        contrastive = multi_positive_infonce(scale * query.embeds @ target_emb.t(), positives)
+        weights = weight_loss(query, weight_targets(image, text, target_emb))
+        loss = contrastive + cfg.weight_loss_weight * weights
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 10 == 0 or step == 1:
+            losses.append(round(contrastive.item(), 4))
+        if step % 100 == 0 or step == 1:
+            log(f"[{cfg.stage}] step {step}/{cfg.steps} contrastive {contrastive.item():.3f} "
+                f"weights {weights.item():.3f} mean w_text {query.w_text.mean().item():.2f} "
+                f"{time.time() - start:.0f}s")
+    head.eval()
+    info = {"trained_by": f"hsl-demo train composed --stage {cfg.stage}", "backbone": backbone.model_id,
+            "resumed_from": resumed, "config": asdict(cfg), "losses": losses,
+            "train_seconds": round(time.time() - start)}
+    save_head(head, folder, info)
+    log(f"saved the {cfg.stage}-stage composed head to {folder}")
     return info

@@ -125,3 +125,36 @@ def test_held_out_composed_queries_evaluate_and_untrained_adaptive_is_the_sum(re
     assert adaptive == evaluate(retriever, sample, variant="sum")
     # measured on all 240: sum R@10 0.487, image alone 0.175, text alone 0.229
     assert adaptive["R@10"] > evaluate(retriever, sample, variant="image")["R@10"]
+
+
+def test_progressive_training_domain_then_hybrid_resumes(tmp_path):
+    import json
+
+    from hsl_demo.train import ComposedTrainConfig, train_composed
+
+    small = dict(steps=8, batch_size=32, variants=1, limit_combos=300, warmup=2, hidden=32)
+    domain = train_composed(tmp_path, "hsl-demo-tiny", ComposedTrainConfig(stage="domain", **small), log=lambda m: None)
+    assert domain["resumed_from"] is None
+    hybrid = train_composed(tmp_path, "hsl-demo-tiny", ComposedTrainConfig(stage="hybrid", **small), log=lambda m: None)
+    assert hybrid["resumed_from"] == "domain"
+    assert json.loads((tmp_path / "composed/training.json").read_text())["config"]["stage"] == "hybrid"
+    head = load_head(ComposedHead, tmp_path / "composed")
+    q = head(_unit(4, 128, seed=11), _unit(4, 128, seed=12))
+    assert torch.allclose(q.w_image + q.w_text, torch.ones(4))
+    with pytest.raises(ValueError, match="unknown stage"):
+        train_composed(tmp_path, "hsl-demo-tiny", ComposedTrainConfig(stage="pretrain", **small))
+
+
+def test_shipped_composed_head_beats_the_sum_and_weighs_sensibly():
+    from hsl_demo.defaults import DEMO_DATA_DIR
+    from hsl_demo.evaluate import evaluate, load_queries
+    from hsl_demo.search import Retriever
+
+    shipped = Retriever.from_pretrained(device="cpu")
+    queries = load_queries(DEMO_DATA_DIR / "products" / "queries.composed.test.jsonl")
+    adaptive = evaluate(shipped, queries)
+    fixed_sum = evaluate(shipped, queries, variant="sum")
+    assert adaptive["R@10"] >= fixed_sum["R@10"] + 0.2  # measured: 0.846 vs 0.487 (hidden 512 run)
+    w = adaptive["mean_w_text"]
+    assert w["redescribe"] > 0.7 and w["this-one"] < 0.3  # the text leads / the image leads
+    assert w["category"] > w["pattern"]
