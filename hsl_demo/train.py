@@ -56,6 +56,13 @@ def multi_positive_infonce(logits: torch.Tensor, positives: torch.Tensor) -> tor
     )
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to zero at `steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
+    )
+
+
 def mentions_match(image: Attributes, text: Attributes, mention: tuple[bool, bool]) -> bool:
     say_color, say_pattern = mention
     return (
@@ -119,10 +126,7 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print) -> dict
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
-    )
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     model.train()
     history, losses = [], []
     start = time.time()
@@ -219,6 +223,19 @@ def encode_pool(backbone, images: torch.Tensor, batch: int = 256) -> tuple[torch
     return torch.cat(embeds), torch.cat(regions)
 
 
+def frozen_training_pool(backbone, cfg, render_seed: int, log) -> tuple[list[Attributes], torch.Tensor, torch.Tensor]:
+    """Photos of the training combinations (`cfg.variants` each; `cfg.limit_combos` of them in
+    quick runs), encoded once by the frozen backbone: (attributes, embeddings, regions)."""
+    held = held_out_combinations(cfg.catalog_seed)
+    combos = [a for a in all_combinations() if a not in held]
+    if cfg.limit_combos:
+        combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
+    photos, attrs = render_pool(combos, cfg.variants, render_seed, backbone.preprocess, "render train")
+    log(f"encoding {len(photos)} training photos with the frozen backbone")
+    embeds, regions = encode_pool(backbone, photos)
+    return attrs, embeds, regions
+
+
 def hard_batch(attrs: list[Attributes], by_key: dict, size: int, rng: random.Random) -> list[int]:
     """Half random photos, half look-alikes of them (two of three attributes shared), so the
     head learns what the FAISS candidates of a query actually confuse."""
@@ -244,13 +261,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     backbone = Backbone.load(model)
-    held = held_out_combinations(cfg.catalog_seed)
-    combos = [a for a in all_combinations() if a not in held]
-    if cfg.limit_combos:
-        combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
-    photos, attrs = render_pool(combos, cfg.variants, cfg.seed + 3, backbone.preprocess, "render train")
-    log(f"encoding {len(photos)} training photos with the frozen backbone")
-    embeds, regions = encode_pool(backbone, photos)
+    attrs, embeds, regions = frozen_training_pool(backbone, cfg, cfg.seed + 3, log)
     region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
     by_key: dict[tuple, list[int]] = {}
     for i, a in enumerate(attrs):
@@ -268,10 +279,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
                              # The combination weights must travel ~1 in a few thousand steps.
                              {"params": scalars, "weight_decay": 0.0, "lr": cfg.lr * cfg.weight_lr_factor}],
                             lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
-    )
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     losses, start = [], time.time()
     for step in range(1, cfg.steps + 1):
         idx = hard_batch(attrs, by_key, min(cfg.batch_size, len(attrs)), rng)
@@ -353,13 +361,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     backbone = Backbone.load(model)
-    held = held_out_combinations(cfg.catalog_seed)
-    combos = [a for a in all_combinations() if a not in held]
-    if cfg.limit_combos:
-        combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
-    photos, attrs = render_pool(combos, cfg.variants, cfg.seed + 5, backbone.preprocess, "render train")
-    log(f"encoding {len(photos)} training photos with the frozen backbone")
-    embeds, _ = encode_pool(backbone, photos)
+    attrs, embeds, _ = frozen_training_pool(backbone, cfg, cfg.seed + 5, log)
     by_combo: dict[Attributes, list[int]] = {}
     for i, a in enumerate(attrs):
         by_combo.setdefault(a, []).append(i)
@@ -376,10 +378,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
         head = ComposedHead(embed_dim=embeds.shape[1], hidden=cfg.hidden)
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
-    )
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     kinds = COMPOSED_STAGES[cfg.stage]
     losses, start = [], time.time()
     for step in range(1, cfg.steps + 1):

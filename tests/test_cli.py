@@ -28,6 +28,8 @@ def test_search_json_fills_the_hsl_levels():
         assert set(levels["level1"]) == set(levels["level2"]) == {"object", "image"}
         assert all({"similarity", "weight"} == set(levels[lv][g]) for lv in ("level1", "level2")
                    for g in ("object", "image"))
+    white = json.loads(run_cli("search", "--text", "white plain sneaker", "-k", "4", "--json").stdout)
+    assert all(r["title"].startswith("White") for r in white)  # colour is always right
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
 
 
