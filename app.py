@@ -1,36 +1,63 @@
 """Run the demo: `python app.py` (host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
 
-The model and catalog come from --model/--catalog, or HSL_DEMO_MODEL/HSL_DEMO_CATALOG, or the
-embedded defaults (checkpoints/demo and the demo products catalog).
+The model and catalogs come from the flags, or the environment, or the embedded defaults:
+
+    --model          HSL_DEMO_MODEL          model folder or Hub repo id (default: checkpoints/demo)
+    --catalog        HSL_DEMO_CATALOG        products catalog, Describe and Modify (default: products)
+    --looks-catalog  HSL_DEMO_LOOKS_CATALOG  looks catalog, Drill down (default: looks)
+
+The model and both catalogs are loaded once at start-up and shared by every session. On a
+Hugging Face Space, set HSL_DEMO_MODEL to the model's repo id.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hsl_demo.defaults import default_catalog, default_model
 from hsl_demo.errors import HslDemoError
 
 
+def default_looks_catalog() -> str:
+    return os.environ.get("HSL_DEMO_LOOKS_CATALOG") or "looks"
+
+
+def load(model: str, catalog: str, looks_catalog: str, device: str | None = None):
+    """One backbone and its heads, and a Retriever for each catalog sharing them."""
+    from hsl_demo.backbone import Backbone
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever, load_heads
+
+    products, looks = Catalog.open(catalog), Catalog.open(looks_catalog)  # cheap checks first
+    backbone = Backbone.load(model, device=device)
+    heads = load_heads(backbone)
+    return Retriever(backbone, products, **heads), Retriever(backbone, looks, **heads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hsl-demo web app")
-    parser.add_argument("--model", default=default_model(), help="model folder or Hub repo id")
-    parser.add_argument("--catalog", default=default_catalog(), help="catalog name or folder")
+    parser.add_argument("--model", default=default_model(), help="model folder or Hub repo id ($HSL_DEMO_MODEL)")
+    parser.add_argument("--catalog", default=default_catalog(),
+                        help="products catalog: name or folder ($HSL_DEMO_CATALOG, default products)")
+    parser.add_argument("--looks-catalog", default=default_looks_catalog(),
+                        help="looks catalog for Drill down: name or folder ($HSL_DEMO_LOOKS_CATALOG, default looks)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--concurrency", type=int, default=4, help="searches run at once (default 4)")
     args = parser.parse_args(argv)
 
-    from hsl_demo.search import Retriever
-    from hsl_demo.ui import build_demo
-
     try:
-        retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+        products, looks = load(args.model, args.catalog, args.looks_catalog, args.device)
     except HslDemoError as e:
         print(f"hsl-demo: error: {e}", file=sys.stderr)
         return 2
-    demo = build_demo(retriever)
-    demo.queue(default_concurrency_limit=4).launch(
-        allowed_paths=[str(retriever.catalog.image_dir())]
+    from hsl_demo.ui import build_demo
+
+    demo = build_demo(products, looks)
+    demo.queue(default_concurrency_limit=max(1, args.concurrency)).launch(
+        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())],
+        max_file_size="20mb",
     )
     return 0
 

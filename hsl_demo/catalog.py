@@ -6,8 +6,8 @@ A catalog folder (written by `hsl-demo index`, atomically) holds
 - items.jsonl: one record per item (id, image path relative to the catalog, title, metadata);
 - index.faiss: inner-product index over the L2-normalised global embeddings (row = item);
 - regions.npy / region_scale.npy / region_mask.npy: compact per-item region features for
-  re-ranking, int8 with one float16 scale per region (patch tokens pooled on a grid, or per
-  box where the metadata gives boxes);
+  re-ranking, int8 with one float16 scale per region (patch tokens pooled on a grid, or, where
+  the metadata gives boxes, the backbone embedding of each box's square crop);
 - hsl_*.npy (when built with an HSL head): that head's query-independent image side, per level
   one vector per region and one pooled vector, int8 with float16 scales.
 """
@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .backbone import Backbone
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
@@ -33,6 +34,7 @@ from .errors import HslDemoError
 from .fileio import atomic_dir, load_jsonl, write_json, write_jsonl
 from .images import list_images, open_image
 from .models import head_fingerprint
+from .models.hmrn import HMRNHead, HMRNImages
 from .models.hsl import HSLHead, ImageSide
 
 FORMAT_VERSION = 1
@@ -53,35 +55,43 @@ def grid_regions(tokens: torch.Tensor, grid: tuple[int, int], cells: int = REGIO
     return pooled.flatten(2).transpose(1, 2)
 
 
-def box_regions(tokens: torch.Tensor, grid: tuple[int, int], boxes: list[list[float]],
-                image_size: tuple[int, int], input_size: int) -> torch.Tensor:
-    """(P, D) patch tokens of one image -> (len(boxes), D): the mean of the patches whose
-    centres fall inside each box (or the patch under the box centre, for tiny boxes).
+def box_crops(image: Image.Image, boxes: list[list[float]], margin: float = 0.1) -> list[Image.Image]:
+    """One square crop per box (in image pixels), grown by `margin` on each side and clamped to
+    the image: what the backbone encodes as that region's feature.
 
-    Boxes are in original image pixels; the preprocess resized the short side to
-    `input_size` and centre-cropped, and the same mapping is applied to the boxes here.
+    Square, so the backbone's centre crop keeps the whole product; the backbone was trained on
+    single-product photos, so a crop's embedding is a region feature aligned with text (where
+    pooled patch tokens of a small ViT are not).
     """
-    rows, cols = grid
-    w, h = image_size
-    scale = input_size / min(w, h)
-    off_x, off_y = (w * scale - input_size) / 2, (h * scale - input_size) / 2
-    centres_y = (torch.arange(rows, dtype=torch.float32) + 0.5) * input_size / rows
-    centres_x = (torch.arange(cols, dtype=torch.float32) + 0.5) * input_size / cols
-    cy, cx = torch.meshgrid(centres_y, centres_x, indexing="ij")
-    cy, cx = cy.reshape(-1), cx.reshape(-1)
-    out = []
+    w, h = image.size
+    crops = []
     for x0, y0, x1, y1 in boxes:
-        bx0, bx1 = x0 * scale - off_x, x1 * scale - off_x
-        by0, by1 = y0 * scale - off_y, y1 * scale - off_y
-        inside = (cx >= bx0) & (cx <= bx1) & (cy >= by0) & (cy <= by1)
-        if not inside.any():
-            mx, my = (bx0 + bx1) / 2, (by0 + by1) / 2
-            inside = torch.zeros_like(inside)
-            col = int(np.clip(mx / input_size * cols, 0, cols - 1))
-            row = int(np.clip(my / input_size * rows, 0, rows - 1))
-            inside[row * cols + col] = True
-        out.append(tokens[inside].mean(0))
-    return torch.stack(out)
+        side = max(x1 - x0, y1 - y0, 1) * (1 + 2 * margin)
+        side = min(side, w, h)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        left = min(max(cx - side / 2, 0), w - side)
+        top = min(max(cy - side / 2, 0), h - side)
+        crops.append(image.crop((round(left), round(top), round(left + side), round(top + side))))
+    return crops
+
+
+def region_features_for(backbone: Backbone, images: list[Image.Image],
+                        boxes: list[list[list[float]]]) -> tuple:
+    """The backbone's features of a batch of images, and per image its (R, D) region features:
+    the embeddings of its box crops, or, for an image without boxes, its patch tokens pooled on
+    a grid."""
+    feats = backbone.image_features(images)
+    grid_pooled = grid_regions(feats.tokens.float().cpu(), feats.grid)
+    crops = [c for image, b in zip(images, boxes) for c in box_crops(image, b)]
+    crop_embeds = torch.from_numpy(backbone.encode_images(crops)) if crops else None
+    out, used = [], 0
+    for i, b in enumerate(boxes):
+        if b:
+            out.append(crop_embeds[used:used + len(b)])
+            used += len(b)
+        else:
+            out.append(grid_pooled[i])
+    return feats, out
 
 
 def quantize(regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +148,42 @@ def encode_hsl_store(head: HSLHead, embeds: torch.Tensor, regions: torch.Tensor,
         for name, value in zip(HSL_FILES, (*quantize(side.objects), *quantize(side.pooled), side.mask.numpy())):
             parts[name].append(value)
     return HslStore(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+# ---- HMRN image side, in memory ----------------------------------------------------------------
+@dataclass
+class HmrnStore:
+    """The HMRN head's image side of every item, and a FAISS index over its regions.
+
+    Drill-down queries describe *regions*, so their candidates come from the regions that
+    match them in the head's own space, not from the whole image's global embedding (which a
+    query about one product of a flat-lay matches poorly).
+    """
+
+    side: HMRNImages  # float16 regions and pooled vectors of every item
+    index: faiss.Index  # inner product over every valid region
+    region_rows: np.ndarray  # the item row of each indexed region
+
+    def candidates(self, queries: torch.Tensor, per_query: int) -> np.ndarray:
+        """Item rows whose regions best match each query (T, dim): up to `per_query` items per
+        query, best first, merged without repeats."""
+        n_regions = min(self.index.ntotal, per_query * self.side.mask.shape[1])
+        _, found = self.index.search(np.ascontiguousarray(queries.float().numpy()), n_regions)
+        rows: dict[int, None] = {}
+        for hits in found:
+            items = list(dict.fromkeys(self.region_rows[hits[hits >= 0]].tolist()))[:per_query]
+            rows.update(dict.fromkeys(items))
+        return np.fromiter(rows, dtype=np.int64)
+
+
+@torch.no_grad()
+def encode_hmrn_store(head: HMRNHead, embeds: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor) -> HmrnStore:
+    side = head.encode_images(embeds, regions, mask)
+    valid = side.mask.numpy()
+    index = faiss.IndexFlatIP(side.regions.shape[-1])
+    index.add(np.ascontiguousarray(side.regions.numpy()[valid]))
+    region_rows = np.nonzero(valid)[0]
+    return HmrnStore(HMRNImages(side.regions.half(), side.pooled.half(), side.mask), index, region_rows)
 
 
 # ---- the catalog ---------------------------------------------------------------------------
@@ -264,6 +310,12 @@ class Catalog:
         return encode_hsl_store(head, torch.from_numpy(self.embeddings), *self.region_features(np.arange(len(self))),
                                 progress=len(self) > 10_000)
 
+    def hmrn_store(self, head: HMRNHead) -> HmrnStore:
+        """The HMRN image side of every item for `head`, with its region index (computed here,
+        in memory: about 1.5 KB an item with 5 regions)."""
+        regions, mask = self.region_features(np.arange(len(self)))
+        return encode_hmrn_store(head, torch.from_numpy(self.embeddings), regions, mask)
+
     @cached_property
     def embeddings(self) -> np.ndarray:
         """(N, D) global embeddings, read back from the index."""
@@ -309,12 +361,11 @@ def build_catalog(
     if not paths:
         raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
 
-    input_size = _input_size(backbone)
     items, embeds, regions, scales, skipped = [], [], [], [], []
     seen_ids: set[str] = set()
     bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
     for start in range(0, len(paths), batch_size):
-        batch, batch_records, sizes = [], [], []
+        batch, batch_records = [], []
         for path in paths[start:start + batch_size]:
             rel = path.relative_to(images_dir).as_posix()
             try:
@@ -331,14 +382,10 @@ def build_catalog(
             record["image"] = os.path.relpath(path.resolve(), out.resolve())
             batch.append(image)
             batch_records.append(record)
-            sizes.append(image.size)
         if batch:
-            feats = backbone.image_features(batch)
-            grid_pooled = grid_regions(feats.tokens.cpu(), feats.grid)
-            for i, record in enumerate(batch_records):
-                boxes = [it["box"] for it in record.get("items", []) if "box" in it]
-                r = (box_regions(feats.tokens[i].cpu(), feats.grid, boxes, sizes[i], input_size)
-                     if boxes else grid_pooled[i])
+            boxes = [[it["box"] for it in record.get("items", []) if "box" in it] for record in batch_records]
+            feats, per_image = region_features_for(backbone, batch, boxes)
+            for r in per_image:
                 q, s = quantize(r)
                 regions.append(q)
                 scales.append(s)
@@ -410,8 +457,3 @@ def _build_index(vectors: np.ndarray) -> tuple[faiss.Index, str, int]:
     nprobe = 16
     index.nprobe = nprobe
     return index, "ivf", nprobe
-
-
-def _input_size(backbone: Backbone) -> int:
-    size = getattr(backbone.model.visual, "image_size", 224)
-    return int(size[0] if isinstance(size, (tuple, list)) else size)

@@ -27,7 +27,7 @@ def _positive_int(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HSL_VARIANTS
+    from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HMRN_VARIANTS, HSL_VARIANTS
 
     parser = argparse.ArgumentParser(
         prog="hsl-demo", description="Language-based product image retrieval, explained."
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
     h.add_argument("--seed", type=int, default=None)
+    m = what.add_parser("hmrn", help="train the HMRN drill-down head on rendered looks")
+    m.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
+    m.add_argument("--out", default=None, help="model folder to write hmrn/ into (default: checkpoints/demo)")
+    m.add_argument("--steps", type=_positive_int, default=None)
+    m.add_argument("--batch-size", type=_positive_int, default=None)
+    m.add_argument("--looks", type=_positive_int, default=None, help="rendered training looks (default 3000)")
+    m.add_argument("--seed", type=int, default=None)
     c = what.add_parser("composed", help="train the composed-query head (stage 2 domain, then stage 3 hybrid)")
     c.add_argument("--stage", choices=("domain", "hybrid"), default="hybrid",
                    help="domain: attribute-text matching; hybrid: all modifications, resuming from the domain "
@@ -66,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_positive_int, default=None)
     c.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--fixed-weights", dest="adaptive", action="store_false", default=None,
+                   help="ablation: the combiner without adaptive weights (w_image = w_text = 0.5)")
+    c.add_argument("--dataset", choices=("fashioniq", "shoes"),
+                   help="train on a public data set's train split (published layout) instead of the demo catalog; "
+                   "hybrid stage only")
+    c.add_argument("--data-root", help="with --dataset: the data set's folder")
 
     p = sub.add_parser("index", help="encode a folder of images into a searchable catalog")
     p.add_argument("images", help="folder of images (jpg, png, webp; subfolders too)")
@@ -80,18 +93,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="a description, e.g. \"red striped t-shirt\"; with --reference, how the "
                    "wanted product differs, e.g. \"make it blue\"")
     p.add_argument("--reference", help="composed search: a catalog item id or an image file to start from")
+    p.add_argument("--region", action="append", metavar="TEXT",
+                   help="drill-down search: one region query per round, repeat for more rounds (e.g. --catalog "
+                   "looks --region \"a red handbag\" --region \"white sneakers\"); prints the ranking after each")
     p.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("evaluate", help="recall@k of a query file")
+    p = sub.add_parser("evaluate", help="recall@k of a query file, or of a composed-retrieval data set")
     p.add_argument("--catalog", help="catalog name or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
-    p.add_argument("--queries", required=True, help="JSONL of {\"mode\", \"text\", \"targets\"}")
-    p.add_argument("--variant", choices=sorted(set(HSL_VARIANTS + COMPOSED_VARIANTS)), default=None,
+    p.add_argument("--queries", help="JSONL of {\"mode\", \"text\", \"targets\"} (or give --dataset)")
+    p.add_argument("--dataset", choices=("fashioniq", "shoes"),
+                   help="evaluate composed retrieval on a public data set in its published layout (or give --queries)")
+    p.add_argument("--data-root", help="with --dataset: the data set's folder")
+    p.add_argument("--split", help="with --dataset: the split (default: val for fashioniq, eval for shoes)")
+    p.add_argument("--variant", choices=sorted(set(HSL_VARIANTS + COMPOSED_VARIANTS + HMRN_VARIANTS)), default=None,
                    help="text queries: HSL terms to rank by (full, image, object, global; default full); "
-                   "composed queries: adaptive, sum, image, text (default adaptive)")
+                   "composed queries: adaptive, sum, image, text (default adaptive); drill-down (multi) "
+                   "queries: full, local+global, local (default full)")
     p.add_argument("--ablation", action="store_true", help="evaluate every variant and print a table")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("convert", help="turn a public data set into catalog metadata and query files")
+    what = p.add_subparsers(dest="what", required=True, metavar="DATASET")
+    v = what.add_parser("visual-genome", help="Visual Genome region phrases as drill-down queries (as Drill-down)")
+    v.add_argument("--root", required=True, help="Visual Genome folder: region_descriptions.json, image_data.json, "
+                   "VG_100K/, VG_100K_2/")
+    v.add_argument("--out", required=True, help="folder to write metadata.jsonl and queries.multi.jsonl into")
+    v.add_argument("--split-file", help="image ids to convert, one per line (default: every image)")
+    v.add_argument("--max-rounds", type=_positive_int, default=10,
+                   help="regions (rounds) kept per image, the largest first (default 10)")
+    v.add_argument("--limit", type=_positive_int, default=None, help="convert at most this many images")
+    v.add_argument("--seed", type=int, default=0, help="seed of the per-image round order (default 0)")
+
+    p = sub.add_parser("push", help="publish a trained model folder to the Hugging Face Hub, with a model card")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder (backbone + heads), e.g. checkpoints/demo")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub repo id to create (if needed) and upload to")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN or the `hf auth login` token)")
     return parser
 
 
@@ -109,20 +148,33 @@ def _cmd_train(args) -> None:
     from .train import (
         BackboneTrainConfig,
         ComposedTrainConfig,
+        HMRNTrainConfig,
         HSLTrainConfig,
         train_backbone,
         train_composed,
+        train_hmrn,
         train_hsl,
     )
 
     log = lambda m: print(m, flush=True)  # noqa: E731
-    names = ("steps", "batch_size", "variants", "seed", "levels", "stage")
+    names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if args.what == "composed" and args.dataset is not None:
+        if args.data_root is None:
+            raise HslDemoError("--dataset needs --data-root (the data set's folder)")
+        if args.out is None:  # the default folder holds the shipped demo head: never overwrite it by accident
+            raise HslDemoError("--dataset needs --out (a model folder of its own, e.g. a copy of checkpoints/demo)")
+        if args.variants is not None:
+            raise HslDemoError("--variants goes with the demo catalog; a --dataset trains on its own photos")
+    elif getattr(args, "data_root", None) is not None:
+        raise HslDemoError("--data-root goes with --dataset")
     out = args.out or DEFAULT_MODEL_DIR
     if args.what == "backbone":
         train_backbone(out, replace(BackboneTrainConfig(), **overrides), log=log)
     elif args.what == "hsl":
         train_hsl(out, args.model, replace(HSLTrainConfig(), **overrides), log=log)
+    elif args.what == "hmrn":
+        train_hmrn(out, args.model, replace(HMRNTrainConfig(), **overrides), log=log)
     else:
         train_composed(out, args.model, replace(ComposedTrainConfig(), **overrides), log=log)
 
@@ -144,6 +196,11 @@ def _cmd_index(args) -> None:
 def _cmd_search(args) -> None:
     from .search import Retriever, clean_text
 
+    if args.region is not None:
+        if args.text is not None or args.reference is not None:
+            raise HslDemoError("--region (drill-down) goes without --text and --reference")
+        _drill_down(args)
+        return
     if args.reference is None:
         clean_text(args.text)  # fail before loading anything
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
@@ -162,12 +219,45 @@ def _cmd_search(args) -> None:
         print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  {r.title}")
 
 
+def _drill_down(args) -> None:
+    from .search import Retriever
+
+    if not any(r.strip() for r in args.region):
+        raise HslDemoError("every --region is empty: describe a product, e.g. --region \"a red handbag\"")
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    rounds = retriever.search_multi(args.region, k=args.k)
+    if args.json:
+        print(json.dumps([rd.to_dict() for rd in rounds], indent=2))
+        return
+    for rd in rounds:
+        print(f"round {rd.round}: " + " + ".join(f'"{q}"' for q in rd.queries))
+        width = max(len(r.id) for r in rd.results)
+        for r in rd.results:
+            lv = r.levels
+            moves = " ".join("-" if e is None else str(e) for e in lv["earlier_ranks"])
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  local {lv['local']['similarity']:.3f}  "
+                  f"global {lv['global']['similarity']:.3f}  reasoning {lv['reasoning']['similarity']:.3f}"
+                  f"{'  earlier ranks ' + moves if moves else ''}  {r.title}")
+
+
 def _cmd_evaluate(args) -> None:
+    if (args.queries is None) == (args.dataset is None):
+        raise HslDemoError("give exactly one of --queries (a query file) and --dataset (fashioniq or shoes)")
+    if args.dataset is not None:
+        _evaluate_dataset(args)
+        return
+    for flag in ("data_root", "split"):
+        if getattr(args, flag) is not None:
+            raise HslDemoError(f"--{flag.replace('_', '-')} goes with --dataset, not with --queries")
     from .evaluate import evaluate, load_queries
     from .search import Retriever
 
     queries = load_queries(args.queries)
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    modes = {q.get("mode", "text") for q in queries}
+    if modes == {"multi"}:
+        _evaluate_multi(retriever, queries, args)
+        return
     if not args.ablation:
         metrics = evaluate(retriever, queries, variant=args.variant)
         if args.json:
@@ -179,7 +269,6 @@ def _cmd_evaluate(args) -> None:
         return
     from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS
 
-    modes = {q.get("mode", "text") for q in queries}
     if len(modes) > 1:
         raise HslDemoError("--ablation needs a query file of one mode (text or composed)")
     variants = COMPOSED_VARIANTS if modes == {"composed"} else HSL_VARIANTS
@@ -198,6 +287,107 @@ def _cmd_evaluate(args) -> None:
             print(f"| {kind} | {1 - w:.2f} | {w:.2f} |")
 
 
+def _evaluate_multi(retriever, queries: list[dict], args) -> None:
+    """Drill-down queries: R@1/5/10 after every round (and, with --ablation, per variant)."""
+    from .evaluate import evaluate
+    from .models.hmrn import VARIANTS
+
+    if args.variant is not None and args.variant not in VARIANTS:
+        raise HslDemoError(f"--variant {args.variant} is not a drill-down variant (one of {', '.join(VARIANTS)})")
+    variants = VARIANTS[::-1] if args.ablation else (args.variant or retriever.hmrn_variant,)
+    table = {v: evaluate(retriever, queries, variant=v) for v in variants}
+    if args.json:
+        print(json.dumps(table if args.ablation else table[variants[0]]))
+        return
+    print(f"{len(queries)} drill-down queries, catalog {retriever.catalog.name}")
+    print("| round | " + " | ".join(f"{v} R@1 | R@5 | R@10" for v in variants) + " |")
+    print("|---|" + "---|---|---|" * len(variants))
+    for n, _ in enumerate(table[variants[0]]["rounds"]):
+        cells = " | ".join(" | ".join(f"{table[v]['rounds'][n][f'R@{k}']:.3f}" for k in (1, 5, 10)) for v in variants)
+        print(f"| {n + 1} | {cells} |")
+
+
+def _evaluate_dataset(args) -> None:
+    """`evaluate --dataset`: composed retrieval on Fashion-IQ or Shoes, beside the published figures."""
+    from .data.composed_datasets import load_composed_dataset
+    from .defaults import COMPOSED_VARIANTS
+
+    if args.data_root is None:
+        raise HslDemoError("--dataset needs --data-root (the data set's folder)")
+    if args.catalog is not None:
+        raise HslDemoError("--catalog goes with --queries; a --dataset searches its own gallery")
+    if args.variant is not None and args.variant not in COMPOSED_VARIANTS:
+        raise HslDemoError(f"--variant {args.variant} is not a composed variant "
+                           f"(one of {', '.join(COMPOSED_VARIANTS)})")
+    splits = load_composed_dataset(args.dataset, args.data_root, args.split)  # fail before loading the model
+    from .backbone import Backbone
+    from .evaluate import COMPOSED_DATASET_KS, PUBLISHED_COMPOSED, evaluate_composed_splits
+    from .models.composed import ComposedHead
+    from .search import load_heads
+
+    backbone = Backbone.load(args.model, device=args.device)
+    head = load_heads(backbone).get("composed") or ComposedHead(embed_dim=backbone.embed_dim)
+    variants = COMPOSED_VARIANTS if args.ablation else (args.variant or "adaptive",)
+    results = evaluate_composed_splits(backbone, head, args.dataset, splits, variants)
+    ks = COMPOSED_DATASET_KS[args.dataset]
+    split = args.split or ("val" if args.dataset == "fashioniq" else "eval")
+    published = {"source": PUBLISHED_COMPOSED["source"], **PUBLISHED_COMPOSED[args.dataset]}
+    if args.json:
+        body = results if args.ablation else results[variants[0]]
+        print(json.dumps({"dataset": args.dataset, "split": split, "ks": list(ks), "model": backbone.model_id,
+                          **({"variants": body} if args.ablation else {"variant": variants[0], **body}),
+                          "published": published}))
+        return
+    header = "| " + " | ".join(["variant", "category", *(f"R@{k}" for k in ks), "queries", "mean w_text"]) + " |"
+    print(f"{args.dataset} {split}, model {backbone.model_id} (recall in %)")
+    print(header + "\n" + "|---" * (len(ks) + 4) + "|")
+    for variant, r in results.items():
+        rows = [*r["categories"].items()] + ([("average", r["average"])] if len(r["categories"]) > 1 else [])
+        for name, m in rows:
+            cells = [variant, name, *(f"{100 * m[f'R@{k}']:.2f}" for k in ks), str(m["queries"]),
+                     f"{m['mean_w_text']:.2f}"]
+            print("| " + " | ".join(cells) + " |")
+    print(f"| {published['source']} | average | " + " | ".join(f"{100 * published[f'R@{k}']:.2f}" for k in ks)
+          + " | | |")
+
+
+def _cmd_convert(args) -> None:
+    import shlex
+
+    from .data.visual_genome import write_visual_genome
+
+    c = write_visual_genome(args.root, args.out, split_file=args.split_file, max_rounds=args.max_rounds,
+                            limit=args.limit, seed=args.seed)
+    d = c["dropped_regions"]
+    print(f"converted {c['images']} Visual Genome images ({c['regions']} regions, at most {args.max_rounds} "
+          f"per image) into {c['out']}")
+    print(f"  {c['queries']} drill-down queries: {c['queries_file']}")
+    print(f"  regions dropped: {d['empty']} empty, {d['duplicate']} duplicate, {d['degenerate']} degenerate, "
+          f"{d['beyond_max_rounds']} beyond --max-rounds")
+    missing = f" (e.g. {', '.join(c['missing_examples'])})" if c["missing_images"] else ""
+    print(f"  images skipped: {c['missing_images']} not on disk{missing}, {c['too_few_regions']} without "
+          "usable regions")
+    if "split_ids" in c:
+        print(f"  split: {c['split_ids'] - c['split_unmatched']} of {c['split_ids']} ids listed in "
+              "region_descriptions.json")
+    q = shlex.quote
+    images = c["gallery"] or args.root
+    print("next:" + (f" ({c['gallery']} links just these images, so the catalog is exactly them)"
+                     if c["gallery"] else ""))
+    print(f"  hsl-demo index {q(images)} --metadata {q(c['metadata'])} --out CATALOG")
+    print(f"  hsl-demo evaluate --catalog CATALOG --queries {q(c['queries_file'])}")
+
+
+def _cmd_push(args) -> None:
+    from .hub import push_model
+
+    pushed = push_model(args.model_dir, args.repo, private=args.private, token=args.token)
+    card = " (model card generated)" if pushed["card_generated"] else ""
+    print(f"pushed {len(pushed['files'])} files to {pushed['url']}{card}")
+    for name in pushed["files"]:
+        print(f"  {name}")
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"hsl-demo: warning: {message}", file=sys.stderr)
 
@@ -208,6 +398,8 @@ COMMANDS = {
     "index": _cmd_index,
     "search": _cmd_search,
     "evaluate": _cmd_evaluate,
+    "convert": _cmd_convert,
+    "push": _cmd_push,
 }
 
 

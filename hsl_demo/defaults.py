@@ -31,3 +31,6 @@ HSL_VARIANTS = ("full", "image", "object", "global")
 # How a composed query (reference image + text) is formed: the head's adaptive weights, the
 # equal-weight sum, or one modality alone.
 COMPOSED_VARIANTS = ("adaptive", "sum", "image", "text")
+
+# How a drill-down round ranks: the full HMRN score, or its scalar levels alone (ablations).
+HMRN_VARIANTS = ("full", "local+global", "local")

@@ -9,7 +9,7 @@ from .fileio import load_jsonl
 from .search import Retriever
 
 KS = (1, 5, 10)
-SUPPORTED_MODES = ("text", "composed")
+SUPPORTED_MODES = ("text", "composed", "multi")
 
 
 def load_queries(path: str | Path) -> list[dict]:
@@ -26,7 +26,12 @@ def load_queries(path: str | Path) -> list[dict]:
         targets = q.get("targets")
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
             raise HslDemoError(f"{path}: query {line}: \"targets\" must be a non-empty list of item ids")
-        if not isinstance(q.get("text"), str) or (mode == "text" and not q["text"].strip()):
+        if mode == "multi":
+            regions = q.get("regions")
+            if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
+                raise HslDemoError(f"{path}: query {line}: a multi query needs \"regions\", a non-empty list of "
+                                   "strings (one query per round)")
+        elif not isinstance(q.get("text"), str) or (mode == "text" and not q["text"].strip()):
             raise HslDemoError(f"{path}: query {line}: \"text\" must be a non-empty string")
         if mode == "composed" and not (isinstance(q.get("reference"), str) and q["reference"]):
             raise HslDemoError(f"{path}: query {line}: a composed query needs a \"reference\" (item id or image)")
@@ -44,8 +49,13 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
     hits = dict.fromkeys(ks, 0)
     w_text_by_kind: dict[str, list[float]] = {}
+    per_round: list[list[list[str]]] = []  # multi queries: each query's ranking after every round
     for q in queries:
-        if q.get("mode", "text") == "composed":
+        if q.get("mode", "text") == "multi":
+            rounds = retriever.search_multi(q["regions"], k=max(ks), variant=variant)
+            per_round.append([[r.id for r in rd.results] for rd in rounds])
+            hits_list = rounds[-1].results if rounds else []
+        elif q.get("mode", "text") == "composed":
             hits_list = retriever.search_composed(q["reference"], q["text"], k=max(ks), variant=variant or "adaptive")
             if hits_list:
                 w_text_by_kind.setdefault(q.get("kind", "all"), []).append(hits_list[0].levels["w_text"])
@@ -58,4 +68,142 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     out = {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}
     if w_text_by_kind:  # composed queries: how much the text counted, on average, per kind
         out["mean_w_text"] = {kind: round(sum(v) / len(v), 3) for kind, v in w_text_by_kind.items()}
+    if per_round:
+        out["rounds"] = recall_per_round(per_round, [q for q in queries if q.get("mode") == "multi"], ks)
     return out
+
+
+def recall_per_round(rankings: list[list[list[str]]], queries: list[dict], ks: tuple[int, ...] = KS) -> list[dict]:
+    """R@k after round 1, 2, ... up to the longest query. A query with fewer rounds keeps its
+    last ranking in the later rounds, so every round counts every query."""
+    longest = max(len(r) for r in rankings)
+    out = []
+    for n in range(longest):
+        hits = dict.fromkeys(ks, 0)
+        for ranking, q in zip(rankings, queries):
+            ranked = ranking[min(n, len(ranking) - 1)] if ranking else []
+            for k in ks:
+                hits[k] += any(i in q["targets"] for i in ranked[:k])
+        out.append({"round": n + 1, **{f"R@{k}": hits[k] / len(queries) for k in ks}})
+    return out
+
+
+# ---- composed retrieval on public data sets (Fashion-IQ, Shoes) -----------------------------
+
+COMPOSED_DATASET_KS = {"fashioniq": (10, 50), "shoes": (1, 10, 50)}
+# The seed paper's CLIP-B figures on the real data (fractions, like everything here).
+PUBLISHED_COMPOSED = {
+    "source": "published (seed paper, CLIP-B, real data)",
+    "fashioniq": {"R@10": 0.3453, "R@50": 0.5913},
+    "shoes": {"R@1": 0.1953, "R@10": 0.5565, "R@50": 0.8058},
+}
+
+
+def encode_image_files(backbone, paths: list, batch_size: int = 64, progress: bool = True,
+                       desc: str = "encoding images"):
+    """(N, D) float32 backbone embeddings of N image files, opened with `open_image`, in batches."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .images import open_image
+
+    embeds = []
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        embeds.append(backbone.encode_images([open_image(p) for p in batch]))
+        bar.update(len(batch))
+    bar.close()
+    return np.concatenate(embeds)
+
+
+def encode_composed_split(backbone, split, batch_size: int = 64, progress: bool = True) -> dict:
+    """The backbone embeddings an evaluation of `split` needs: {"images": {id: (D,) array} for
+    the gallery and the references, "texts": (N, D) array of the joined captions, one per
+    triplet, in order}. Images are opened with `open_image`, in batches."""
+    import numpy as np
+
+    from .data.composed_datasets import join_captions
+
+    ids = list(dict.fromkeys([*split.gallery, *(t.reference for t in split.triplets)]))
+    images = dict(zip(ids, encode_image_files(backbone, [split.images[i] for i in ids], batch_size, progress,
+                                              f"encoding {split.name} images")))
+    texts = [join_captions(t.captions) for t in split.triplets]
+    dim = next(iter(images.values())).shape[-1]
+    text_embeds = np.zeros((len(texts), dim), np.float32)
+    nonempty = [i for i, t in enumerate(texts) if t]
+    for start in range(0, len(nonempty), batch_size):
+        rows = nonempty[start:start + batch_size]
+        text_embeds[rows] = backbone.encode_text([texts[i] for i in rows])
+    return {"images": images, "texts": text_embeds, "empty_text": np.array([not t for t in texts])}
+
+
+def score_composed_split(head, split, encoded: dict, ks: tuple[int, ...], variant: str = "adaptive") -> dict:
+    """Recall@k (fractions) of `split`'s triplets over its gallery, from `encode_composed_split`
+    embeddings. The reference stays in the gallery (the published protocols); a target that
+    is not in the gallery is a miss. A triplet with no text is an image-only query."""
+    import numpy as np
+    import torch
+
+    from .models.composed import compose_query
+
+    if any(t.target is None for t in split.triplets):
+        raise HslDemoError(f"{split.name}: the targets of this split are not public; evaluate another split "
+                           "(Fashion-IQ: val)")
+    head.eval()
+    images = encoded["images"]
+    image = torch.from_numpy(np.stack([images[t.reference] for t in split.triplets]))
+    text = torch.from_numpy(encoded["texts"])
+    embeds, w_image, w_text = compose_query(head, image, text, variant)
+    empty = torch.from_numpy(encoded["empty_text"])
+    if empty.any():  # as search_composed: no text, so the reference alone
+        embeds, w_image, w_text = embeds.clone(), w_image.clone(), w_text.clone()
+        embeds[empty], w_image[empty], w_text[empty] = image[empty], 1.0, 0.0
+    gallery = torch.from_numpy(np.stack([images[g] for g in split.gallery]))
+    position = {g: i for i, g in enumerate(split.gallery)}
+    top = torch.topk(embeds.float() @ gallery.T, min(max(ks), len(split.gallery)), dim=1).indices
+    target_rows = torch.tensor([position.get(t.target, -1) for t in split.triplets])
+    found = top == target_rows[:, None]  # (N, max k): where the target is, if it is
+    n = len(split.triplets)
+    out = {f"R@{k}": float(found[:, :k].any(1).sum()) / n for k in ks}
+    out.update(queries=n, gallery=len(split.gallery), mean_w_text=round(float(w_text.mean()), 4))
+    missing = int((target_rows < 0).sum())
+    if missing:
+        out["targets_not_in_gallery"] = missing
+    return out
+
+
+def evaluate_composed_split(backbone, head, split, ks: tuple[int, ...], variant: str = "adaptive",
+                            batch_size: int = 64, progress: bool = True) -> dict:
+    """{"R@k": fraction, ..., "queries", "gallery", "mean_w_text"} of one `ComposedSplit`."""
+    return score_composed_split(head, split, encode_composed_split(backbone, split, batch_size, progress), ks,
+                                variant)
+
+
+def evaluate_composed_splits(backbone, head, fmt: str, splits: list, variants=("adaptive",),
+                             batch_size: int = 64, progress: bool = True) -> dict:
+    """{variant: {"categories": {name: metrics}, "average": metrics}} for loaded splits; the
+    images are encoded once for all variants. The average is the unweighted mean over
+    categories (the Fashion-IQ convention); its "queries" is the total."""
+    ks = COMPOSED_DATASET_KS[fmt]
+    encoded = [encode_composed_split(backbone, s, batch_size, progress) for s in splits]
+    out = {}
+    for variant in variants:
+        per = {s.name: score_composed_split(head, s, e, ks, variant) for s, e in zip(splits, encoded)}
+        average = {f"R@{k}": sum(m[f"R@{k}"] for m in per.values()) / len(per) for k in ks}
+        average["queries"] = sum(m["queries"] for m in per.values())
+        average["mean_w_text"] = round(sum(m["mean_w_text"] for m in per.values()) / len(per), 4)
+        out[variant] = {"categories": per, "average": average}
+    return out
+
+
+def evaluate_composed_dataset(backbone, head, fmt: str, root, split: str | None = None,
+                              variant: str = "adaptive", batch_size: int = 64, progress: bool = True) -> dict:
+    """Fashion-IQ (R@10, R@50 per category and their average) or Shoes (R@1, R@10, R@50):
+    {"dataset", "split", "variant", "ks", "categories": {name: metrics}, "average": metrics}."""
+    from .data.composed_datasets import load_composed_dataset
+
+    splits = load_composed_dataset(fmt, root, split)
+    result = evaluate_composed_splits(backbone, head, fmt, splits, (variant,), batch_size, progress)[variant]
+    return {"dataset": fmt, "split": split or ("val" if fmt == "fashioniq" else "eval"), "variant": variant,
+            "ks": list(COMPOSED_DATASET_KS[fmt]), **result}

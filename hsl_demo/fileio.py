@@ -97,3 +97,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_json_list(path: str | Path, what: str) -> list:
+    """A JSON file that must hold a list (`what` it holds goes into the messages); any problem
+    is a one-line HslDemoError."""
+    path = Path(path)
+    if not path.is_file():
+        raise HslDemoError(f"{path}: no such file ({what})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise HslDemoError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise HslDemoError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
+    if not isinstance(data, list):
+        raise HslDemoError(f"{path}: expected a JSON list ({what}), found a {type(data).__name__}")
+    return data

@@ -22,11 +22,12 @@ def open_image(source: str | Path | bytes | Image.Image) -> Image.Image:
     converted, EXIF rotation is applied; anything unreadable is a one-line HslDemoError.
     """
     name = "image" if isinstance(source, (bytes, Image.Image)) else str(source)
+    opened = None  # closed below: a refused file must not keep its descriptor open
     try:
         if isinstance(source, Image.Image):
             image = source
         else:
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            image = opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise HslDemoError(
@@ -47,6 +48,9 @@ def open_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         raise HslDemoError(f"{name}: too many pixels (decompression-bomb guard)") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise HslDemoError(f"{name}: corrupt or truncated image ({e})") from None
+    finally:
+        if opened is not None:  # what is returned is always a converted copy
+            opened.close()
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

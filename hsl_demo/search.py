@@ -21,15 +21,19 @@ import torch
 from PIL import Image
 
 from .backbone import Backbone
-from .catalog import Catalog
+from .catalog import Catalog, HmrnStore
 from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS, default_catalog, default_model
 from .errors import HslDemoError
 from .images import open_image
 from .models import load_head
-from .models.composed import ComposedHead
+from .models.composed import ComposedHead, compose_query
+from .models.hmrn import TERMS as HMRN_TERMS
+from .models.hmrn import VARIANTS as HMRN_VARIANTS
+from .models.hmrn import HMRNHead
 from .models.hsl import HSLHead
 
 DEFAULT_CANDIDATES = 200
+HMRN_CACHE_ITEMS = 50_000  # catalogs up to this size keep their HMRN image side in memory (~1.5 KB an item)
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Retriever:
     """A backbone, its heads and a catalog, checked to belong together."""
 
     def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
-                 hsl: HSLHead | None = None, composed: ComposedHead | None = None):
+                 hsl: HSLHead | None = None, composed: ComposedHead | None = None, hmrn: HMRNHead | None = None):
         catalog.check_model(backbone)
         self.backbone = backbone
         self.catalog = catalog
@@ -72,6 +76,10 @@ class Retriever:
         self.hsl = hsl
         # Without a trained head, composed queries are the equal-weight sum (zero-shot baseline).
         self.composed = (composed or ComposedHead(embed_dim=backbone.embed_dim)).eval()
+        # Without a trained HMRN head, drill-down ranks by its (untrained) local and global levels.
+        self.hmrn = (hmrn or HMRNHead(embed_dim=backbone.embed_dim)).eval()
+        self.hmrn_variant = "full" if hmrn is not None else "local+global"
+        self._hmrn_cache: HmrnStore | None = None
         self.hsl_store = None
         if hsl is not None:
             if hsl.embed_dim != backbone.embed_dim:
@@ -89,7 +97,7 @@ class Retriever:
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
         backbone = Backbone.load(model or default_model(), device=device)
         heads = load_heads(backbone)
-        return cls(backbone, opened, candidates, hsl=heads.get("hsl"), composed=heads.get("composed"))
+        return cls(backbone, opened, candidates, **heads)
 
     def _results(self, rows: np.ndarray, scores: np.ndarray, levels: list[dict]) -> list[SearchResult]:
         out = []
@@ -156,13 +164,8 @@ class Retriever:
             text_emb = torch.zeros_like(image)
         else:
             text_emb = torch.from_numpy(self.backbone.encode_text([text]))
-        if variant == "adaptive":
-            query = self.composed(image, text_emb)
-            q, w_image, w_text = query.embeds, float(query.w_image), float(query.w_text)
-        else:
-            w_image = {"sum": 0.5, "image": 1.0, "text": 0.0}[variant]
-            w_text = 1.0 - w_image
-            q = torch.nn.functional.normalize(w_image * image + w_text * text_emb, dim=-1)
+        q, w_image, w_text = compose_query(self.composed, image, text_emb, variant)
+        w_image, w_text = float(w_image[0]), float(w_text[0])
         scores, rows = self.catalog.search(q.numpy(), k + 1)  # +1: the reference itself is dropped
         keep = (rows[0] >= 0) & (rows[0] != ref_row)
         rows, scores = rows[0][keep][:k], scores[0][keep][:k]
@@ -172,6 +175,58 @@ class Retriever:
                    "text_similarity": round(b, 6), "final": round(float(f), 6)}
                   for a, b, f in zip(image_sims, text_sims, scores)]
         return self._results(rows, scores, levels)
+
+    def session(self, k: int = 10, variant: str | None = None) -> DrillDownSession:
+        """A drill-down search: add a region query per round, undo, reset (see DrillDownSession)."""
+        return DrillDownSession(self, k, variant)
+
+    def search_multi(self, regions: list[str], k: int = 10, variant: str | None = None) -> list[DrillDownRound]:
+        """Drill down through `regions`, one per round; the ranking after every round."""
+        session = self.session(k, variant)
+        for text in regions:
+            session.add(text)
+        return session.rounds
+
+    @torch.no_grad()
+    def _rank_multi(self, queries: np.ndarray, variant: str, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Rank the catalog for a set of region queries (T, D): FAISS candidates for each query
+        (from the regions that match it), then the HMRN re-rank. Returns every candidate row,
+        best first, its final score, and the breakdown of the first k."""
+        q = torch.from_numpy(queries)[None]
+        query_mask = torch.ones(q.shape[:2], dtype=torch.bool)
+        # One candidate budget shared by the queries, so a round's cost grows with its queries
+        # (each candidate is scored against all of them), not also with its candidate count.
+        per_query = max(k, -(-self.candidates // len(queries)))
+        store = self._hmrn_store()
+        if store is not None:
+            rows = store.candidates(self.hmrn.encode_queries(q, query_mask)[0][0], per_query)
+            images = store.side.take(torch.from_numpy(rows))
+        else:  # a large catalog: candidates by global embedding, image side computed for them alone
+            _, found = self.catalog.search(queries, per_query)
+            rows = np.array(list(dict.fromkeys(r for r in found.T.reshape(-1).tolist() if r >= 0)), dtype=np.int64)
+            images = self.hmrn.encode_images(torch.from_numpy(self.catalog.embeddings[rows]),
+                                             *self.catalog.region_features(rows))
+        scores = self.hmrn.scores(q, query_mask, images)
+        rounds = len(queries)
+        final = self.hmrn.combine(scores, rounds, variant)[0]
+        order = torch.argsort(final, descending=True, stable=True)
+        weights = dict(zip(HMRN_TERMS, self.hmrn.variant_weights(rounds, variant)))
+        terms = {"local": scores.local[0], "global": scores.global_[0], "reasoning": scores.reasoning[0]}
+        levels = []
+        for i in order[:k].tolist():
+            entry = {name: {"similarity": round(float(terms[name][i]), 6), "weight": round(w, 6)}
+                     for name, w in weights.items()}
+            entry["per_query"] = [round(float(v), 6) for v in scores.per_query[0, i]]
+            entry["final"] = round(float(final[i]), 6)
+            levels.append(entry)
+        return rows[order.numpy()], final[order].numpy(), levels
+
+    def _hmrn_store(self) -> HmrnStore | None:
+        """The catalog's HMRN image side and region index, built on first use; None for catalogs
+        above HMRN_CACHE_ITEMS, which compute the image side per round for their candidates."""
+        if self._hmrn_cache is None and len(self.catalog) <= HMRN_CACHE_ITEMS:
+            self._hmrn_cache = self.catalog.hmrn_store(self.hmrn)
+        return self._hmrn_cache
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
         """(1, D) unit embedding of the reference, and its catalog row (-1 for a file)."""
@@ -185,11 +240,90 @@ class Retriever:
         return torch.from_numpy(self.backbone.encode_images([image])), -1
 
 
+@dataclass
+class DrillDownRound:
+    """The ranking after one round: every result's `levels` has local / global / reasoning
+    (similarity and weight), the local score of each query so far (`per_query`), `final`, and
+    `earlier_ranks`: its rank after each earlier round (None where it was not a candidate)."""
+
+    round: int
+    queries: list[str]
+    results: list[SearchResult]
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "queries": self.queries, "results": [r.to_dict() for r in self.results]}
+
+
+class DrillDownSession:
+    """The rounds of one drill-down search. Each round adds a region query ("a red handbag",
+    then "white sneakers") and re-ranks the catalog with all the queries so far.
+
+    Bad input never breaks the state: an empty or repeated query is ignored with a warning, a
+    round past the maximum is an HslDemoError, and undo with no rounds only warns.
+    """
+
+    def __init__(self, retriever: Retriever, k: int = 10, variant: str | None = None):
+        variant = variant or retriever.hmrn_variant
+        if variant not in HMRN_VARIANTS:
+            raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(HMRN_VARIANTS)})")
+        self.retriever, self.k, self.variant = retriever, _check_k(k), variant
+        self.queries: list[str] = []
+        self._embeds: list[np.ndarray] = []
+        self._ranks: list[dict[str, int]] = []  # per round: id -> rank of every candidate
+        self.rounds: list[DrillDownRound] = []
+
+    @property
+    def max_rounds(self) -> int:
+        return self.retriever.hmrn.max_rounds
+
+    @property
+    def current(self) -> DrillDownRound | None:
+        return self.rounds[-1] if self.rounds else None
+
+    def add(self, text: str | None) -> DrillDownRound | None:
+        """Add a round with query `text`; returns the new ranking (or the current one, if the
+        query was ignored)."""
+        text = " ".join((text or "").split())
+        if not text:
+            warnings.warn("empty region query: ignored (describe one product, e.g. \"a red handbag\")", stacklevel=2)
+            return self.current
+        if len(self.queries) >= self.max_rounds:
+            raise HslDemoError(f"at most {self.max_rounds} rounds: undo a round or reset to start over")
+        seen = [q.lower() for q in self.queries]
+        if text.lower() in seen:
+            warnings.warn(f"{text!r} was already asked in round {seen.index(text.lower()) + 1}: ignored", stacklevel=2)
+            return self.current
+        embed = self.retriever.backbone.encode_text([text])[0]  # before any state changes
+        rows, scores, levels = self.retriever._rank_multi(np.stack([*self._embeds, embed]), self.variant, self.k)
+        ids = [self.retriever.catalog.items[r]["id"] for r in rows.tolist()]
+        for entry, item_id in zip(levels, ids):
+            entry["earlier_ranks"] = [ranks.get(item_id) for ranks in self._ranks]
+        results = self.retriever._results(rows[:self.k], scores[:self.k], levels)
+        self.queries.append(text)
+        self._embeds.append(embed)
+        self._ranks.append({item_id: rank for rank, item_id in enumerate(ids, 1)})
+        self.rounds.append(DrillDownRound(len(self.queries), list(self.queries), results))
+        return self.rounds[-1]
+
+    def undo(self) -> DrillDownRound | None:
+        """Drop the last round; returns the ranking before it (None when no round is left)."""
+        if not self.rounds:
+            warnings.warn("no round to undo", stacklevel=2)
+            return None
+        for stack in (self.queries, self._embeds, self._ranks, self.rounds):
+            stack.pop()
+        return self.current
+
+    def reset(self) -> None:
+        for stack in (self.queries, self._embeds, self._ranks, self.rounds):
+            stack.clear()
+
+
 def load_heads(backbone: Backbone) -> dict:
     """The trained heads in the backbone's model folder (none for a bare open_clip name)."""
     heads = {}
     folder = backbone.folder
-    for name, cls in (("hsl", HSLHead), ("composed", ComposedHead)):
+    for name, cls in (("hsl", HSLHead), ("composed", ComposedHead), ("hmrn", HMRNHead)):
         if folder is not None and (folder / name).is_dir():
             heads[name] = load_head(cls, folder / name)
     return heads

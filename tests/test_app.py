@@ -1,43 +1,227 @@
-"""The app served over real HTTP, driven with gradio_client."""
+"""The app served over real HTTP, driven with gradio_client: every tab's endpoint, per-session
+state, and bad input that ends in a message while the app keeps serving."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from hsl_demo.catalog import Catalog
 from hsl_demo.search import Retriever, load_heads
-from hsl_demo.ui import build_demo
+from hsl_demo.ui import Handlers, build_demo
+
+
+def select(index: int):
+    import gradio as gr
+
+    return gr.SelectData(None, {"index": index, "value": None})
 
 
 @pytest.fixture(scope="module")
 def served(demo_backbone):
-    retriever = Retriever(demo_backbone, Catalog.open("products"), hsl=load_heads(demo_backbone)["hsl"])
-    demo = build_demo(retriever)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-                        allowed_paths=[str(retriever.catalog.image_dir())])
-    yield demo
+    heads = load_heads(demo_backbone)
+    products = Retriever(demo_backbone, Catalog.open("products"), **heads)
+    looks = Retriever(demo_backbone, Catalog.open("looks"), **heads)
+    demo = build_demo(products, looks)
+    demo.queue(default_concurrency_limit=4).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    yield demo, products, looks
     demo.close()
 
 
-def test_describe_endpoint_returns_ranked_products(served):
+def client_of(served):
     from gradio_client import Client
 
-    client = Client(served.local_url, verbose=False)
-    gallery, why = client.predict("green dotted scarf", 5, api_name="/describe")
-    assert len(gallery) == 5
+    return Client(served[0].local_url, verbose=False)
+
+
+def call(client, *args, api_name: str):
+    """(outputs, warnings shown to the user) of one call."""
+    job = client.submit(*args, api_name=api_name)
+    result = job.result(timeout=120)
+    logs = []
+    while not job.communicator.updates.empty():
+        update = job.communicator.updates.get_nowait()
+        if getattr(update, "log", None) and update.log[1] == "warning":
+            logs.append(update.log[0])
+    return result, logs
+
+
+def captions(gallery) -> list[str]:
+    return [item["caption"] for item in gallery]
+
+
+def ranks(gallery) -> list[str]:
+    return [c.split()[0] for c in captions(gallery)]
+
+
+def assert_serving(client):
+    gallery = client.predict("red cap", 3, api_name="/describe")[0]
+    assert ranks(gallery) == ["#1", "#2", "#3"]
+
+
+def test_describe_endpoint_returns_ranked_products(served):
+    client = client_of(served)
+    gallery, chart, why = client.predict("green dotted scarf", 5, api_name="/describe")
+    assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5"]
+    assert captions(gallery)[0].startswith("#1 Green dotted")
+    assert sum("Green dotted scarf" in c for c in captions(gallery)[:3]) == 2
+    assert " · 0." in captions(gallery)[0]  # "#rank title · score"
+    assert chart["type"] == "matplotlib" and chart["plot"].startswith("data:image/")
     # the breakdown table: one row per result, the final score and each level's terms
     assert why["headers"][:4] == ["rank", "title", "final", "global"]
     assert {"level1 object", "level2 image"} <= set(why["headers"])
     assert [row[0] for row in why["data"]] == [1, 2, 3, 4, 5]
     assert " × " in why["data"][0][why["headers"].index("level2 object")]
-    captions = [item["caption"] for item in gallery]
-    assert captions[0].startswith("#1 Green dotted")
-    assert sum("Green dotted scarf" in c for c in captions[:3]) == 2
-    assert [c.split()[0] for c in captions] == ["#1", "#2", "#3", "#4", "#5"]
 
 
 def test_empty_description_is_an_error_message_not_a_crash(served):
-    from gradio_client import Client
-
-    client = Client(served.local_url, verbose=False)
+    client = client_of(served)
     with pytest.raises(Exception, match="empty query"):
         client.predict("   ", 5, api_name="/describe")
-    assert len(client.predict("red cap", 3, api_name="/describe")[0]) == 3  # still serving
+    assert_serving(client)
+
+
+def test_modify_a_catalog_reference(served):
+    client = client_of(served)
+    gallery, chart = client.predict(None, "p00024", "make it blue and striped", 6, api_name="/modify")
+    assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5", "#6"]
+    assert all("Blue striped" in c for c in captions(gallery)[:3]), captions(gallery)
+    assert chart["type"] == "matplotlib"
+
+
+def test_modify_an_uploaded_photo(served, tmp_path):
+    from gradio_client import handle_file
+
+    products = served[1]
+    photo = tmp_path / "my tee.jpg"
+    shutil.copy(products.catalog.image_path(products.catalog.row("p00024")), photo)
+    client = client_of(served)
+    gallery, _ = client.predict(handle_file(str(photo)), "", "make it blue and striped", 5, api_name="/modify")
+    assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5"]
+    assert all("Blue striped" in c for c in captions(gallery)[:3]), captions(gallery)
+
+
+def test_modify_without_text_warns_and_searches_by_the_image(served):
+    client = client_of(served)
+    (gallery, _), logs = call(client, None, "p00024", "  ", 5, api_name="/modify")
+    assert any("reference image alone" in m for m in logs), logs
+    assert captions(gallery)[0].startswith("#1 Red t-shirt"), captions(gallery)
+    assert all(c.split(maxsplit=1)[1].startswith("Red ") for c in captions(gallery)), captions(gallery)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("notes.txt", b"not a photo at all", "notes.txt: not an image"),
+    ("photo.jpg", None, "photo.jpg: corrupt or truncated image"),
+])
+def test_bad_uploads_are_one_line_messages(served, tmp_path, name, content, message):
+    from gradio_client import handle_file
+
+    if content is None:  # a JPEG cut in half: the header reads, the pixels do not
+        products = served[1]
+        data = products.catalog.image_path(0).read_bytes()
+        content = data[:len(data) // 2]
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    client = client_of(served)
+    with pytest.raises(Exception, match=message) as info:
+        client.predict(handle_file(str(bad)), "", "make it blue", 5, api_name="/modify")
+    assert "Traceback" not in str(info.value) and "/tmp" not in str(info.value)
+    assert_serving(client)
+
+
+@pytest.mark.parametrize("image, ref_id, message", [
+    (None, "", "no reference"),
+    (None, "p99999", "no product 'p99999'"),
+    (None, "/etc/passwd", "no product"),  # an id is never read as a server path
+])
+def test_bad_references_are_messages(served, image, ref_id, message):
+    client = client_of(served)
+    with pytest.raises(Exception, match=message):
+        client.predict(image, ref_id, "make it blue", 5, api_name="/modify")
+    assert_serving(client)
+
+
+def test_drill_down_rounds_accumulate_within_a_session(served):
+    client = client_of(served)
+    gallery, rounds, scores, moves = client.predict("a red handbag", api_name="/drill_add")
+    assert ranks(gallery)[:3] == ["#1", "#2", "#3"] and "1. a red handbag" in rounds
+    gallery, rounds, scores, moves = client.predict("white sneakers", api_name="/drill_add")
+    assert "1. a red handbag" in rounds and "2. white sneakers" in rounds and "(2 of at most" in rounds
+    assert captions(gallery)[0].startswith("#1 Look")
+    assert scores["type"] == moves["type"] == "matplotlib"
+    # undo drops the last round, reset all of them
+    _, rounds, _, _ = client.predict(api_name="/drill_undo")
+    assert "1. a red handbag" in rounds and "white sneakers" not in rounds
+    gallery, rounds, scores, moves = client.predict(api_name="/drill_reset")
+    assert gallery == [] and "No rounds yet" in rounds and scores is None and moves is None
+
+
+def test_drill_down_sessions_are_isolated(served):
+    alice, bob = client_of(served), client_of(served)
+    alice.predict("a red handbag", api_name="/drill_add")
+    _, bob_rounds, _, _ = bob.predict("white sneakers", api_name="/drill_add")
+    _, alice_rounds, _, _ = alice.predict("a checked scarf", api_name="/drill_add")
+    assert "1. white sneakers" in bob_rounds and "handbag" not in bob_rounds and "(1 of" in bob_rounds
+    assert "1. a red handbag" in alice_rounds and "2. a checked scarf" in alice_rounds
+    assert "sneakers" not in alice_rounds
+
+
+def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
+    client = client_of(served)
+    (_, rounds, _, _), logs = call(client, api_name="/drill_undo")
+    assert logs == ["no round to undo"] and "No rounds yet" in rounds
+    (_, rounds, _, _), logs = call(client, "   ", api_name="/drill_add")
+    assert any("empty region query" in m for m in logs) and "No rounds yet" in rounds
+    client.predict("a red handbag", api_name="/drill_add")
+    (_, rounds, _, _), logs = call(client, "A red  handbag", api_name="/drill_add")
+    assert any("already asked in round 1" in m for m in logs) and "(1 of" in rounds
+    queries = ["white sneakers", "a checked scarf", "a blue coat", "black jeans", "a green cap", "a yellow dress",
+               "a pink purse", "grey socks", "an orange umbrella"]
+    for q in queries:  # up to the maximum of 10 rounds
+        _, rounds, _, _ = client.predict(q, api_name="/drill_add")
+    assert "(10 of at most 10)" in rounds
+    with pytest.raises(Exception, match="at most 10 rounds"):
+        client.predict("a purple kimono", api_name="/drill_add")
+    _, rounds, _, _ = client.predict(api_name="/drill_undo")  # the session survived the refusal
+    assert "(9 of at most 10)" in rounds
+    assert_serving(client)
+
+
+def test_clicks_pick_a_reference_and_highlight_a_result(served):
+    """The gallery select handlers (browser-only events, so called directly here)."""
+    from matplotlib.figure import Figure
+
+    _, products, looks = served
+    h = Handlers(products, looks)
+    assert h.picks[0] == "p00024" and len(h.picks) == 12 and len(set(h.picks)) == 12
+    ref_id, photo = h.pick(select(0))
+    assert ref_id == "p00024" and photo.endswith("p00024.jpg")
+    _, _, results = h.modify(None, "p00024", "make it blue and striped", 5)
+    # clicking result #2 makes it the reference: the next search starts from its id
+    ref_id, photo, chart = h.use_result(results, select(1))
+    assert ref_id == results[1].id and Path(photo).name == results[1].image.name and isinstance(chart, Figure)
+    assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
+    _, _, _, found = h.describe("green dotted scarf", 12)
+    chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
+    assert chart.axes[0].get_yticklabels()[-1].get_text().startswith("#11")
+    *_, session = h.drill_add("a red handbag", None)
+    scores, moves = h.drill_select(session, select(0))
+    assert isinstance(scores, Figure) and isinstance(moves, Figure)
+
+
+@pytest.mark.parametrize("flag, value, fragment", [
+    ("--model", "/no/such/model", "/no/such/model"),
+    ("--catalog", "/no/such/catalog", "/no/such/catalog"),
+    ("--looks-catalog", "/no/such/looks", "/no/such/looks"),
+])
+def test_app_with_a_bad_model_or_catalog_exits_with_one_line(flag, value, fragment):
+    proc = subprocess.run([sys.executable, "app.py", flag, value], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hsl-demo: error: ") and fragment in lines[0], proc.stderr

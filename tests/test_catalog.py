@@ -7,7 +7,7 @@ import torch
 
 from hsl_demo import catalog as catalog_mod
 from hsl_demo.backbone import Backbone
-from hsl_demo.catalog import Catalog, box_regions, build_catalog, dequantize, grid_regions, quantize
+from hsl_demo.catalog import Catalog, box_crops, build_catalog, dequantize, grid_regions, quantize
 from hsl_demo.errors import HslDemoError
 from hsl_demo.search import Retriever
 
@@ -73,16 +73,18 @@ def test_quantized_regions_are_close_to_the_originals():
     assert cos.min() > 0.995
 
 
-def test_grid_and_box_pooling():
+def test_grid_pooling_and_square_box_crops():
     tokens = torch.arange(64, dtype=torch.float32).reshape(1, 64, 1).expand(1, 64, 2)
     pooled = grid_regions(tokens, (8, 8))
     assert pooled.shape == (1, 16, 2)
     assert pooled[0, 0, 0] == pytest.approx((0 + 1 + 8 + 9) / 4)
-    # a box over the top-left quarter of a 160x160 image (input 80): patches rows 0-3, cols 0-3
-    boxes = box_regions(tokens[0], (8, 8), [[0, 0, 80, 80], [150, 150, 152, 152]], (160, 160), 80)
-    expected = torch.tensor([r * 8 + c for r in range(4) for c in range(4)], dtype=torch.float32).mean()
-    assert boxes[0, 0] == pytest.approx(expected)
-    assert boxes[1, 0] == 63  # a tiny box takes the patch under its centre
+    from PIL import Image
+
+    image = Image.new("RGB", (200, 100))
+    wide, corner, huge = box_crops(image, [[50, 40, 90, 60], [0, 0, 10, 10], [0, 0, 200, 100]], margin=0.1)
+    assert wide.size == (48, 48)  # 40 px wide, grown by 10% each side, made square
+    assert corner.size == (12, 12)  # clamped inside the image at the corner
+    assert huge.size == (100, 100)  # never larger than the image's short side
 
 
 def test_boxes_in_metadata_become_regions(tmp_path, tiny_backbone, small_images):
@@ -98,6 +100,12 @@ def test_boxes_in_metadata_become_regions(tmp_path, tiny_backbone, small_images)
     assert cat.region_mask[cat.row("look2")].sum() == 1
     regions, mask = cat.region_features(np.array([cat.row("look1")]))
     assert regions.shape[1] == cat.regions.shape[1] and mask.shape == regions.shape[:2]
+    # a box's region is the backbone embedding of its square crop
+    from hsl_demo.images import open_image
+
+    crop = box_crops(open_image(small_images / "images" / "item01.jpg"), [[64, 64, 128, 128]])
+    expected = torch.from_numpy(tiny_backbone.encode_images(crop))[0]
+    assert torch.nn.functional.cosine_similarity(regions[0, 1], expected, dim=0) > 0.99
 
 
 def test_interrupted_build_leaves_nothing_behind(small_images, tiny_backbone, tmp_path, monkeypatch):

@@ -100,13 +100,16 @@ def test_make_demo_catalogs_writes_metadata_and_images(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "all_combinations", lambda: [
         Attributes(c.name, col, p) for c in CATEGORIES[:3] for col in ("red", "white") for p in ("plain", "dotted")])
     counts = demo.make_demo_catalogs(tmp_path / "out", seed=0, looks=5, progress=False)
-    assert counts == {"products": 12, "looks": 5}
+    assert counts == {"products": 12, "looks": 5 + len(demo.SHOWCASE_LOOKS)}  # random looks, then the showcase
     records = load_jsonl(tmp_path / "out/products/metadata.jsonl")
     for r in records:
         assert (tmp_path / "out/products/images" / r["image"]).is_file()
         assert {"id", "title", "category", "color", "pattern", "split", "descriptions"} <= set(r)
     looks = load_jsonl(tmp_path / "out/looks/metadata.jsonl")
     assert all(2 <= len(look["items"]) <= 5 for look in looks)
+    assert looks[5]["title"] == "Look: red handbag, white sneaker, blue cap" and looks[5]["id"] == "l0005"
+    multi = load_jsonl(tmp_path / "out/looks/queries.multi.test.jsonl")
+    assert all(q["mode"] == "multi" and q["regions"] and q["targets"] for q in multi)
     assert not list(tmp_path.glob("out/.*"))  # no temporary folders left
 
 
@@ -127,3 +130,18 @@ def test_shipped_demo_catalog_matches_the_generator():
     assert not test_combos & train_combos
     queries = load_jsonl(DEMO_DATA_DIR / "products/queries.test.jsonl")
     assert len(queries) == len(test_combos)
+
+
+def test_drill_down_queries_name_colour_and_category_and_list_every_matching_look():
+    looks = load_jsonl(DEMO_DATA_DIR / "looks/metadata.jsonl")
+    assert [lk["id"] for lk in looks[-len(demo.SHOWCASE_LOOKS):]] == ["l0400", "l0401", "l0402", "l0403", "l0404"]
+    queries = load_jsonl(DEMO_DATA_DIR / "looks/queries.multi.test.jsonl")
+    assert queries == demo.multi_queries(looks, 0)  # the shipped file is the generator's
+    test_looks = [lk for lk in looks if lk["split"] == "test"]
+    assert len(queries) == len(test_looks) == 80
+    by_id = {lk["id"]: lk for lk in looks}
+    for q, look in zip(queries, test_looks):
+        assert len(q["regions"]) == len(look["items"]) and look["id"] in q["targets"]
+        wanted = {(it["category"], it["color"]) for it in look["items"]}
+        for t in q["targets"]:
+            assert wanted <= {(it["category"], it["color"]) for it in by_id[t]["items"]}

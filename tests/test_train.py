@@ -44,3 +44,36 @@ def test_a_few_training_steps_write_a_loadable_backbone(tmp_path):
     assert 0.0 <= config["hsl_demo"]["history"][-1]["R@10"] <= 1.0
     backbone = Backbone.load(str(tmp_path / "model"), device="cpu")
     assert backbone.encode_text(["red cap"]).shape == (1, 128)
+
+
+def test_extra_negative_columns_count_in_the_query_direction_only():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]])
+    identity = torch.eye(2, dtype=torch.bool)
+    square = multi_positive_infonce(logits, identity)
+    no_pos = torch.zeros(2, 1, dtype=torch.bool)
+    # a far-off negative changes nothing; a close one (a look-alike) raises the loss
+    far = multi_positive_infonce(torch.cat([logits, torch.full((2, 1), -30.0)], 1), torch.cat([identity, no_pos], 1))
+    near = multi_positive_infonce(torch.cat([logits, torch.full((2, 1), 3.9)], 1), torch.cat([identity, no_pos], 1))
+    assert torch.isclose(far, square, atol=1e-6) and torch.isfinite(near) and near > square + 0.2
+
+
+def test_demo_triplets_bring_look_alike_negatives_into_the_gallery():
+    import random
+
+    from hsl_demo.train import DemoTriplets
+
+    attrs = [Attributes(c, col, p) for c in ("t-shirt", "gloves", "cap") for col in ("red", "blue")
+             for p in ("plain", "striped") for _ in range(2)]
+    batch = DemoTriplets(attrs, ("color+pattern",)).sample(6, random.Random(0))
+    assert len(batch.refs) == 6 and len(batch.gallery) == 6 * 4
+    for q in range(6):
+        target = attrs[batch.gallery[q]]
+        assert batch.positives[q, q]  # its own target
+        for j, g in enumerate(batch.gallery):
+            assert bool(batch.positives[q, j]) == (attrs[g] == target)
+        same_look = attrs[batch.gallery[6 + 3 * q]]  # the target's colour and pattern on some product
+        assert (same_look.color, same_look.pattern) == (target.color, target.pattern)
+        assert batch.gallery[6 + 3 * q + 2] == batch.refs[q]  # the reference is a negative
+        assert not batch.positives[q, 6 + 3 * q + 2]
+    plain = DemoTriplets(attrs, ("color",), hard_negatives=False).sample(4, random.Random(0))
+    assert len(plain.gallery) == 4

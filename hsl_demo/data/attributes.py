@@ -129,12 +129,28 @@ def _article(phrase: str) -> str:
     return "an" if phrase[0] in "aeiou" else "a"
 
 
-def describe(attrs: Attributes, rng: random.Random, mention: tuple[bool, bool] = (True, True)) -> str:
+def plural(noun: str) -> str:
+    """'sneaker' -> 'sneakers', 'dress' -> 'dresses'; words already plural stay as they are."""
+    if noun.endswith(("ss", "sh", "ch", "x", "z")):
+        return noun + "es"
+    if noun.endswith("s"):  # jeans, socks, ballet shoes, pair of jeans
+        return noun
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def describe(attrs: Attributes, rng: random.Random, mention: tuple[bool, bool] = (True, True),
+             plural_form: bool = False) -> str:
     """One natural description of a product; `mention` says whether colour and pattern appear.
 
     The category is always mentioned: a query without any product word is not a product search.
+    `plural_form` names the category in the plural ("white sneakers"), as people often do when
+    they describe what is in a picture.
     """
     cat = rng.choice(CATEGORY_BY_NAME[attrs.category].words)
+    if plural_form:
+        cat = plural(cat)
     color = rng.choice(COLOR_BY_NAME[attrs.color].words)
     pattern = PATTERN_BY_NAME[attrs.pattern]
     adj = rng.choice(pattern.adjectives)
@@ -154,7 +170,10 @@ def describe(attrs: Attributes, rng: random.Random, mention: tuple[bool, bool] =
         templates = [f"{adj} {cat}", f"{_article(cat)} {cat} with {with_phrase}"]
     else:
         templates = [cat, f"{_article(cat)} {cat}"]
-    return rng.choice(templates)
+    text = rng.choice(templates)
+    if plural_form:  # no singular article before a plural noun
+        text = text.removeprefix("a ").removeprefix("an ")
+    return text
 
 
 def descriptions(attrs: Attributes, rng: random.Random, n: int = 3) -> list[str]:

@@ -300,6 +300,71 @@ def plan_looks(seed: int, count: int, held: set[Attributes]) -> Iterator[tuple[s
         yield f"l{i:04d}", split, items
 
 
+# Looks the walkthrough uses ("a red handbag", then "white sneakers"), beside near misses that
+# match only one of the two, so a drill-down has something to sharpen. They come after the
+# random looks, from their own random stream, so adding them left the others unchanged.
+SHOWCASE_LOOKS = (
+    (("handbag", "red", "plain"), ("sneaker", "white", "plain"), ("cap", "blue", "plain")),
+    (("handbag", "red", "dotted"), ("sneaker", "white", "striped"), ("jeans", "black", "plain")),
+    (("sneaker", "white", "plain"), ("handbag", "red", "checked")),
+    (("handbag", "red", "plain"), ("sneaker", "black", "plain"), ("scarf", "green", "plain")),
+    (("handbag", "pink", "plain"), ("sneaker", "white", "plain")),
+)
+
+
+def _render_look_record(folder: Path, look_id: str, split: str, items: list[Attributes],
+                        rng: random.Random) -> dict:
+    """Render one look into `folder` and return its metadata record."""
+    image, boxes = render_look(items, rng)
+    image.save(folder / f"{look_id}.jpg", quality=90)
+    entries = [
+        {"box": box, "caption": describe(a, rng), "category": a.category, "color": a.color, "pattern": a.pattern}
+        for a, box in zip(items, boxes)
+    ]
+    return {
+        "id": look_id,
+        "image": f"{look_id}.jpg",
+        "title": "Look: " + ", ".join(title(a).lower() for a in items),
+        "split": split,
+        "items": entries,
+    }
+
+
+def render_showcase_looks(folder: Path, first: int, held: set[Attributes], seed: int) -> list[dict]:
+    """Render SHOWCASE_LOOKS as looks number `first`, `first` + 1, ..."""
+    rng = random.Random(seed + 3)
+    records = []
+    for i, spec in enumerate(SHOWCASE_LOOKS):
+        items = [Attributes(*a) for a in spec]
+        split = "test" if any(a in held for a in items) else "train"
+        records.append(_render_look_record(folder, f"l{first + i:04d}", split, items, rng))
+    return records
+
+
+def multi_queries(looks: list[dict], seed: int = 0, split: str = "test") -> list[dict]:
+    """Drill-down query lines: per look of `split`, one short query per product ("a red
+    handbag": colour and category, as people name things in a picture), in the order listed
+    (fixed in test). Several looks often match the first rounds; targets are every look
+    holding a product of each named colour and category, so later rounds must narrow it down."""
+    rng = random.Random(seed + 29)
+
+    def keys(look: dict) -> set[tuple]:
+        return {(it["category"], it["color"]) for it in look["items"]}
+
+    out = []
+    for look in looks:
+        if look["split"] != split:
+            continue
+        items = [Attributes(it["category"], it["color"], it["pattern"]) for it in look["items"]]
+        wanted = keys(look)
+        out.append({
+            "mode": "multi",
+            "regions": [describe(a, rng, (True, False)) for a in items],
+            "targets": [other["id"] for other in looks if wanted <= keys(other)],
+        })
+    return out
+
+
 def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progress: bool = True) -> dict:
     """Render both demo catalogs under `out` (products/ and looks/), atomically."""
     from tqdm.auto import tqdm
@@ -328,28 +393,10 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
         rng = random.Random(seed + 2)
         records = []
         for look_id, split, items in tqdm(list(plan_looks(seed, looks, held)), desc="looks", disable=not progress):
-            image, boxes = render_look(items, rng)
-            image.save(tmp / "images" / f"{look_id}.jpg", quality=90)
-            entries = [
-                {
-                    "box": box,
-                    "caption": describe(a, rng),
-                    "category": a.category,
-                    "color": a.color,
-                    "pattern": a.pattern,
-                }
-                for a, box in zip(items, boxes)
-            ]
-            records.append(
-                {
-                    "id": look_id,
-                    "image": f"{look_id}.jpg",
-                    "title": "Look: " + ", ".join(title(a).lower() for a in items),
-                    "split": split,
-                    "items": entries,
-                }
-            )
+            records.append(_render_look_record(tmp / "images", look_id, split, items, rng))
+        records.extend(render_showcase_looks(tmp / "images", len(records), held, seed))
         write_jsonl(tmp / "metadata.jsonl", records)
+        write_jsonl(tmp / "queries.multi.test.jsonl", multi_queries(records, seed))
         counts["looks"] = len(records)
     (out / "README.md").write_text(_CREDIT)
     return counts

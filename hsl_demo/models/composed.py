@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..defaults import COMPOSED_VARIANTS
+
 
 @dataclass
 class ComposedQuery:
@@ -40,9 +42,10 @@ class ComposedHead(
     library_name="hsl-demo",
     tags=["hsl-demo", "composed-image-retrieval", "open_clip"],
 ):
-    def __init__(self, embed_dim: int = 512, hidden: int = 512, dropout: float = 0.1):
+    def __init__(self, embed_dim: int = 512, hidden: int = 512, dropout: float = 0.1, adaptive: bool = True):
         super().__init__()
-        self.embed_dim, self.hidden = embed_dim, hidden
+        # adaptive=False is the ablation "combiner without weights": w_image = w_text = 0.5 always.
+        self.embed_dim, self.hidden, self.adaptive = embed_dim, hidden, adaptive
         self.image_proj = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.text_proj = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.weigher = nn.Sequential(nn.Linear(2 * hidden, hidden // 4), nn.ReLU(), nn.Linear(hidden // 4, 1))
@@ -57,10 +60,32 @@ class ComposedHead(
         """image, text: (B, D) backbone embeddings (normalised here) -> the composed query."""
         image, text = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
         both = torch.cat([self.image_proj(image), self.text_proj(text)], -1)
-        w_text = torch.sigmoid(self.weigher(both)).squeeze(-1)
+        logit = self.weigher(both).squeeze(-1)
+        w_text = torch.sigmoid(logit if self.adaptive else torch.zeros_like(logit))
         w_image = 1.0 - w_text
         query = w_image[:, None] * image + w_text[:, None] * text + self.residual(both)
         return ComposedQuery(F.normalize(query, dim=-1), w_image, w_text)
+
+
+FIXED_IMAGE_WEIGHT = {"sum": 0.5, "image": 1.0, "text": 0.0}
+
+
+@torch.no_grad()
+def compose_query(head: ComposedHead, image: torch.Tensor, text: torch.Tensor,
+                  variant: str = "adaptive") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(query embeds, w_image, w_text) of B composed queries. image, text: (B, D) embeddings.
+
+    adaptive: the head's query and weights. sum, image, text: the normalised weighted sum with
+    fixed weights 0.5/0.5, 1/0, 0/1 (the baselines of the ablation).
+    """
+    if variant == "adaptive":
+        query = head(image, text)
+        return query.embeds, query.w_image, query.w_text
+    if variant not in FIXED_IMAGE_WEIGHT:
+        raise ValueError(f"unknown composed variant {variant!r} ({', '.join(COMPOSED_VARIANTS)})")
+    w_image = torch.full((len(image),), FIXED_IMAGE_WEIGHT[variant])
+    embeds = F.normalize(w_image[:, None] * image.float() + (1 - w_image[:, None]) * text.float(), dim=-1)
+    return embeds, w_image, 1 - w_image
 
 
 def weight_targets(image: torch.Tensor, text: torch.Tensor, target: torch.Tensor,

@@ -123,3 +123,35 @@ def non_negative(raw: torch.Tensor) -> torch.Tensor:
     was pushed below zero early in training can come back when its term becomes useful.
     """
     return raw + (raw.clamp_min(0.0) - raw).detach()
+
+
+def cross_attend(queries: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """SCAN-style attention: each query attends over the valid regions of an image.
+
+    queries (..., Q, d) and regions (..., R, d) are unit vectors; mask (..., R). The weights are
+    softmax(temperature * LeakyReLU(0.1)(cosine)) over regions; returns the (..., Q, d)
+    attended region context of every query.
+    """
+    scores = F.leaky_relu(queries @ regions.transpose(-1, -2), 0.1)
+    weights = masked_softmax(temperature * scores, mask.unsqueeze(-2))
+    return weights @ regions
+
+
+class GraphReasoning(nn.Module):
+    """One step of SGRAF's similarity graph reasoning over a set of similarity-vector nodes.
+
+    Fully connected: edges are softmax(query(node) . key(node')) over the valid nodes, each node
+    gathers its neighbours along the edges, then Linear + ReLU.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, nodes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """nodes (..., K, s), mask (..., K) -> (..., K, s)."""
+        edges = masked_softmax(self.query(nodes) @ self.key(nodes).transpose(-1, -2), mask.unsqueeze(-2))
+        return F.relu(self.out(edges @ nodes))

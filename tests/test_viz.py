@@ -1,0 +1,130 @@
+"""The explanation charts: a Figure with labelled axes, one bar per result and term, one
+line per result across rounds, from hand-made results (no model needed)."""
+
+from pathlib import Path
+
+import matplotlib
+import pytest
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+
+from hsl_demo import viz
+from hsl_demo.search import SearchResult
+
+
+def result(rank: int, levels: dict) -> SearchResult:
+    return SearchResult(rank=rank, id=f"p{rank:05d}", title=f"Item {rank} with a rather long product title",
+                        score=levels["final"], image=Path("x.jpg"), levels=levels)
+
+
+def hsl_results(n: int) -> list[SearchResult]:
+    def term(s, w):
+        return {"similarity": s, "weight": w}
+
+    return [result(i + 1, {
+        "global": term(0.7 - 0.01 * i, 0.05),
+        "level1": {"object": term(0.6, 0.0), "image": term(0.65, 0.2)},
+        "level2": {"object": term(0.7, 0.0), "image": term(0.72 - 0.02 * i, 0.75)},
+        "final": 0.71 - 0.02 * i}) for i in range(n)]
+
+
+def composed_results(n: int) -> list[SearchResult]:
+    return [result(i + 1, {"w_image": 0.62, "w_text": 0.38, "image_similarity": 0.8 - 0.05 * i,
+                           "text_similarity": 0.1 + 0.02 * i, "final": 0.53 - 0.01 * i}) for i in range(n)]
+
+
+def drill_results(n: int, rounds: int) -> list[SearchResult]:
+    out = []
+    for i in range(n):
+        earlier = [None if (i + r) % 3 == 0 else 3 * i + r + 1 for r in range(rounds - 1)]
+        out.append(result(i + 1, {
+            "local": {"similarity": 0.6 - 0.01 * i, "weight": 0.6},
+            "global": {"similarity": 0.33, "weight": 0.1},
+            "reasoning": {"similarity": 0.45, "weight": 0.3},
+            "per_query": [0.5] * rounds, "final": 0.4 - 0.01 * i, "earlier_ranks": earlier}))
+    return out
+
+
+def bars(ax) -> int:
+    return sum(len(c) for c in ax.containers if isinstance(c, BarContainer))
+
+
+def assert_labelled(fig: Figure) -> None:
+    assert isinstance(fig, Figure)
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), ax
+
+
+def test_the_backend_is_agg():
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_hsl_chart_has_a_bar_per_result_and_term(n):
+    fig = viz.hsl_chart(hsl_results(n))
+    assert_labelled(fig)
+    (ax,) = fig.axes
+    assert bars(ax) == n * 6  # global, 2 levels x 2 granularities, final
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "global (w 0.05)" and "level2 · image (w 0.75)" in legend and legend[-1].startswith("final")
+    assert [t.get_text() for t in ax.get_yticklabels()][0].startswith("#1 Item 1")
+
+
+def test_composed_chart_shows_the_query_weights_and_both_sides_per_result():
+    fig = viz.composed_chart(composed_results(4))
+    assert_labelled(fig)
+    weights, per_result = fig.axes
+    assert bars(weights) == 2
+    assert [round(b.get_height(), 2) for b in weights.containers[0]] == [0.62, 0.38]
+    assert bars(per_result) == 4 * 3  # image side, text side, final
+
+
+def test_drill_chart_has_local_global_reasoning_and_final_per_result():
+    fig = viz.drill_chart(drill_results(6, rounds=3))
+    assert_labelled(fig)
+    assert bars(fig.axes[0]) == 6 * 4
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_rank_chart_has_a_line_per_result_and_a_point_per_round(rounds):
+    fig = viz.rank_chart(drill_results(5, rounds))
+    assert_labelled(fig)
+    (ax,) = fig.axes
+    assert len(ax.lines) == 5
+    assert all(len(line.get_xdata()) == rounds for line in ax.lines)
+    assert list(ax.lines[0].get_xdata()) == list(range(1, rounds + 1))
+    assert ax.lines[0].get_ydata()[-1] == 1  # the current rank ends each line
+    if rounds > 1:  # a round where the item was not a candidate sits on the "not in the candidates" row
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert "not in the\ncandidates" in labels
+        assert ax.lines[0].get_ydata()[0] > max(r for r in ax.lines[1].get_ydata())
+
+
+def test_a_selected_result_is_highlighted_even_below_the_top():
+    results = hsl_results(12)
+    shown, index = viz.shown(results, 10)
+    assert len(shown) == viz.TOP + 1 and shown[index] is results[10]
+    assert viz.shown(results, 2) == (results[:viz.TOP], 2)
+    assert viz.shown(results, None) == (results[:viz.TOP], None)
+    fig = viz.hsl_chart(shown, index)
+    label = fig.axes[0].get_yticklabels()[index]
+    assert label.get_text().startswith("#11") and label.get_fontweight() == "bold"
+    fig = viz.rank_chart(drill_results(4, 2), highlight=1)
+    assert fig.axes[0].lines[1].get_linewidth() > fig.axes[0].lines[0].get_linewidth()
+
+
+@pytest.mark.parametrize("chart", [viz.hsl_chart, viz.composed_chart, viz.drill_chart, viz.rank_chart])
+def test_no_results_is_an_empty_labelled_chart(chart):
+    fig = chart([])
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_figures_are_not_kept_by_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = len(plt.get_fignums())
+    for _ in range(3):
+        viz.hsl_chart(hsl_results(3))
+        viz.rank_chart(drill_results(3, 2))
+    assert len(plt.get_fignums()) == before
