@@ -276,7 +276,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks
             gr.Examples(EXAMPLES, inputs=[text])
             gr.Markdown("<small>Click a result to highlight it in the chart.</small>")
             gallery = _results_gallery("describe-gallery")
-            chart = gr.Plot(label="Why they ranked", elem_id="describe-chart")
+            chart = gr.Plot(label="Why they ranked", show_label=False, elem_id="describe-chart")
             with gr.Accordion("Scores as a table: similarity × weight per level and granularity", open=False):
                 table = gr.Dataframe(label="Breakdown", interactive=False, wrap=True)
             found = gr.State()
@@ -307,7 +307,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks
                         inputs=[reference, ref_id, change])
             gr.Markdown("<small>Click a result to make it the reference.</small>")
             mgallery = _results_gallery("modify-gallery")
-            mchart = gr.Plot(label="Image side vs text side", elem_id="modify-chart")
+            mchart = gr.Plot(label="Image side vs text side", show_label=False, elem_id="modify-chart")
             mfound = gr.State()
             outputs = [mgallery, mchart, mfound]
             modify.click(h.modify, [reference, ref_id, change, mk], outputs, api_name="modify")
@@ -331,8 +331,8 @@ def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks
             gr.Markdown("<small>Click a result to highlight it in the charts.</small>")
             dgallery = _results_gallery("drill-gallery")
             with gr.Row():
-                scores = gr.Plot(label="Scores of this round", elem_id="drill-scores")
-                moves = gr.Plot(label="Rank across rounds", elem_id="drill-moves")
+                scores = gr.Plot(label="Scores of this round", show_label=False, elem_id="drill-scores")
+                moves = gr.Plot(label="Rank across rounds", show_label=False, elem_id="drill-moves")
             session = gr.State()
             outputs = [dgallery, rounds, scores, moves, session]
             add.click(h.drill_add, [query, session], outputs, api_name="drill_add").success(

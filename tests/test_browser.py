@@ -1,0 +1,208 @@
+"""The app in a real browser: Chromium (Debian's /usr/bin/chromium) driven with Playwright over
+the app served in-process. Each tab is used as a person would (type, upload, click), and the
+test waits for what they would see: the result thumbnails loaded, the captions, the charts.
+It also saves a screenshot of each tab: into a temporary folder, or, with
+HSL_DEMO_SCREENSHOTS=docs/screenshots, over the README's (so a plain test run leaves the
+committed screenshots alone).
+
+No browser: skipped on a workstation, a failure under CI (CI=true), where .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+CHROMIUM = Path(os.environ.get("HSL_DEMO_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS_ENV = "HSL_DEMO_SCREENSHOTS"  # e.g. docs/screenshots to refresh the README's
+VIEWPORT = {"width": 1280, "height": 900}
+MAX_PNG_BYTES = 300_000
+TIMEOUT_MS = 90_000  # a search on a busy 2-core CI machine, with the first model call
+
+pytestmark = pytest.mark.slow
+
+# Result thumbnails inside a component that the browser has fetched and decoded.
+LOADED_IMAGES_JS = """sel => [...document.querySelectorAll(sel + ' img')]
+    .filter(i => i.complete && i.naturalWidth > 0).length"""
+# A gr.Plot has drawn: a decoded <img> (matplotlib), or a sized canvas / svg (other backends),
+# not counting the icon in the component's label.
+CHART_DRAWN_JS = """sel => {
+    const el = document.querySelector(sel);
+    if (!el) return false;
+    const images = [...el.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0);
+    const drawn = [...el.querySelectorAll('canvas, svg')]
+        .filter(e => !e.closest('label') && e.getBoundingClientRect().width > 100);
+    return images.length + drawn.length > 0;
+}"""
+CHART_SOURCE_JS = """sel => [...document.querySelectorAll(sel + ' img, ' + sel + ' canvas, ' + sel + ' svg')]
+    .filter(e => !e.closest('label')).map(e => e.src || e.outerHTML.length).join(' ')"""
+IMAGE_SOURCES_JS = "sel => [...document.querySelectorAll(sel + ' img')].map(i => i.src)"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need(condition: bool, reason: str) -> None:
+    """A missing prerequisite: skip on a workstation, fail under CI."""
+    if not condition:
+        if in_ci():
+            pytest.fail(f"{reason} (CI is set: the browser test must run; .ci/run installs chromium)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    need(CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK),
+         f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser test")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "playwright is not installed (`pip install -r requirements-dev.txt`)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_backbone):
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever, load_heads
+    from hsl_demo.ui import build_demo
+
+    heads = load_heads(demo_backbone)
+    products = Retriever(demo_backbone, Catalog.open("products"), **heads)
+    looks = Retriever(demo_backbone, Catalog.open("looks"), **heads)
+    demo = build_demo(products, looks)
+    demo.queue(default_concurrency_limit=4).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture
+def reference_photo(tmp_path) -> Path:
+    from hsl_demo.data.attributes import Attributes
+    from hsl_demo.data.demo import render_product
+
+    path = tmp_path / "red tee.png"
+    render_product(Attributes("t-shirt", "red", "plain"), random.Random(0)).save(path)
+    return path
+
+
+def wait_images(page, sel: str, n: int) -> None:
+    page.wait_for_function(f"([sel, n]) => ({LOADED_IMAGES_JS})(sel) >= n", arg=[sel, n], timeout=TIMEOUT_MS)
+
+
+def wait_chart(page, sel: str) -> None:
+    page.wait_for_function(CHART_DRAWN_JS, arg=sel, timeout=TIMEOUT_MS)
+
+
+def first_caption(page, gallery: str) -> str:
+    """The text of the gallery's "#1 title · score" caption, once it shows."""
+    caption = page.locator(gallery).get_by_text(re.compile(r"^#1 ")).first
+    caption.wait_for(state="visible", timeout=TIMEOUT_MS)
+    return caption.inner_text().strip()
+
+
+@pytest.fixture(scope="module")
+def shots_dir(tmp_path_factory) -> Path:
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    return (REPO / chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+
+
+def screenshot(page, folder: Path, name: str, last: str) -> Path:
+    """The page from its top to the bottom of the `last` component, as a small PNG."""
+    from PIL import Image
+
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.mouse.move(0, 0)  # no hover effects
+    box = page.locator(last).bounding_box()
+    height = int(box["y"] + box["height"] + 16) if box else VIEWPORT["height"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": VIEWPORT["width"],
+                                                          "height": height})
+    if path.stat().st_size > MAX_PNG_BYTES:  # a UI fits in a 256-colour palette
+        with Image.open(path) as im:
+            small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.NONE)
+        small.save(path, optimize=True)
+    return path
+
+
+def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_dir):
+    start = time.perf_counter()
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(TIMEOUT_MS)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    page.goto(app_url)
+
+    # Describe: text in, the k=12 default results' thumbnails, ranked captions and the chart out.
+    page.locator("#describe-text textarea").fill("green dotted scarf")
+    page.locator("#describe-search").click()
+    wait_images(page, "#describe-gallery", 12)
+    assert first_caption(page, "#describe-gallery").startswith("#1 Green dotted")
+    wait_chart(page, "#describe-chart")
+    shot = screenshot(page, shots_dir, "describe", "#describe-chart")
+    assert shot.stat().st_size <= MAX_PNG_BYTES * 1.5
+
+    # Modify: an uploaded photo (a red plain t-shirt) and a change in words.
+    page.get_by_role("tab", name="Modify").click()
+    page.locator("#modify-reference input[type=file]").set_input_files(str(reference_photo))
+    wait_images(page, "#modify-reference", 1)  # uploaded and shown: the value is set
+    page.locator("#modify-text textarea").fill("make it blue and striped")
+    page.locator("#modify-search").click()
+    wait_images(page, "#modify-gallery", 12)
+    top = first_caption(page, "#modify-gallery")
+    assert "Blue" in top, top
+    wait_chart(page, "#modify-chart")
+    screenshot(page, shots_dir, "modify", "#modify-chart")
+
+    # Drill down: two rounds; the rounds list grows, the gallery and both charts follow.
+    page.get_by_role("tab", name="Drill down").click()
+    seen = []
+    for n, text in enumerate(["a red handbag", "white sneakers"], start=1):
+        page.locator("#drill-query textarea").fill(text)
+        page.locator("#drill-add").click()
+        page.locator("#drill-rounds").get_by_text(f"({n} of at most").wait_for(timeout=TIMEOUT_MS)
+        wait_images(page, "#drill-gallery", 12)
+        first_caption(page, "#drill-gallery")
+        for chart in ("#drill-scores", "#drill-moves"):
+            wait_chart(page, chart)
+        seen.append((page.evaluate(IMAGE_SOURCES_JS, "#drill-gallery"),
+                     page.evaluate(CHART_SOURCE_JS, "#drill-scores"), page.evaluate(CHART_SOURCE_JS, "#drill-moves")))
+    rounds = page.locator("#drill-rounds").inner_text()
+    assert "a red handbag" in rounds and "white sneakers" in rounds, rounds
+    (gallery1, scores1, moves1), (gallery2, scores2, moves2) = seen
+    assert gallery1 != gallery2, "the gallery did not change with the second round"
+    assert scores1 != scores2 and moves1 != moves2, "the charts did not change with the second round"
+    screenshot(page, shots_dir, "drill_down", "#drill-scores")
+
+    # Bad input: an empty description is an error toast, and the app keeps serving.
+    page.get_by_role("tab", name="Describe").click()
+    before = page.evaluate(IMAGE_SOURCES_JS, "#describe-gallery")
+    page.locator("#describe-text textarea").fill("   ")
+    page.locator("#describe-search").click()
+    page.get_by_text("empty query").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.locator("#describe-text textarea").fill("red cap")
+    page.locator("#describe-search").click()
+    page.wait_for_function(f"([sel, before]) => ({IMAGE_SOURCES_JS})(sel).join() !== before.join()",
+                           arg=["#describe-gallery", before], timeout=TIMEOUT_MS)  # new results
+    wait_images(page, "#describe-gallery", 12)
+    assert "Green dotted" not in first_caption(page, "#describe-gallery")
+    wait_chart(page, "#describe-chart")
+
+    assert not js_errors, js_errors
+    page.close()
+    print(f"browser test: {time.perf_counter() - start:.1f} s in the browser")
