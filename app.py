@@ -33,7 +33,9 @@ def load(model: str, catalog: str, looks_catalog: str, device: str | None = None
     products, looks = Catalog.open(catalog), Catalog.open(looks_catalog)  # cheap checks first
     backbone = Backbone.load(model, device=device)
     heads = load_heads(backbone)
-    return Retriever(backbone, products, **heads), Retriever(backbone, looks, **heads)
+    products, looks = Retriever(backbone, products, **heads), Retriever(backbone, looks, **heads)
+    looks.hmrn_store()  # the drill-down index, built now rather than in the first visitor's round
+    return products, looks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from .models.hsl import HSLHead, ImageSide
 FORMAT_VERSION = 1
 IVF_THRESHOLD = 100_000  # exact search below this many items, IVF above
 REGION_GRID = 4  # patch tokens are average-pooled to at most 4x4 regions per image
+BOX_SOURCE = "box-crops"  # box regions are crop embeddings (catalogs before them said "boxes": pooled tokens)
 PROBE_MIN_COSINE = 0.99
 
 
@@ -245,6 +246,10 @@ class Catalog:
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = int(manifest.get("nprobe", 16))
+        if manifest.get("regions", {}).get("source") == "boxes":
+            warnings.warn(f"catalog {root.name!r} stores box regions as pooled patch tokens, which the current "
+                          "heads were not trained on; re-index it with `hsl-demo index` for crop embeddings",
+                          stacklevel=2)
         hsl = None
         if "hsl" in manifest.get("heads", {}):
             try:
@@ -421,7 +426,7 @@ def build_catalog(
         "nprobe": nprobe,
         "regions": {
             "per_item": r_max,
-            "source": "boxes" if any("items" in it for it in items) else f"grid{REGION_GRID}x{REGION_GRID}",
+            "source": BOX_SOURCE if any("items" in it for it in items) else f"grid{REGION_GRID}x{REGION_GRID}",
             "dtype": "int8",
             "bytes_per_item": int(region_arr[0].nbytes + scale_arr[0].nbytes + mask_arr[0].nbytes),
         },

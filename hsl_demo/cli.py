@@ -168,6 +168,9 @@ def _cmd_train(args) -> None:
             raise HslDemoError("--variants goes with the demo catalog; a --dataset trains on its own photos")
     elif getattr(args, "data_root", None) is not None:
         raise HslDemoError("--data-root goes with --dataset")
+    if getattr(args, "model", None) is not None and args.out is None:
+        # the default folder holds the embedded backbone's heads: one for another backbone goes elsewhere
+        raise HslDemoError("--model needs --out (a model folder for that backbone's heads)")
     out = args.out or DEFAULT_MODEL_DIR
     if args.what == "backbone":
         train_backbone(out, replace(BackboneTrainConfig(), **overrides), log=log)

@@ -47,6 +47,10 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
+    rounds = [len(q["regions"]) for q in queries if q.get("mode") == "multi"]
+    if rounds and max(rounds) > retriever.hmrn.max_rounds:
+        raise HslDemoError(f"a drill-down query has {max(rounds)} regions; the model takes at most "
+                           f"{retriever.hmrn.max_rounds} rounds")
     hits = dict.fromkeys(ks, 0)
     w_text_by_kind: dict[str, list[float]] = {}
     per_round: list[list[list[str]]] = []  # multi queries: each query's ranking after every round

@@ -71,8 +71,9 @@ HEAD_NAMES = {
 
 def publishable_files(folder: Path) -> list[Path]:
     """The files of a model folder that `push` uploads, relative to it: *.json, *.safetensors
-    and README.md, at any depth (pickled weights, logs and the rest stay home)."""
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+    and README.md, at any depth (pickled weights, logs and the rest stay home). Symbolic links
+    are followed: a model downloaded from the Hub is a cache snapshot made of them."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()
                   and (p.suffix in PUSH_SUFFIXES or p.name == "README.md"))
 
 

@@ -12,6 +12,7 @@ object- and image-granularity similarities, each with its weight, and the final 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,10 @@ class Retriever:
     def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
                  hsl: HSLHead | None = None, composed: ComposedHead | None = None, hmrn: HMRNHead | None = None):
         catalog.check_model(backbone)
+        for name, head in (("HSL", hsl), ("composed", composed), ("HMRN", hmrn)):
+            if head is not None and head.embed_dim != backbone.embed_dim:
+                raise HslDemoError(f"the {name} head expects {head.embed_dim}-d features, the backbone gives "
+                                   f"{backbone.embed_dim}-d (a head trained on another backbone?)")
         self.backbone = backbone
         self.catalog = catalog
         self.candidates = _check_k(candidates)
@@ -80,12 +85,8 @@ class Retriever:
         self.hmrn = (hmrn or HMRNHead(embed_dim=backbone.embed_dim)).eval()
         self.hmrn_variant = "full" if hmrn is not None else "local+global"
         self._hmrn_cache: HmrnStore | None = None
-        self.hsl_store = None
-        if hsl is not None:
-            if hsl.embed_dim != backbone.embed_dim:
-                raise HslDemoError(f"the HSL head expects {hsl.embed_dim}-d features, the backbone gives "
-                                   f"{backbone.embed_dim}-d")
-            self.hsl_store = catalog.hsl_image_side(hsl)
+        self._hmrn_lock = threading.Lock()
+        self.hsl_store = catalog.hsl_image_side(hsl) if hsl is not None else None
 
     @classmethod
     def from_pretrained(
@@ -197,7 +198,7 @@ class Retriever:
         # One candidate budget shared by the queries, so a round's cost grows with its queries
         # (each candidate is scored against all of them), not also with its candidate count.
         per_query = max(k, -(-self.candidates // len(queries)))
-        store = self._hmrn_store()
+        store = self.hmrn_store()
         if store is not None:
             rows = store.candidates(self.hmrn.encode_queries(q, query_mask)[0][0], per_query)
             images = store.side.take(torch.from_numpy(rows))
@@ -221,11 +222,14 @@ class Retriever:
             levels.append(entry)
         return rows[order.numpy()], final[order].numpy(), levels
 
-    def _hmrn_store(self) -> HmrnStore | None:
+    def hmrn_store(self) -> HmrnStore | None:
         """The catalog's HMRN image side and region index, built on first use; None for catalogs
         above HMRN_CACHE_ITEMS, which compute the image side per round for their candidates."""
-        if self._hmrn_cache is None and len(self.catalog) <= HMRN_CACHE_ITEMS:
-            self._hmrn_cache = self.catalog.hmrn_store(self.hmrn)
+        if len(self.catalog) > HMRN_CACHE_ITEMS:
+            return None
+        with self._hmrn_lock:  # the app's sessions share this retriever: build it once
+            if self._hmrn_cache is None:
+                self._hmrn_cache = self.catalog.hmrn_store(self.hmrn)
         return self._hmrn_cache
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:

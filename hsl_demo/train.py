@@ -445,6 +445,21 @@ class DatasetTriplets:
         return TripletBatch(refs, texts, gallery, positives)
 
 
+def _check_resumable_adaptive(folder: Path, cfg: ComposedTrainConfig) -> None:
+    """A hybrid stage resumes the head in `folder`: it must be the same kind (adaptive or not)."""
+    if cfg.stage != "hybrid" or not (folder / "config.json").is_file():
+        return
+    try:
+        adaptive = json.loads((folder / "config.json").read_text()).get("adaptive", True)
+    except json.JSONDecodeError:
+        return  # load_head reports it
+    if adaptive != cfg.adaptive:
+        kind = "adaptive" if adaptive else "fixed-weight"
+        raise HslDemoError(f"the head in {folder} is {kind}; this run asks for "
+                           f"{'adaptive' if cfg.adaptive else 'fixed'} weights: give another --out "
+                           "(and train its domain stage first)")
+
+
 def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig, log=print) -> dict:
     """Train the composed-query head on a frozen backbone and save it to `out`/composed.
 
@@ -473,6 +488,8 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
         if cfg.data_root is None:
             raise HslDemoError(f"training on {cfg.dataset} needs its folder (data_root, --data-root)")
         splits = load_composed_dataset(cfg.dataset, cfg.data_root, "train")  # fail before loading the model
+    folder = Path(out) / "composed"
+    _check_resumable_adaptive(folder, cfg)  # fail before the photos are rendered and encoded
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     backbone = Backbone.load(model)
@@ -487,7 +504,6 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
             f"({len(triplets.triplets)} triplets)")
         embeds = torch.from_numpy(encode_image_files(backbone, triplets.paths, desc=f"{cfg.dataset} train"))
 
-    folder = Path(out) / "composed"
     resumed = None
     if cfg.stage == "hybrid" and (folder / "training.json").is_file():
         previous = json.loads((folder / "training.json").read_text())
@@ -497,9 +513,6 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
             if head.embed_dim != embeds.shape[1]:
                 raise HslDemoError(f"the {resumed}-stage head in {folder} is for {head.embed_dim}-d embeddings, "
                                    f"this backbone gives {embeds.shape[1]}-d; give another --out")
-            if head.adaptive != cfg.adaptive:
-                raise ValueError(f"the {resumed}-stage head in {folder} has adaptive={head.adaptive}, "
-                                 f"this run asks for adaptive={cfg.adaptive}")
             log(f"resuming from the {resumed}-stage head in {folder}")
     if resumed is None:
         head = ComposedHead(embed_dim=embeds.shape[1], hidden=cfg.hidden, adaptive=cfg.adaptive)
@@ -603,8 +616,9 @@ def render_look_pool(backbone, count: int, seed: int, catalog_seed: int = 0, lim
     looks, embeds, regions = [], [], []
     for start in tqdm(range(0, count, batch), desc="render looks"):
         images, boxes = [], []
+        categories = len({a.category for a in combos})
         for _ in range(min(batch, count - start)):
-            n = rng.randint(2, 5)
+            n = min(rng.randint(2, 5), categories)  # one product of each category per look
             items: list[Attributes] = []
             while len(items) < n:
                 a = rng.choice(combos)

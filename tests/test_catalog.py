@@ -95,7 +95,7 @@ def test_boxes_in_metadata_become_regions(tmp_path, tiny_backbone, small_images)
         f.write(json.dumps({"image": "item02.jpg", "id": "look2", "items": [{"box": [0, 0, 128, 128]}]}) + "\n")
     build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, metadata=meta, progress=False)
     cat = Catalog.open(tmp_path / "cat")
-    assert cat.manifest["regions"]["source"] == "boxes"
+    assert cat.manifest["regions"]["source"] == "box-crops"
     assert cat.region_mask[cat.row("look1")].tolist()[:2] == [True, True]
     assert cat.region_mask[cat.row("look2")].sum() == 1
     regions, mask = cat.region_features(np.array([cat.row("look1")]))

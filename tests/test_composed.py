@@ -190,3 +190,12 @@ def test_shipped_head_turns_a_red_t_shirt_blue_and_striped(shipped, reference):
     assert {"p00058", "p00059"} <= {r.id for r in results}  # both blue striped t-shirts in the top 5
     lv = results[0].levels
     assert 0.0 < lv["w_image"] < 1.0 and lv["w_image"] + lv["w_text"] == pytest.approx(1.0)
+
+
+def test_training_refuses_to_mix_head_kinds_or_backbones_in_one_folder():
+    from conftest import assert_clean_error, run_cli
+
+    # the shipped head is adaptive: a fixed-weight hybrid stage cannot resume it (checked before any rendering)
+    assert_clean_error(run_cli("train", "composed", "--fixed-weights"), "is adaptive", "give another --out")
+    # a head for another backbone never lands in the shipped model folder by default
+    assert_clean_error(run_cli("train", "hmrn", "--model", "hsl-demo-tiny"), "--model needs --out")

@@ -179,7 +179,7 @@ def test_green_dotted_scarves_come_first_with_per_level_scores(demo_retriever):
 
 def test_rerank_handles_boxes_small_catalogs_and_large_k(demo_retriever, demo_backbone, tmp_path):
     looks = Retriever(demo_retriever.backbone, Catalog.open("looks"), hsl=demo_retriever.hsl)
-    assert looks.catalog.manifest["regions"]["source"] == "boxes"
+    assert looks.catalog.manifest["regions"]["source"] == "box-crops"
     hits = looks.search_text("a red handbag", k=5)
     assert len(hits) == 5 and all("level2" in h.levels for h in hits)
     small = Retriever(demo_retriever.backbone, Catalog.open("products"), candidates=3, hsl=demo_retriever.hsl)

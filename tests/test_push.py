@@ -113,3 +113,16 @@ def test_a_failed_upload_is_one_line(tmp_path, fake_hub, monkeypatch):
     monkeypatch.setattr(FakeApi, "create_repo", refuse)
     with pytest.raises(HslDemoError, match=r"push to 'acme/x' failed \(OSError: 401 Client Error: Unauthorized\)$"):
         hub.push_model(model_folder(tmp_path), "acme/x")
+
+
+def test_push_follows_symlinks_of_a_hub_cache_snapshot(tmp_path, fake_hub):
+    blobs = model_folder(tmp_path)
+    snapshot = tmp_path / "snapshot"  # how huggingface_hub lays out a downloaded model
+    for path in blobs.rglob("*"):
+        if path.is_file():
+            link = snapshot / path.relative_to(blobs)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    hub.push_model(snapshot, "acme/from-cache")
+    files = fake_hub.calls[-1][2]["files"]
+    assert files["open_clip_model.safetensors"] == b"weights" and files["hsl/model.safetensors"] == b"head"

@@ -276,7 +276,7 @@ def test_metadata_indexes_into_a_catalog(vg, tmp_path, tiny_backbone):
     assert {it["id"] for it in cat.items} == set(records)
     per_item = cat.region_mask.sum(1)
     assert [int(per_item[cat.row(i)]) for i in records] == [len(r["items"]) for r in records.values()]
-    assert cat.manifest["regions"]["source"] == "boxes" and cat.manifest["regions"]["per_item"] == 4
+    assert cat.manifest["regions"]["source"] == "box-crops" and cat.manifest["regions"]["per_item"] == 4
 
     # with a split, the linked gallery indexes just the split's images
     counts = write_visual_genome(vg["root"], tmp_path / "split", split_file=vg["split_file"])
@@ -286,3 +286,22 @@ def test_metadata_indexes_into_a_catalog(vg, tmp_path, tiny_backbone):
     assert sorted(it["id"] for it in split_cat.items) == sorted(
         f"vg{i}" for i in vg["split_ids"] if i in vg["images"])
     assert all(split_cat.image_path(r).is_file() for r in range(len(split_cat)))
+
+
+def test_convert_never_replaces_the_data_or_a_foreign_folder(vg, tmp_path):
+    root = Path(vg["root"])
+    before = sorted(p.name for p in root.iterdir())
+    for out in (root, root.parent):  # the data itself, or a folder around it
+        with pytest.raises(HslDemoError, match="holds the Visual Genome data"):
+            write_visual_genome(root, out)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("precious")
+    with pytest.raises(HslDemoError, match="not empty"):
+        write_visual_genome(root, busy)
+    assert (busy / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in root.iterdir()) == before
+    again = tmp_path / "again"  # an earlier conversion may be replaced
+    write_visual_genome(root, again)
+    write_visual_genome(root, again)
+    assert (again / "metadata.jsonl").is_file()

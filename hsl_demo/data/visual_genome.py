@@ -79,9 +79,10 @@ def write_visual_genome(root: str | Path, out_dir: str | Path, split_file: str |
     (with a split file, ROOT holds the other splits too). "gallery" in the result is that folder,
     or None where links could not be made (index ROOT then).
     """
+    out = Path(out_dir).expanduser()
+    _check_out(Path(root).expanduser(), out)
     records, stats = _convert(root, split_file, max_rounds, min_rounds, seed, limit)
     queries = multi_queries_from_records(records, max_rounds)
-    out = Path(out_dir).expanduser()
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / METADATA_FILE, records)
         write_jsonl(tmp / QUERIES_FILE, queries)
@@ -172,6 +173,20 @@ def _convert(root, split_file, max_rounds: int, min_rounds: int, seed: int,
                   "missing_images": len(missing), "missing_examples": [f"{i}.jpg" for i in missing[:3]],
                   "too_few_regions": few, "dropped_regions": dropped})
     return records, stats
+
+
+def _check_out(root: Path, out: Path) -> None:
+    """OUT is replaced as a whole (atomically), so it must not hold anything but an earlier
+    conversion, and must not be ROOT or a folder around it."""
+    root, out_abs = root.resolve(), out.resolve()
+    if out_abs == root or out_abs in root.parents:
+        raise HslDemoError(f"--out {out}: that folder holds the Visual Genome data; write to a folder of its own")
+    if out.is_dir():
+        ours = {METADATA_FILE, QUERIES_FILE, "images"}
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if others:
+            raise HslDemoError(f"--out {out}: not empty ({', '.join(others[:3])}...); it would be replaced, "
+                               "so give a new folder or an earlier conversion's")
 
 
 def _check_rounds(max_rounds: int, min_rounds: int) -> None:
