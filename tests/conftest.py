@@ -61,6 +61,23 @@ def small_images(tmp_path_factory) -> Path:
     return root
 
 
+def launch_demo(backbone):
+    """The app as app.py builds it (one backbone, a products and a looks Retriever), served
+    over real HTTP on 127.0.0.1 in this process: (demo, products, looks). Close it after."""
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever, load_heads
+    from hsl_demo.ui import build_demo
+
+    heads = load_heads(backbone)
+    products = Retriever(backbone, Catalog.open("products"), **heads)
+    looks = Retriever(backbone, Catalog.open("looks"), **heads)
+    demo = build_demo(products, looks)
+    demo.queue(default_concurrency_limit=4).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    return demo, products, looks
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m hsl_demo ARGS` in a subprocess, as a user would run it."""
     full_env = {**os.environ, **(env or {})}

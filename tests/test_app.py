@@ -7,11 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, launch_demo
 
-from hsl_demo.catalog import Catalog
-from hsl_demo.search import Retriever, load_heads
-from hsl_demo.ui import Handlers, build_demo
+from hsl_demo.ui import Handlers
 
 
 def select(index: int):
@@ -22,13 +20,7 @@ def select(index: int):
 
 @pytest.fixture(scope="module")
 def served(demo_backbone):
-    heads = load_heads(demo_backbone)
-    products = Retriever(demo_backbone, Catalog.open("products"), **heads)
-    looks = Retriever(demo_backbone, Catalog.open("looks"), **heads)
-    demo = build_demo(products, looks)
-    demo.queue(default_concurrency_limit=4).launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    demo, products, looks = launch_demo(demo_backbone)
     yield demo, products, looks
     demo.close()
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, launch_demo
 
 CHROMIUM = Path(os.environ.get("HSL_DEMO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -75,17 +75,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_url(demo_backbone):
-    from hsl_demo.catalog import Catalog
-    from hsl_demo.search import Retriever, load_heads
-    from hsl_demo.ui import build_demo
-
-    heads = load_heads(demo_backbone)
-    products = Retriever(demo_backbone, Catalog.open("products"), **heads)
-    looks = Retriever(demo_backbone, Catalog.open("looks"), **heads)
-    demo = build_demo(products, looks)
-    demo.queue(default_concurrency_limit=4).launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    demo, _, _ = launch_demo(demo_backbone)
     yield demo.local_url
     demo.close()
 
