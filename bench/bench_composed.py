@@ -17,7 +17,6 @@ milliseconds per query, p50 and p95, and each composed figure's ratio to the tex
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_hsl import percentile  # noqa: E402
+from bench_hsl import latency_parser, percentile  # noqa: E402
 
 from hsl_demo.evaluate import load_queries  # noqa: E402
 from hsl_demo.search import Retriever  # noqa: E402
@@ -67,15 +66,7 @@ def measure(retriever: Retriever, queries: list[dict], repeats: int, k: int = 10
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--queries", default=None,
-                        help="composed query JSONL (default: the demo's held-out composed queries)")
-    parser.add_argument("--limit", type=int, default=100, help="queries per round (default 100)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser = latency_parser(__doc__, "composed query JSONL (default: the demo's held-out composed queries)", 100)
     args = parser.parse_args()
 
     from hsl_demo.defaults import DEMO_DATA_DIR

@@ -31,7 +31,6 @@ Targets, checked on each catalog:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -46,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_hsl import percentile, synthetic_catalog  # noqa: E402
+from bench_hsl import latency_parser, percentile, synthetic_catalog  # noqa: E402
 
 from hsl_demo.catalog import Catalog  # noqa: E402
 from hsl_demo.evaluate import load_queries  # noqa: E402
@@ -145,17 +144,9 @@ def checks(out: dict, rounds: list[int]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--queries", default=None,
-                        help="multi-query JSONL (default: the demo's held-out looks queries)")
+    parser = latency_parser(__doc__, "multi-query JSONL (default: the demo's held-out looks queries)", 80)
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 3, 10], help="rounds to time (default 1 3 10)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000], help="synthetic catalog sizes")
-    parser.add_argument("--limit", type=int, default=80, help="queries per pass (default 80)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
     from hsl_demo.defaults import DEMO_DATA_DIR

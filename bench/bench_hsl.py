@@ -40,6 +40,19 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+def latency_parser(doc: str, queries_help: str, limit: int) -> argparse.ArgumentParser:
+    """The options the query-latency benches share (bench_composed, bench_hmrn)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--queries", default=None, help=queries_help)
+    parser.add_argument("--limit", type=int, default=limit, help=f"queries per pass (default {limit})")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    return parser
+
+
 def synthetic_catalog(like: Catalog, n: int, exact: bool = False, seed: int = 0) -> Catalog:
     """A catalog of n random items with the same feature shapes as `like`; its index is what
     `hsl-demo index` would build (IVF from 100k items), or exact if `exact`."""
