@@ -54,13 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except HslDemoError as e:
         print(f"hsl-demo: error: {e}", file=sys.stderr)
         return 2
-    from hsl_demo.ui import build_demo
+    from hsl_demo.ui import serve
 
-    demo = build_demo(products, looks)
-    demo.queue(default_concurrency_limit=max(1, args.concurrency)).launch(
-        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())],
-        max_file_size="20mb",
-    )
+    serve(products, looks, concurrency=args.concurrency)
     return 0
 
 

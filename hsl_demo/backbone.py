@@ -8,9 +8,11 @@ projected into the joint embedding space, so heads can compare them with either 
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from PIL import Image
 
-from .defaults import MODEL_CONFIGS_DIR, default_model
+from .defaults import MODEL_CONFIGS_DIR, REPO_ROOT, default_model
 from .errors import HslDemoError
 from .hub import resolve_model_dir
 
@@ -64,6 +66,10 @@ class Backbone:
         # Half precision only where it is fast and safe: on the GPU.
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.model.to(device=device, dtype=self.dtype)
+        # Views of the towers that also return their tokens, made once: flipping `output_tokens`
+        # on the shared model per call would race between threads (the app and the API share it).
+        self._visual = _with_tokens(getattr(self.model, "visual", None), VisionTransformer)
+        self._text = _with_tokens(getattr(self.model, "text", None), TextTransformer)
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +111,8 @@ class Backbone:
     def _load_named(cls, name: str, tag: str | None, spec: str, dev: torch.device) -> Backbone:
         if tag is None:
             warnings.warn(f"{name}: no pretrained tag given, the weights are random", stacklevel=3)
+        else:
+            _check_safetensors_tag(name, tag)
         try:
             # Quiet open_clip's own "no pretrained weights" log line; we warn above.
             logging.getLogger().disabled, was = True, logging.getLogger().disabled
@@ -116,6 +124,17 @@ class Backbone:
         return cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
 
     # ---- facts ---------------------------------------------------------------------------
+    @property
+    def portable_id(self) -> str:
+        """The model's name as files that travel (catalog manifests, model cards) record it: a
+        Hub id or open_clip name as given, a folder inside this repository relative to it, any
+        other folder by its name alone (never a builder's absolute path)."""
+        if self.folder is None or not Path(self.model_id).expanduser().exists():
+            return self.model_id
+        folder = self.folder.resolve()
+        root = REPO_ROOT.resolve()
+        return folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder.name
+
     @functools.cached_property
     def embed_dim(self) -> int:
         return int(self.encode_text(["x"]).shape[-1])
@@ -143,7 +162,7 @@ class Backbone:
     @torch.no_grad()
     def text_features(self, texts: list[str]) -> TextFeatures:
         ids = self.tokenize(texts)
-        pooled, tokens = _text_forward(self.model, ids)
+        pooled, tokens = _text_forward(self, ids)
         mask = ids != 0  # open_clip tokenizers pad with 0
         if tokens is None:
             tokens, mask = pooled[:, None], torch.ones(len(texts), 1, dtype=torch.bool, device=ids.device)
@@ -152,7 +171,7 @@ class Backbone:
     @torch.no_grad()
     def image_features(self, images: list[Image.Image] | torch.Tensor) -> ImageFeatures:
         x = images if isinstance(images, torch.Tensor) else self.images_to_tensor(images)
-        pooled, tokens, grid = _image_forward(self.model, x)
+        pooled, tokens, grid = _image_forward(self, x)
         return ImageFeatures(F.normalize(pooled.float(), dim=-1), tokens.float(), grid)
 
     def probe(self) -> list[float]:
@@ -164,25 +183,59 @@ class Backbone:
         return [round(float(v), 4) for v in self.encode_text([PROBE_TEXT])[0]]
 
 
-def _image_forward(model: torch.nn.Module, x: torch.Tensor):
+def _with_tokens(tower: torch.nn.Module | None, kind: type) -> torch.nn.Module | None:
+    """A shallow copy of an open_clip tower that returns (pooled, tokens): it shares every
+    parameter and submodule with `tower`, only its own `output_tokens` flag differs."""
+    if not isinstance(tower, kind):
+        return None
+    view = copy.copy(tower)
+    view.output_tokens = True
+    return view
+
+
+def _check_safetensors_tag(name: str, tag: str) -> None:
+    """`NAME:TAG` loads safetensors only: a file must be one, and a pretrained tag must have a
+    safetensors file on the Hub (open_clip then loads it before any pickled alternative)."""
+    if Path(tag).expanduser().exists():
+        if not tag.endswith(".safetensors"):
+            raise HslDemoError(f"model {name}:{tag}: only safetensors weights are loaded, and "
+                               f"{Path(tag).name} is not a .safetensors file (pickled weights are refused)")
+        return
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise HslDemoError(f"model {name}:{tag}: no such pretrained tag or file (tags of {name}: {tags})")
+    # open_clip's form: "org/name/" (default file) or "org/name/file.bin"
+    repo, filename = os.path.split(cfg.get("hf_hub", ""))
+    filename = filename or open_clip.constants.HF_WEIGHTS_NAME
+    safe = (open_clip.constants.HF_SAFE_WEIGHTS_NAME if filename == open_clip.constants.HF_WEIGHTS_NAME
+            else filename if filename.endswith(".safetensors") else str(Path(filename).with_suffix(".safetensors")))
+    if not repo:
+        raise HslDemoError(f"model {name}:{tag}: its weights are a pickle (not on the Hub as safetensors); "
+                           "only safetensors weights are loaded")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo_id=repo, filename=safe)
+    except Exception as e:  # not cached offline, no such file, no network
+        raise HslDemoError(f"model {name}:{tag}: no safetensors weights could be fetched ({repo}/{safe}: "
+                           f"{type(e).__name__}); only safetensors weights are loaded") from None
+
+
+def _image_forward(backbone: Backbone, x: torch.Tensor):
     """Global embedding and projected patch tokens of a batch of preprocessed images."""
-    visual = model.visual
-    if isinstance(visual, VisionTransformer):
-        previous, visual.output_tokens = visual.output_tokens, True
-        try:
-            pooled, tokens = visual(x)
-        finally:
-            visual.output_tokens = previous
-        if visual.proj is not None:
-            tokens = tokens @ visual.proj
-        side = int(round(tokens.shape[1] ** 0.5))
-        grid = (side, tokens.shape[1] // side)
-        return pooled, tokens, grid
-    pooled = model.encode_image(x)  # towers without patch tokens: the image is its only region
-    return pooled, pooled[:, None], (1, 1)
+    visual = backbone._visual
+    if visual is None:  # towers without patch tokens: the image is its only region
+        pooled = backbone.model.encode_image(x)
+        return pooled, pooled[:, None], (1, 1)
+    pooled, tokens = visual(x)
+    if visual.proj is not None:
+        tokens = tokens @ visual.proj
+    side = int(round(tokens.shape[1] ** 0.5))
+    return pooled, tokens, (side, tokens.shape[1] // side)
 
 
-def _project_text(model: torch.nn.Module, tokens: torch.Tensor, projection) -> torch.Tensor:
+def _project_text(tokens: torch.Tensor, projection) -> torch.Tensor:
     if projection is None:
         return tokens
     if isinstance(projection, torch.nn.Linear):
@@ -190,21 +243,17 @@ def _project_text(model: torch.nn.Module, tokens: torch.Tensor, projection) -> t
     return tokens @ projection
 
 
-def _text_forward(model: torch.nn.Module, ids: torch.Tensor):
+def _text_forward(backbone: Backbone, ids: torch.Tensor):
     """Global text embedding and projected token features (None where the tower hides them)."""
-    text = getattr(model, "text", None)
-    if isinstance(text, TextTransformer):  # CustomTextCLIP
-        previous, text.output_tokens = text.output_tokens, True
-        try:
-            pooled, tokens = text(ids)
-        finally:
-            text.output_tokens = previous
-        return pooled, _project_text(model, tokens, text.text_projection)
+    model, text = backbone.model, backbone._text
+    if text is not None:  # CustomTextCLIP
+        pooled, tokens = text(ids)
+        return pooled, _project_text(tokens, text.text_projection)
     if hasattr(model, "token_embedding"):  # CLIP with the text tower inlined
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(ids).to(cast) + model.positional_embedding.to(cast)
         x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
-        tokens = _project_text(model, x, model.text_projection)
+        tokens = _project_text(x, model.text_projection)
         eos = getattr(model, "text_eos_id", None)
         pooled = text_global_pool(tokens, ids, model.text_pool_type, eos_token_id=eos)
         return pooled, tokens

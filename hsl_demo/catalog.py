@@ -31,7 +31,7 @@ from PIL import Image
 from .backbone import Backbone
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
-from .fileio import atomic_dir, load_jsonl, write_json, write_jsonl
+from .fileio import atomic_dir, load_jsonl, output_lock, write_json, write_jsonl
 from .images import list_images, open_image
 from .models import head_fingerprint
 from .models.hmrn import HMRNHead, HMRNImages
@@ -65,8 +65,10 @@ def box_crops(image: Image.Image, boxes: list[list[float]], margin: float = 0.1)
     pooled patch tokens of a small ViT are not).
     """
     w, h = image.size
+    source_w, source_h = image.info.get("source_size", image.size)  # open_image may have reduced it
+    sx, sy = w / source_w, h / source_h
     crops = []
-    for x0, y0, x1, y1 in boxes:
+    for x0, y0, x1, y1 in ((b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes):
         side = max(x1 - x0, y1 - y0, 1) * (1 + 2 * margin)
         side = min(side, w, h)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -188,6 +190,81 @@ def encode_hmrn_store(head: HMRNHead, embeds: torch.Tensor, regions: torch.Tenso
 
 
 # ---- the catalog ---------------------------------------------------------------------------
+# What `hsl-demo index` writes into a catalog folder: it replaces a folder only if it holds
+# nothing else, so it never deletes a file it did not write.
+CATALOG_FILES = frozenset({"manifest.json", "items.jsonl", "index.faiss", "regions.npy", "region_scale.npy",
+                           "region_mask.npy", *(f"{name}.npy" for name in HSL_FILES)})
+MANIFEST_SECTIONS = {"model": dict, "regions": dict, "heads": dict, "skipped": list, "missing_images": list}
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise HslDemoError(f"{path}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise HslDemoError(f"{path}: not UTF-8 text") from None
+    if not isinstance(manifest, dict):
+        raise HslDemoError(f"{path}: expected a JSON object, found a {type(manifest).__name__}; rebuild the catalog")
+    for key, kind in MANIFEST_SECTIONS.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise HslDemoError(f"{path}: \"{key}\" must be a JSON {'object' if kind is dict else 'list'}, "
+                               f"found a {type(manifest[key]).__name__}; rebuild the catalog")
+    return manifest
+
+
+def _check_items(items: list[dict], path: Path) -> None:
+    """Every item has a string id (unique) and a string image path."""
+    seen: set[str] = set()
+    for line, item in enumerate(items, 1):
+        for key in ("id", "image"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise HslDemoError(f"{path}: item {line} has no \"{key}\" (a non-empty string); rebuild the catalog")
+        if item["id"] in seen:
+            raise HslDemoError(f"{path}: item {line}: duplicate id {item['id']!r}; rebuild the catalog")
+        seen.add(item["id"])
+
+
+def _check_region_arrays(root: Path, regions: np.ndarray, scale: np.ndarray, mask: np.ndarray) -> None:
+    if regions.ndim != 3 or regions.dtype != np.int8:
+        raise HslDemoError(f"{root}: regions.npy must be (items, regions, dim) int8, found {regions.shape} "
+                           f"{regions.dtype}; rebuild it")
+    for name, array in (("region_scale.npy", scale), ("region_mask.npy", mask)):
+        if array.shape != regions.shape[:2]:
+            raise HslDemoError(f"{root}: {name} has shape {array.shape}, regions.npy needs {regions.shape[:2]}; "
+                               "rebuild it")
+
+
+def check_output_folder(out: Path, images_dir: Path) -> None:
+    """Refuse, before any work, an `--out` that writing a catalog could destroy: a folder that
+    is not a catalog written by this tool, or one that is, holds or lies inside the images."""
+    out_real, images_real = out.resolve(), images_dir.resolve()
+    if out_real == images_real or images_real.is_relative_to(out_real):
+        raise HslDemoError(f"--out {out} would replace the images folder {images_dir} (it is or holds it): "
+                           "write the catalog elsewhere")
+    if out_real.is_relative_to(images_real):
+        raise HslDemoError(f"--out {out} lies inside the images folder {images_dir}: write the catalog elsewhere")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise HslDemoError(f"--out {out} exists and is not a folder")
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return
+    foreign = sorted(names - CATALOG_FILES)
+    if "manifest.json" not in names or foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise HslDemoError(f"--out {out} exists and is not a catalog written by hsl-demo "
+                           f"({'it holds ' + shown if foreign else 'no manifest.json'}); "
+                           "choose another folder (hsl-demo only replaces its own catalogs)")
+    try:
+        is_catalog = "format_version" in _read_manifest(out / "manifest.json")
+    except HslDemoError:
+        is_catalog = False
+    if not is_catalog:
+        raise HslDemoError(f"--out {out} exists and its manifest.json is not an hsl-demo catalog manifest; "
+                           "choose another folder")
+
 @dataclass
 class Catalog:
     root: Path
@@ -225,10 +302,7 @@ class Catalog:
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
             raise HslDemoError(f"{root}: no manifest.json, so not a catalog folder (build one with `hsl-demo index`)")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise HslDemoError(f"{manifest_path}: not valid JSON ({e.msg})") from None
+        manifest = _read_manifest(manifest_path)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise HslDemoError(
                 f"{root}: catalog format {manifest.get('format_version')!r}, this version reads "
@@ -244,6 +318,8 @@ class Catalog:
             raise HslDemoError(f"{root}: catalog files unreadable ({e})") from None
         if not (len(items) == index.ntotal == len(regions) == manifest.get("count")):
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
+        _check_items(items, root / "items.jsonl")
+        _check_region_arrays(root, regions, scale, mask)
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = int(manifest.get("nprobe", 16))
         if manifest.get("regions", {}).get("source") == "boxes":
@@ -257,6 +333,8 @@ class Catalog:
                 hsl = {k: np.load(root / f"{k}.npy", allow_pickle=False, mmap_mode="r") for k in HSL_FILES}
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
+            if any(len(a) != len(items) for a in hsl.values()):
+                raise HslDemoError(f"{root}: HSL features disagree with the item count; rebuild it")
         return cls(root, manifest, items, index, regions, scale, mask, hsl)
 
     def check_model(self, backbone: Backbone) -> None:
@@ -285,10 +363,6 @@ class Catalog:
     @cached_property
     def _resolved_root(self) -> Path:
         return self.root.resolve()
-
-    def image_dir(self) -> Path:
-        """The deepest folder holding every image (what a web app must be allowed to serve)."""
-        return Path(os.path.commonpath([str(self.image_path(r).parent) for r in range(len(self))]))
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-n (scores, rows) per query by inner product; rows are -1 where fewer exist."""
@@ -339,8 +413,29 @@ def _metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dic
         image = r.get("image")
         if not isinstance(image, str) or not image:
             raise HslDemoError(f"{metadata}: record {line} has no \"image\" (path relative to {images_dir})")
+        if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
+            raise HslDemoError(f"{metadata}: record {line}: \"id\" must be a non-empty string")
+        _check_boxes(r.get("items", []), f"{metadata}: record {line}")
         by_image[Path(image).as_posix()] = r
+    ids = [r["id"] for r in by_image.values() if "id" in r]
+    if len(set(ids)) < len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise HslDemoError(f"{metadata}: duplicate item id {duplicate!r} (ids must be unique)")
     return by_image
+
+
+def _check_boxes(parts: object, where: str) -> None:
+    """`items`: a list of {"box": [x0, y0, x1, y1], "caption": ...} in image pixels, x1 > x0, y1 > y0."""
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise HslDemoError(f"{where}: \"items\" must be a list of objects with a \"box\"")
+    for part in parts:
+        if "box" not in part:
+            continue
+        box = part["box"]
+        ok = (isinstance(box, list) and len(box) == 4
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box))
+        if not ok or box[2] <= box[0] or box[3] <= box[1]:
+            raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
 
 
 def build_catalog(
@@ -358,13 +453,23 @@ def build_catalog(
     only encodes the query. Unreadable files are skipped and listed (in the manifest and the
     returned summary); the folder appears only when everything is written.
     """
-    from tqdm.auto import tqdm
-
     images_dir, out = Path(images_dir), Path(out)
     paths = list_images(images_dir)
     meta = _metadata_by_image(Path(metadata) if metadata else None, images_dir)
     if not paths:
         raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
+    out = out.resolve() if out.is_symlink() else out  # a link to a catalog: replace the catalog, keep the link
+    check_output_folder(out, images_dir)
+    with output_lock(out) as cleaned:
+        check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
+        summary = _encode_and_write(paths, images_dir, out, backbone, meta, batch_size, progress, hsl)
+    return {**summary, "cleaned": cleaned}
+
+
+def _encode_and_write(paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
+                      batch_size: int, progress: bool, hsl: HSLHead | None) -> dict:
+    from tqdm.auto import tqdm
+
 
     items, embeds, regions, scales, skipped = [], [], [], [], []
     seen_ids: set[str] = set()
@@ -420,7 +525,7 @@ def build_catalog(
 
     manifest = {
         "format_version": FORMAT_VERSION,
-        "model": {"id": backbone.model_id, "embed_dim": dim, "probe": backbone.probe()},
+        "model": {"id": backbone.portable_id, "embed_dim": dim, "probe": backbone.probe()},
         "count": len(items),
         "index": index_type,
         "nprobe": nprobe,

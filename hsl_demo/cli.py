@@ -190,6 +190,8 @@ def _cmd_index(args) -> None:
     backbone = Backbone.load(args.model, device=args.device)
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
                             hsl=load_heads(backbone).get("hsl"))
+    for note in summary["cleaned"]:
+        print(f"hsl-demo: {note}", file=sys.stderr)
     for s in summary["skipped"]:
         print(f"skipped {s['file']}: {s['reason']}", file=sys.stderr)
     print(f"indexed {summary['count']} images into {summary['out']} ({summary['index']} index, "

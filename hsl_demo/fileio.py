@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +36,51 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def output_lock(final: str | Path) -> Iterator[list[str]]:
+    """Hold the lock on writing `final` (a `.NAME.lock` file next to it) for the whole block.
+
+    A second writer of the same output gets a one-line "in use" HslDemoError at once instead of
+    racing. Under the lock, the leftovers of a killed run (`.NAME.tmp-*`, `.NAME.old-*`, made
+    by `atomic_dir`) are cleaned: a previous output moved aside but never replaced is put back,
+    the rest removed. Yields one note per leftover cleaned.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = final.with_name(f".{final.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a lock file unlinked by a finishing writer between our open and flock is stale
+            if os.fstat(fd).st_ino != os.stat(lock_path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            raise HslDemoError(f"{final} is in use: another hsl-demo run is writing it (lock {lock_path.name}); "
+                               "wait for it to finish") from None
+        try:
+            yield _clean_leftovers(final)
+        finally:
+            lock_path.unlink(missing_ok=True)  # still holding the lock: no one can be mid-way in between
+    finally:
+        os.close(fd)
+
+
+def _clean_leftovers(final: Path) -> list[str]:
+    notes = []
+    leftovers = sorted(p for pattern in (f".{final.name}.tmp-*", f".{final.name}.old-*")
+                       for p in final.parent.glob(pattern) if p.is_dir() and not p.is_symlink())
+    for path in leftovers:
+        if ".old-" in path.name and not final.exists():
+            # killed between moving the old output aside and moving the new one in: restore it
+            os.replace(path, final)
+            notes.append(f"restored {final.name} from an interrupted run ({path.name})")
+        else:
+            shutil.rmtree(path)
+            notes.append(f"removed {path.name}, left behind by an interrupted run")
+    return notes
 
 
 def _normal_modes(folder: Path) -> None:
@@ -79,17 +125,23 @@ def load_jsonl(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise HslDemoError(f"no such file: {path}")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HslDemoError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise HslDemoError(f"{path}:{line_no}: expected a JSON object per line")
-            records.append(record)
+    line_no = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise HslDemoError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise HslDemoError(f"{path}:{line_no}: expected a JSON object per line")
+                records.append(record)
+    except UnicodeDecodeError:
+        raise HslDemoError(f"{path}:{line_no + 1}: not UTF-8 text") from None
+    except OSError as e:
+        raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
     return records
 
 

@@ -58,8 +58,15 @@ class SearchResult:
         }
 
 
+def _check_text(text: object, what: str) -> str:
+    """`text` with its whitespace collapsed ("" for None); anything but a string is an error."""
+    if text is not None and not isinstance(text, str):
+        raise HslDemoError(f"{what} must be a string, not {type(text).__name__} ({str(text)[:40]!r})")
+    return " ".join((text or "").split())
+
+
 def clean_text(text: str | None) -> str:
-    text = " ".join((text or "").split())
+    text = _check_text(text, "the query")
     if not text:
         raise HslDemoError("empty query: type a description of the product")
     return text
@@ -157,8 +164,8 @@ class Retriever:
         k = _check_k(k)
         if variant not in COMPOSED_VARIANTS:
             raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(COMPOSED_VARIANTS)})")
+        text = _check_text(text, "the modification text")
         image, ref_row = self._reference(reference)
-        text = " ".join((text or "").split())
         if not text:
             warnings.warn("no modification text: searching by the reference image alone", stacklevel=2)
             variant = "image"
@@ -183,6 +190,9 @@ class Retriever:
 
     def search_multi(self, regions: list[str], k: int = 10, variant: str | None = None) -> list[DrillDownRound]:
         """Drill down through `regions`, one per round; the ranking after every round."""
+        if isinstance(regions, (str, bytes)) or not isinstance(regions, (list, tuple)):
+            raise HslDemoError(f"regions must be a list of strings, one query per round (e.g. [\"a red handbag\", "
+                               f"\"white sneakers\"]), not {type(regions).__name__}")
         session = self.session(k, variant)
         for text in regions:
             session.add(text)
@@ -234,6 +244,9 @@ class Retriever:
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
         """(1, D) unit embedding of the reference, and its catalog row (-1 for a file)."""
+        if not isinstance(reference, (str, Path, Image.Image)):
+            raise HslDemoError(f"reference must be a catalog item id, an image file or a PIL image, not "
+                               f"{type(reference).__name__}")
         if isinstance(reference, str) and reference in self.catalog:
             row = self.catalog.row(reference)
             return torch.from_numpy(self.catalog.embeddings[row:row + 1].copy()), row
@@ -287,7 +300,7 @@ class DrillDownSession:
     def add(self, text: str | None) -> DrillDownRound | None:
         """Add a round with query `text`; returns the new ranking (or the current one, if the
         query was ignored)."""
-        text = " ".join((text or "").split())
+        text = _check_text(text, "a region query")
         if not text:
             warnings.warn("empty region query: ignored (describe one product, e.g. \"a red handbag\")", stacklevel=2)
             return self.current

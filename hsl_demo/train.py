@@ -316,10 +316,10 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
             log(f"step {step}/{cfg.steps} loss {loss.item():.3f} terms {term_loss.item():.3f} "
                 f"{time.time() - start:.0f}s weights: {w}")
     head.eval()
-    info = {"trained_by": "hsl-demo train hsl", "backbone": backbone.model_id, "config": asdict(cfg),
+    info = {"trained_by": "hsl-demo train hsl", "backbone": backbone.portable_id, "config": asdict(cfg),
             "losses": losses, "train_seconds": round(time.time() - start)}
     save_head(head, Path(out) / "hsl", info, card=HSL_CARD.format(
-        backbone=backbone.model_id, levels=cfg.levels, dim=cfg.dim, steps=cfg.steps, batch=cfg.batch_size,
+        backbone=backbone.portable_id, levels=cfg.levels, dim=cfg.dim, steps=cfg.steps, batch=cfg.batch_size,
         weights=", ".join(f"{n} {v:.3f}" for n, v in zip(head.term_names(), head.weights.tolist()))))
     log(f"saved HSL head to {Path(out) / 'hsl'}")
     return info
@@ -538,10 +538,10 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
                 f"{time.time() - start:.0f}s")
     head.eval()
     trained_by = f"hsl-demo train composed --stage {cfg.stage}" + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
-    info = {"trained_by": trained_by, "backbone": backbone.model_id, "resumed_from": resumed,
+    info = {"trained_by": trained_by, "backbone": backbone.portable_id, "resumed_from": resumed,
             "config": asdict(cfg), "losses": losses, "train_seconds": round(time.time() - start)}
     save_head(head, folder, info, card=COMPOSED_CARD.format(
-        trained_by=trained_by, steps=cfg.steps, batch=cfg.batch_size, backbone=backbone.model_id,
+        trained_by=trained_by, steps=cfg.steps, batch=cfg.batch_size, backbone=backbone.portable_id,
         weights="adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)"))
     log(f"saved the {cfg.stage}-stage composed head to {folder}")
     return info
@@ -703,10 +703,10 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
             log(f"[hmrn] step {step}/{cfg.steps} loss {loss.item():.3f} (local {parts[0]:.3f}, "
                 f"global {parts[1]:.3f}, reasoning {parts[2]:.3f}) {time.time() - start:.0f}s")
     head.eval()
-    info = {"trained_by": "hsl-demo train hmrn", "backbone": backbone.model_id, "config": asdict(cfg),
+    info = {"trained_by": "hsl-demo train hmrn", "backbone": backbone.portable_id, "config": asdict(cfg),
             "losses": losses, "train_seconds": round(time.time() - start)}
     save_head(head, Path(out) / "hmrn", info, card=HMRN_CARD.format(
-        backbone=backbone.model_id, steps=cfg.steps, batch=cfg.batch_size, looks=cfg.looks,
+        backbone=backbone.portable_id, steps=cfg.steps, batch=cfg.batch_size, looks=cfg.looks,
         weights=", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights))))
     log(f"saved HMRN head to {Path(out) / 'hmrn'}")
     return info

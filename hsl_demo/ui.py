@@ -23,6 +23,7 @@ from . import viz
 from .errors import HslDemoError
 from .images import open_image
 from .search import DrillDownSession, Retriever, SearchResult
+from .thumbnails import Thumbnails
 
 EXAMPLES = ["green dotted scarf", "red striped t-shirt", "a backpack in blue with checks", "plain white sneaker"]
 MODIFY_EXAMPLES = [("p00024", "make it blue and striped"), ("p00216", "with dots instead"),
@@ -102,13 +103,31 @@ def image_upload(**kwargs) -> gr.Image:
     return image
 
 
+def results_slider(**kwargs) -> gr.Slider:
+    """The "Results" (k) slider, whose API callers get a one-line message, not a traceback in
+    the server log, for a missing, non-numeric or out-of-range value."""
+    slider = gr.Slider(1, 50, value=12, step=1, label="Results", **kwargs)
+    preprocess = slider.preprocess
+
+    def checked(payload):
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or payload != payload:
+            raise gr.Error(f"Results (k) must be a number from 1 to 50, not {str(payload)[:40]!r}",
+                           print_exception=False)
+        if not 1 <= payload <= 50:
+            raise gr.Error(f"Results (k) must be from 1 to 50, not {payload}", print_exception=False)
+        return preprocess(payload)
+
+    slider.preprocess = checked
+    return slider
+
+
 def caption(r: SearchResult) -> str:
     return f"#{r.rank} {r.title} · {r.score:.3f}"
 
 
-def gallery_items(results: list[SearchResult] | None) -> list[tuple[str, str]]:
-    """A results gallery: (image file, "#rank title · score") per result."""
-    return [(str(r.image), caption(r)) for r in results or []]
+def gallery_items(results: list[SearchResult] | None, thumbnails: Thumbnails) -> list[tuple[str, str]]:
+    """A results gallery: (thumbnail file, "#rank title · score") per result."""
+    return [(thumbnails.of(r.image), caption(r)) for r in results or []]
 
 
 def breakdown_table(results: list[SearchResult]) -> dict:
@@ -161,15 +180,17 @@ def example_products(retriever: Retriever, n: int = PICKS) -> list[str]:
 class Handlers:
     """The event handlers: small functions from component values to component values."""
 
-    def __init__(self, products: Retriever, looks: Retriever):
+    def __init__(self, products: Retriever, looks: Retriever, thumbnails: Thumbnails):
         self.products, self.looks = products, looks
+        self.thumbnails = thumbnails
         self.picks = example_products(products)
 
     # Describe ---------------------------------------------------------------------------
     def describe(self, text: str, k: float):
         with as_messages(capture_warnings=False):
             results = self.products.search_text(text, k=int(k))
-        return gallery_items(results), viz.hsl_chart(*viz.shown(results)), breakdown_table(results), results
+        chart = viz.hsl_chart(*viz.shown(results))
+        return gallery_items(results, self.thumbnails), chart, breakdown_table(results), results
 
     def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
         return viz.hsl_chart(*viz.shown(results, evt.index)) if results else gr.skip()
@@ -179,7 +200,7 @@ class Handlers:
         reference = self._reference(image, ref_id)
         with as_messages():
             results = self.products.search_composed(reference, text, k=int(k))
-        return gallery_items(results), viz.composed_chart(*viz.shown(results)), results
+        return gallery_items(results, self.thumbnails), viz.composed_chart(*viz.shown(results)), results
 
     def _reference(self, image: str | None, ref_id: str | None) -> str | Image.Image:
         """The catalog id when one is set (picked or clicked), else the uploaded photo."""
@@ -198,7 +219,7 @@ class Handlers:
 
     def _as_reference(self, item_id: str):
         """The Modify inputs that make a catalog product the reference: its id and photo."""
-        return item_id, str(self.products.catalog.image_path(self.products.catalog.row(item_id)))
+        return item_id, self.thumbnails.of(self.products.catalog.image_path(self.products.catalog.row(item_id)))
 
     def pick_item(self, item_id: str) -> tuple[str, str]:
         """A gallery item for a catalog product: (photo, "id · title")."""
@@ -239,7 +260,7 @@ class Handlers:
 
     def drill_view(self, session: DrillDownSession | None) -> tuple:
         results = session.current.results if session is not None and session.current else []
-        return gallery_items(results), rounds_markdown(session), *self.drill_charts(results)
+        return gallery_items(results, self.thumbnails), rounds_markdown(session), *self.drill_charts(results)
 
     @staticmethod
     def drill_charts(results: list[SearchResult], selected: int | None = None) -> tuple:
@@ -253,11 +274,24 @@ def _results_gallery(elem_id: str) -> gr.Gallery:
     return gr.Gallery(label="Results", columns=6, height="auto", object_fit="contain", elem_id=elem_id)
 
 
-def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks:
+def serve(products: Retriever, looks: Retriever | None = None, concurrency: int = 4, **launch) -> gr.Blocks:
+    """Build the app and serve it over HTTP (Gradio's `launch` arguments pass through).
+
+    Gradio may serve uploads, its own cache and one folder more: the thumbnails of catalog
+    photos, which the app writes itself (never a catalog's image folders or a parent of them).
+    """
+    thumbnails = Thumbnails()
+    demo = build_demo(products, looks, thumbnails)
+    demo.queue(default_concurrency_limit=max(1, concurrency)).launch(
+        allowed_paths=[str(thumbnails.folder)], max_file_size="20mb", **launch)
+    return demo
+
+
+def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: Thumbnails | None = None) -> gr.Blocks:
     """The app. `products` serves Describe and Modify, `looks` (default: `products`) Drill
-    down; both are loaded once and shared by every session."""
+    down; both are loaded once and shared by every session. Gallery images are `thumbnails`."""
     looks = looks or products
-    h = Handlers(products, looks)
+    h = Handlers(products, looks, thumbnails or Thumbnails())
     private = {"api_visibility": "private"}
     backbone = products.backbone
 
@@ -271,7 +305,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks
             with gr.Row():
                 text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
                                   elem_id="describe-text")
-                k = gr.Slider(1, 50, value=12, step=1, label="Results", scale=1)
+                k = results_slider(scale=1)
             search = gr.Button("Search", variant="primary", elem_id="describe-search")
             gr.Examples(EXAMPLES, inputs=[text])
             gr.Markdown("<small>Click a result to highlight it in the chart.</small>")
@@ -301,7 +335,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None) -> gr.Blocks
             with gr.Row():
                 change = gr.Textbox(label="Modification", placeholder="e.g. make it blue and striped", scale=4,
                                     elem_id="modify-text")
-                mk = gr.Slider(1, 50, value=12, step=1, label="Results", scale=1)
+                mk = results_slider(scale=1)
             modify = gr.Button("Search", variant="primary", elem_id="modify-search")
             gr.Examples([[*h._as_reference(i)[::-1], t] for i, t in MODIFY_EXAMPLES if i in products.catalog],
                         inputs=[reference, ref_id, change])

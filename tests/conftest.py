@@ -66,15 +66,12 @@ def launch_demo(backbone):
     over real HTTP on 127.0.0.1 in this process: (demo, products, looks). Close it after."""
     from hsl_demo.catalog import Catalog
     from hsl_demo.search import Retriever, load_heads
-    from hsl_demo.ui import build_demo
+    from hsl_demo.ui import serve
 
     heads = load_heads(backbone)
     products = Retriever(backbone, Catalog.open("products"), **heads)
     looks = Retriever(backbone, Catalog.open("looks"), **heads)
-    demo = build_demo(products, looks)
-    demo.queue(default_concurrency_limit=4).launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-        allowed_paths=[str(products.catalog.image_dir()), str(looks.catalog.image_dir())])
+    demo = serve(products, looks, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     return demo, products, looks
 
 

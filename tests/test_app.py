@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, launch_demo
 
+from hsl_demo.thumbnails import Thumbnails
 from hsl_demo.ui import Handlers
 
 
@@ -189,14 +190,16 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     from matplotlib.figure import Figure
 
     _, products, looks = served
-    h = Handlers(products, looks)
+    h = Handlers(products, looks, Thumbnails())
     assert h.picks[0] == "p00024" and len(h.picks) == 12 and len(set(h.picks)) == 12
     ref_id, photo = h.pick(select(0))
-    assert ref_id == "p00024" and photo.endswith("p00024.jpg")
+    catalog = products.catalog
+    assert ref_id == "p00024" and photo == h.thumbnails.of(catalog.image_path(catalog.row("p00024")))
+    assert Path(photo).parent == h.thumbnails.folder  # a thumbnail, never the catalog's own file
     _, _, results = h.modify(None, "p00024", "make it blue and striped", 5)
     # clicking result #2 makes it the reference: the next search starts from its id
     ref_id, photo, chart = h.use_result(results, select(1))
-    assert ref_id == results[1].id and Path(photo).name == results[1].image.name and isinstance(chart, Figure)
+    assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image) and isinstance(chart, Figure)
     assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
     _, _, _, found = h.describe("green dotted scarf", 12)
     chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
