@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hsl_demo.catalog import HSL_FILES, Catalog, _build_index  # noqa: E402
+from hsl_demo.catalog import HSL_FILES, Catalog  # noqa: E402
 from hsl_demo.evaluate import load_queries  # noqa: E402
+from hsl_demo.indexing import build_index  # noqa: E402
 from hsl_demo.models import head_fingerprint  # noqa: E402
 from hsl_demo.search import Retriever  # noqa: E402
 
@@ -64,7 +65,7 @@ def synthetic_catalog(like: Catalog, n: int, exact: bool = False, seed: int = 0)
         index, kind, nprobe = faiss.IndexFlatIP(dim), "flat", 0
         index.add(vectors)
     else:
-        index, kind, nprobe = _build_index(vectors)
+        index, kind, nprobe = build_index(vectors)
     hsl = None
     if like.hsl is not None:
         hsl = {}

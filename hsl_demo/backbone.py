@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from .errors import HslDemoError
 from .hub import resolve_model_dir
 
 open_clip.add_model_config(MODEL_CONFIGS_DIR)  # makes "hsl-demo-tiny" a known architecture
+
+log = logging.getLogger(__name__)
 
 PROBE_TEXT = "a photo of a product"
 
@@ -110,7 +111,7 @@ class Backbone:
     @classmethod
     def _load_named(cls, name: str, tag: str | None, spec: str, dev: torch.device) -> Backbone:
         if tag is None:
-            warnings.warn(f"{name}: no pretrained tag given, the weights are random", stacklevel=3)
+            log.warning("%s: no pretrained tag given, the weights are random", name)
         else:
             _check_safetensors_tag(name, tag)
         try:

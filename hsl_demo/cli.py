@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-import warnings
 
 from .errors import HslDemoError
 
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", help="JSONL with one record per image (\"image\": path relative to IMAGES)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--index", metavar="SPEC", help="FAISS index_factory spec, e.g. Flat, IVF1024,Flat, "
+                   "IVF4096,PQ32 (default: Flat below 100,000 images, IVF above)")
 
     p = sub.add_parser("search", help="search a catalog")
     p.add_argument("--catalog", help="catalog name (products, looks) or folder (default: products)")
@@ -125,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regions (rounds) kept per image, the largest first (default 10)")
     v.add_argument("--limit", type=_positive_int, default=None, help="convert at most this many images")
     v.add_argument("--seed", type=int, default=0, help="seed of the per-image round order (default 0)")
+
+    p = sub.add_parser("serve", help="serve the web demo (what `python app.py` runs)",
+                       description="The web demo: one model and two catalogs, loaded once and shared by every "
+                       "visitor. Host and port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
+    p.add_argument("--model", default=None, help="model folder or Hub repo id ($HSL_DEMO_MODEL; default: embedded)")
+    p.add_argument("--catalog", default=None, help="products catalog for Describe and Modify: name or folder "
+                   "($HSL_DEMO_CATALOG; default products)")
+    p.add_argument("--looks-catalog", default=None, help="looks catalog for Drill down: name or folder "
+                   "($HSL_DEMO_LOOKS_CATALOG; default looks)")
+    p.add_argument("--device", default=argparse.SUPPRESS, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="searches run at once (default 4)")
 
     p = sub.add_parser("push", help="publish a trained model folder to the Hugging Face Hub, with a model card")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder (backbone + heads), e.g. checkpoints/demo")
@@ -184,18 +197,23 @@ def _cmd_train(args) -> None:
 
 def _cmd_index(args) -> None:
     from .backbone import Backbone
-    from .catalog import build_catalog
+    from .indexing import build_catalog
     from .search import load_heads
 
     backbone = Backbone.load(args.model, device=args.device)
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
-                            hsl=load_heads(backbone).get("hsl"))
+                            hsl=load_heads(backbone).get("hsl"), index_spec=args.index)
     for note in summary["cleaned"]:
         print(f"hsl-demo: {note}", file=sys.stderr)
     for s in summary["skipped"]:
         print(f"skipped {s['file']}: {s['reason']}", file=sys.stderr)
     print(f"indexed {summary['count']} images into {summary['out']} ({summary['index']} index, "
           f"{len(summary['skipped'])} skipped)")
+
+
+def _notify(notices: list[str]) -> None:
+    for message in notices:
+        print(f"hsl-demo: warning: {message}", file=sys.stderr)
 
 
 def _cmd_search(args) -> None:
@@ -210,17 +228,18 @@ def _cmd_search(args) -> None:
         clean_text(args.text)  # fail before loading anything
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
     if args.reference is None:
-        results = retriever.search_text(args.text, k=args.k)
+        response = retriever.search_text(args.text, k=args.k)
     else:
-        results = retriever.search_composed(args.reference, args.text, k=args.k)
+        response = retriever.search_composed(args.reference, args.text, k=args.k)
+    _notify(response.notices)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([r.to_dict() for r in response], indent=2))
         return
-    if args.reference is not None and results:
-        lv = results[0].levels
-        print(f"query weights: image {lv['w_image']:.2f}, text {lv['w_text']:.2f}")
-    width = max(len(r.id) for r in results)
-    for r in results:
+    if args.reference is not None and response.results:
+        first = response.results[0].breakdown
+        print(f"query weights: image {first.w_image:.2f}, text {first.w_text:.2f}")
+    width = max(len(r.id) for r in response)
+    for r in response:
         print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  {r.title}")
 
 
@@ -230,18 +249,20 @@ def _drill_down(args) -> None:
     if not any(r.strip() for r in args.region):
         raise HslDemoError("every --region is empty: describe a product, e.g. --region \"a red handbag\"")
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
-    rounds = retriever.search_multi(args.region, k=args.k)
+    session = retriever.session(k=args.k)
+    for text in args.region:
+        _notify(session.add(text).notices)
     if args.json:
-        print(json.dumps([rd.to_dict() for rd in rounds], indent=2))
+        print(json.dumps([rd.to_dict() for rd in session.rounds], indent=2))
         return
-    for rd in rounds:
+    for rd in session.rounds:
         print(f"round {rd.round}: " + " + ".join(f'"{q}"' for q in rd.queries))
         width = max(len(r.id) for r in rd.results)
         for r in rd.results:
-            lv = r.levels
-            moves = " ".join("-" if e is None else str(e) for e in lv["earlier_ranks"])
-            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  local {lv['local']['similarity']:.3f}  "
-                  f"global {lv['global']['similarity']:.3f}  reasoning {lv['reasoning']['similarity']:.3f}"
+            b = r.breakdown
+            moves = " ".join("-" if e is None else str(e) for e in b.earlier_ranks)
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  local {b.local.similarity:.3f}  "
+                  f"global {b.global_.similarity:.3f}  reasoning {b.reasoning.similarity:.3f}"
                   f"{'  earlier ranks ' + moves if moves else ''}  {r.title}")
 
 
@@ -254,58 +275,44 @@ def _cmd_evaluate(args) -> None:
     for flag in ("data_root", "split"):
         if getattr(args, flag) is not None:
             raise HslDemoError(f"--{flag.replace('_', '-')} goes with --dataset, not with --queries")
-    from .evaluate import evaluate, load_queries
+    from .evaluate import evaluate, load_queries, query_mode
     from .search import Retriever
 
     queries = load_queries(args.queries)
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
-    modes = {q.get("mode", "text") for q in queries}
-    if modes == {"multi"}:
-        _evaluate_multi(retriever, queries, args)
-        return
-    if not args.ablation:
-        metrics = evaluate(retriever, queries, variant=args.variant)
-        if args.json:
-            print(json.dumps(metrics))
-        else:
-            print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
-            for kind, w in metrics.get("mean_w_text", {}).items():
-                print(f"  {kind}: mean w_image {1 - w:.2f}, w_text {w:.2f}")
-        return
-    from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS
-
-    if len(modes) > 1:
-        raise HslDemoError("--ablation needs a query file of one mode (text or composed)")
-    variants = COMPOSED_VARIANTS if modes == {"composed"} else HSL_VARIANTS
+    used = list(dict.fromkeys(query_mode(q) for q in queries))
+    if args.ablation and len(used) > 1:
+        raise HslDemoError("--ablation needs a query file of one mode (" + ", ".join(m.name for m in used) + " found)")
+    variants = used[0].variants if args.ablation else (args.variant,)
     table = {v: evaluate(retriever, queries, variant=v) for v in variants}
     if args.json:
-        print(json.dumps(table))
+        print(json.dumps(table if args.ablation else table[args.variant]))
         return
-    print(f"{len(queries)} queries, catalog {retriever.catalog.name}")
-    print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
-    for v, m in table.items():
-        print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")
-    weights = table.get("adaptive", {}).get("mean_w_text")
-    if weights:
-        print("\n| kind | mean w_image | mean w_text |\n|---|---|---|")
-        for kind, w in weights.items():
-            print(f"| {kind} | {1 - w:.2f} | {w:.2f} |")
+    if used[0].in_rounds and len(used) == 1:
+        _print_rounds(table, len(queries), retriever, used[0])
+    elif not args.ablation:
+        metrics = table[args.variant]
+        print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
+        for kind, w in metrics.get("mean_w_text", {}).items():
+            print(f"  {kind}: mean w_image {1 - w:.2f}, w_text {w:.2f}")
+    else:
+        print(f"{len(queries)} {used[0].name} queries, catalog {retriever.catalog.name}")
+        print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
+        for v, m in table.items():
+            print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")
+        weights = table[used[0].default_variant].get("mean_w_text")
+        if weights:
+            print("\n| kind | mean w_image | mean w_text |\n|---|---|---|")
+            for kind, w in weights.items():
+                print(f"| {kind} | {1 - w:.2f} | {w:.2f} |")
 
 
-def _evaluate_multi(retriever, queries: list[dict], args) -> None:
-    """Drill-down queries: R@1/5/10 after every round (and, with --ablation, per variant)."""
-    from .evaluate import evaluate
-    from .models.hmrn import VARIANTS
-
-    if args.variant is not None and args.variant not in VARIANTS:
-        raise HslDemoError(f"--variant {args.variant} is not a drill-down variant (one of {', '.join(VARIANTS)})")
-    variants = VARIANTS[::-1] if args.ablation else (args.variant or retriever.hmrn_variant,)
-    table = {v: evaluate(retriever, queries, variant=v) for v in variants}
-    if args.json:
-        print(json.dumps(table if args.ablation else table[variants[0]]))
-        return
-    print(f"{len(queries)} drill-down queries, catalog {retriever.catalog.name}")
-    print("| round | " + " | ".join(f"{v} R@1 | R@5 | R@10" for v in variants) + " |")
+def _print_rounds(table: dict, n_queries: int, retriever, mode) -> None:
+    """R@1/5/10 after every round, a column group per variant."""
+    variants = list(table)
+    names = [v or mode.check_variant(None, retriever) for v in variants]
+    print(f"{n_queries} {mode.name} queries, catalog {retriever.catalog.name}")
+    print("| round | " + " | ".join(f"{v} R@1 | R@5 | R@10" for v in names) + " |")
     print("|---|" + "---|---|---|" * len(variants))
     for n, _ in enumerate(table[variants[0]]["rounds"]):
         cells = " | ".join(" | ".join(f"{table[v]['rounds'][n][f'R@{k}']:.3f}" for k in (1, 5, 10)) for v in variants)
@@ -393,8 +400,29 @@ def _cmd_push(args) -> None:
         print(f"  {name}")
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"hsl-demo: warning: {message}", file=sys.stderr)
+def _cmd_serve(args) -> None:
+    from .backbone import Backbone
+    from .catalog import Catalog
+    from .defaults import default_catalog, default_looks_catalog
+    from .search import Retriever, load_heads
+
+    # cheap checks first: a wrong catalog fails before the model loads
+    products = Catalog.open(args.catalog or default_catalog())
+    looks = Catalog.open(args.looks_catalog or default_looks_catalog())
+    backbone = Backbone.load(args.model, device=args.device)
+    heads = load_heads(backbone)
+    products, looks = Retriever(backbone, products, **heads), Retriever(backbone, looks, **heads)
+    looks.hmrn_store()  # the drill-down index, built now rather than in the first visitor's round
+    from .ui import serve
+
+    serve(products, looks, concurrency=args.concurrency)
+
+
+class _OneLineWarnings(logging.Handler):
+    """The package's log warnings as `hsl-demo: warning: ...` on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"hsl-demo: warning: {record.getMessage()}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -405,13 +433,15 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "convert": _cmd_convert,
     "push": _cmd_push,
+    "serve": _cmd_serve,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.environ.get("HSL_DEMO_DEBUG"):
-        warnings.showwarning = _one_line_warning
+    package_log = logging.getLogger("hsl_demo")
+    handler = _OneLineWarnings(logging.DEBUG if os.environ.get("HSL_DEMO_DEBUG") else logging.WARNING)
+    package_log.addHandler(handler)  # for this command only: removed below
     try:
         COMMANDS[args.command](args)
     except HslDemoError as e:
@@ -422,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `hsl-demo search ... | head`
         return 0
+    finally:
+        package_log.removeHandler(handler)
     return 0
 
 

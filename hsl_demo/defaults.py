@@ -24,6 +24,11 @@ def default_model() -> str:
 def default_catalog() -> str:
     return os.environ.get("HSL_DEMO_CATALOG") or "products"
 
+
+def default_looks_catalog() -> str:
+    """The catalog of Drill down in the app: $HSL_DEMO_LOOKS_CATALOG, else the demo looks."""
+    return os.environ.get("HSL_DEMO_LOOKS_CATALOG") or "looks"
+
 # Which HSL terms rank a search: all (full), one granularity at every level, or the
 # backbone's global cosine alone. Here, not in search.py, so the CLI can list them fast.
 HSL_VARIANTS = ("full", "image", "object", "global")

@@ -1,15 +1,25 @@
-"""Recall@k over a JSON-lines query file: a hit is any target id in the top k."""
+"""Recall@k over a JSON-lines query file: a hit is any target id in the top k.
+
+Each line names its mode ("describe", "modify", "drill-down"; the older "text", "composed",
+"multi" too; default describe); the mode (hsl_demo/modes/) checks the line's schema and ranks
+it. A query answered over rounds (drill-down) also gets R@k after every round.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import modes
 from .errors import HslDemoError
 from .fileio import load_jsonl
 from .search import Retriever
 
 KS = (1, 5, 10)
-SUPPORTED_MODES = ("text", "composed", "multi")
+DEFAULT_MODE = "describe"
+
+
+def query_mode(query: dict) -> modes.Mode:
+    return modes.get(query.get("mode", DEFAULT_MODE))
 
 
 def load_queries(path: str | Path) -> list[dict]:
@@ -18,63 +28,52 @@ def load_queries(path: str | Path) -> list[dict]:
     if not queries:
         raise HslDemoError(f"{path}: no queries")
     for line, q in enumerate(queries, 1):
-        mode = q.get("mode", "text")
-        if mode not in SUPPORTED_MODES:
-            raise HslDemoError(
-                f"{path}: query {line}: unknown mode {mode!r} (supported: {', '.join(SUPPORTED_MODES)})"
-            )
+        where = f"{path}: query {line}"
+        try:
+            mode = query_mode(q)
+        except HslDemoError as e:
+            raise HslDemoError(f"{where}: {e}") from None
         targets = q.get("targets")
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-            raise HslDemoError(f"{path}: query {line}: \"targets\" must be a non-empty list of item ids")
-        if mode == "multi":
-            regions = q.get("regions")
-            if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
-                raise HslDemoError(f"{path}: query {line}: a multi query needs \"regions\", a non-empty list of "
-                                   "strings (one query per round)")
-        elif not isinstance(q.get("text"), str) or (mode == "text" and not q["text"].strip()):
-            raise HslDemoError(f"{path}: query {line}: \"text\" must be a non-empty string")
-        if mode == "composed" and not (isinstance(q.get("reference"), str) and q["reference"]):
-            raise HslDemoError(f"{path}: query {line}: a composed query needs a \"reference\" (item id or image)")
+            raise HslDemoError(f"{where}: \"targets\" must be a non-empty list of item ids")
+        mode.validate(q, where)
     return queries
 
 
 def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS,
              variant: str | None = None) -> dict:
-    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n}. `variant` picks the ranking: for
-    text queries an HSL variant (default full), for composed ones a composed variant
-    (default adaptive)."""
+    """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n}, plus what the modes add (mean
+    weights for modify, "rounds" for drill-down). `variant` picks the ranking of every query's
+    mode (None: each mode's default)."""
     unknown = {t for q in queries for t in q["targets"]} - {it["id"] for it in retriever.catalog.items}
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")
-    rounds = [len(q["regions"]) for q in queries if q.get("mode") == "multi"]
-    if rounds and max(rounds) > retriever.hmrn.max_rounds:
-        raise HslDemoError(f"a drill-down query has {max(rounds)} regions; the model takes at most "
-                           f"{retriever.hmrn.max_rounds} rounds")
+    by_mode: dict[modes.Mode, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_mode.setdefault(query_mode(q), []).append(i)
+    chosen = {mode: mode.check_variant(variant, retriever) for mode in by_mode}  # every name checked first
+    for mode, indices in by_mode.items():
+        if mode.precheck:
+            mode.precheck(retriever, [queries[i] for i in indices])
+    rankings: list[list[list[str]]] = [[] for _ in queries]  # per query: its ranked ids after every round
+    out: dict = {}
+    for mode, indices in by_mode.items():
+        responses = [mode.rank(retriever, queries[i], max(ks), chosen[mode]) for i in indices]
+        for i, rounds_of in zip(indices, responses):
+            rankings[i] = [[r.id for r in response] for response in rounds_of]
+        if mode.metrics:
+            out.update(mode.metrics([queries[i] for i in indices], responses))
     hits = dict.fromkeys(ks, 0)
-    w_text_by_kind: dict[str, list[float]] = {}
-    per_round: list[list[list[str]]] = []  # multi queries: each query's ranking after every round
-    for q in queries:
-        if q.get("mode", "text") == "multi":
-            rounds = retriever.search_multi(q["regions"], k=max(ks), variant=variant)
-            per_round.append([[r.id for r in rd.results] for rd in rounds])
-            hits_list = rounds[-1].results if rounds else []
-        elif q.get("mode", "text") == "composed":
-            hits_list = retriever.search_composed(q["reference"], q["text"], k=max(ks), variant=variant or "adaptive")
-            if hits_list:
-                w_text_by_kind.setdefault(q.get("kind", "all"), []).append(hits_list[0].levels["w_text"])
-        else:
-            hits_list = retriever.search_text(q["text"], k=max(ks), variant=variant or "full")
-        ranked = [r.id for r in hits_list]
-        targets = set(q["targets"])
+    for q, ranking in zip(queries, rankings):
+        last = ranking[-1] if ranking else []
         for k in ks:
-            hits[k] += any(i in targets for i in ranked[:k])
-    out = {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}
-    if w_text_by_kind:  # composed queries: how much the text counted, on average, per kind
-        out["mean_w_text"] = {kind: round(sum(v) / len(v), 3) for kind, v in w_text_by_kind.items()}
-    if per_round:
-        out["rounds"] = recall_per_round(per_round, [q for q in queries if q.get("mode") == "multi"], ks)
-    return out
+            hits[k] += any(i in q["targets"] for i in last[:k])
+    multi = [i for i in range(len(queries)) if query_mode(queries[i]).in_rounds]
+    result = {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries), **out}
+    if multi:
+        result["rounds"] = recall_per_round([rankings[i] for i in multi], [queries[i] for i in multi], ks)
+    return result
 
 
 def recall_per_round(rankings: list[list[list[str]]], queries: list[dict], ks: tuple[int, ...] = KS) -> list[dict]:

@@ -7,8 +7,10 @@ open_clip_model.safetensors) and, in subfolders, our heads in the Hub mixin form
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HslDemoError
@@ -62,11 +64,62 @@ def resolve_model_dir(spec: str, revision: str | None = None) -> Path:
 
 # What `push` publishes: configs, safetensors weights and model cards, nothing else.
 PUSH_SUFFIXES = (".json", ".safetensors")
-HEAD_NAMES = {
-    "hsl": "HSL re-ranking head (hierarchical similarity over levels and object/image granularity)",
-    "composed": "composed-query head (reference image + modification text, adaptive weights)",
-    "hmrn": "HMRN drill-down head (multi-round region queries: local, global, reasoning)",
-}
+MODEL_INDEX = "model_index.json"
+MODEL_INDEX_FORMAT = 1
+
+
+@dataclass
+class ModelIndex:
+    """What a model folder holds (its `model_index.json`, as diffusers' describes a pipeline):
+    the open_clip backbone's files and the trained heads, by head name, with their mode."""
+
+    heads: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        from . import modes
+
+        return {
+            "_class_name": "hsl-demo", "format": MODEL_INDEX_FORMAT,
+            "backbone": {"library": "open_clip", "config": "open_clip_config.json",
+                         "weights": "open_clip_model.safetensors"},
+            "heads": {name: {"mode": modes.by_head(name).name, "class": modes.by_head(name).head_class().__name__,
+                             "folder": name} for name in self.heads},
+        }
+
+
+def read_model_index(folder: Path) -> ModelIndex:
+    """The folder's model_index.json; for a folder without one (older, or written by hand), the
+    registered heads found in its subfolders."""
+    from . import modes
+
+    path = folder / MODEL_INDEX
+    if not path.is_file():
+        return ModelIndex(_heads_in_subfolders(folder))
+    known = {m.head for m in modes.MODES.values()}
+    try:
+        heads = json.loads(path.read_text(encoding="utf-8")).get("heads", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise HslDemoError(f"{path}: not a valid model index (a JSON object with \"heads\")") from None
+    if not isinstance(heads, dict) or not set(heads) <= known:
+        raise HslDemoError(f"{path}: \"heads\" must map head names ({', '.join(sorted(known))}) to their entries")
+    return ModelIndex(sorted(heads))
+
+
+def write_model_index(folder: Path) -> ModelIndex:
+    """Write `folder`'s model_index.json from the heads its subfolders hold now."""
+    from .fileio import write_json
+
+    index = ModelIndex(_heads_in_subfolders(folder))
+    write_json(folder / MODEL_INDEX, index.to_dict())
+    return index
+
+
+def _heads_in_subfolders(folder: Path) -> list[str]:
+    """Registered head names whose subfolder holds a head (config.json + model.safetensors)."""
+    from . import modes
+
+    return sorted(m.head for m in modes.MODES.values()
+                  if (folder / m.head / "config.json").is_file() and (folder / m.head / "model.safetensors").is_file())
 
 
 def publishable_files(folder: Path) -> list[Path]:
@@ -79,8 +132,6 @@ def publishable_files(folder: Path) -> list[Path]:
 
 def model_card(folder: Path, repo_id: str) -> str:
     """A README.md for a model folder that has none: its backbone and the heads found."""
-    import json
-
     cfg = json.loads((folder / "open_clip_config.json").read_text()).get("model_cfg", {})
     vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
     lines = [
@@ -96,12 +147,14 @@ def model_card(folder: Path, repo_id: str) -> str:
         f"{text.get('width', '?')}.", "",
         "## Heads", "",
     ]
-    heads = [d for d in sorted(folder.iterdir()) if d.is_dir() and (d / "config.json").is_file()
-             and (d / "model.safetensors").is_file()]
-    for d in heads:
-        head_cfg = json.loads((d / "config.json").read_text())
+    from . import modes
+
+    heads = read_model_index(folder).heads
+    for name in heads:
+        head_cfg = json.loads((folder / name / "config.json").read_text())
         settings = ", ".join(f"{k} {v}" for k, v in head_cfg.items() if not isinstance(v, (dict, list)))
-        lines.append(f"- `{d.name}/`: {HEAD_NAMES.get(d.name, 'head')} ({settings}).")
+        mode = modes.by_head(name)
+        lines.append(f"- `{name}/`: {mode.head_summary}; the {mode.title} mode ({settings}).")
     if not heads:
         lines.append("None: the backbone alone (global cosine search).")
     lines += [

@@ -1,99 +1,79 @@
-"""Search in two stages: FAISS candidates by global cosine, then a re-rank by the head.
+"""Search in two stages: FAISS candidates, then a re-rank by the mode's head.
 
 `Retriever` is the Python API behind the CLI and the app:
 
     r = Retriever.from_pretrained()                # embedded model + products catalog
     for hit in r.search_text("green dotted scarf", k=5):
-        print(hit.rank, hit.id, hit.title, hit.score, hit.levels)
+        print(hit.rank, hit.id, hit.title, hit.score, hit.breakdown)
 
-`levels` explains the score: for HSL, the backbone's global cosine and, per level, the
-object- and image-granularity similarities, each with its weight, and the final sum.
+Each mode's search lives in its module (hsl_demo/modes/); a search returns a SearchResponse:
+its results, each with a typed breakdown of its score, and its notices.
 """
 
 from __future__ import annotations
 
 import threading
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from . import modes
 from .backbone import Backbone
-from .catalog import Catalog, HmrnStore
-from .defaults import COMPOSED_VARIANTS, HSL_VARIANTS, default_catalog, default_model
+from .catalog import Catalog
+from .defaults import default_catalog, default_model
 from .errors import HslDemoError
 from .images import open_image
 from .models import load_head
-from .models.composed import ComposedHead, compose_query
-from .models.hmrn import TERMS as HMRN_TERMS
-from .models.hmrn import VARIANTS as HMRN_VARIANTS
+from .models.composed import ComposedHead
 from .models.hmrn import HMRNHead
 from .models.hsl import HSLHead
+from .modes import describe, drill_down, modify
+from .modes.drill_down import DrillDownRound, DrillDownSession
+from .results import Breakdown, SearchResponse, SearchResult
+
+__all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", "SearchResult", "load_heads"]
 
 DEFAULT_CANDIDATES = 200
 HMRN_CACHE_ITEMS = 50_000  # catalogs up to this size keep their HMRN image side in memory (~1.5 KB an item)
 
 
-@dataclass
-class SearchResult:
-    rank: int
-    id: str
-    title: str
-    score: float  # the final score the ranking is sorted by
-    image: Path
-    levels: dict = field(default_factory=dict)  # the score's breakdown (filled by the heads)
-    metadata: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "title": self.title,
-            "score": round(self.score, 6),
-            "image": str(self.image),
-            "levels": self.levels,
-        }
-
-
-def _check_text(text: object, what: str) -> str:
-    """`text` with its whitespace collapsed ("" for None); anything but a string is an error."""
+def clean_text(text: object, what: str = "the query", empty_ok: bool = False) -> str:
+    """`text` with its whitespace collapsed; not a string, or empty unless `empty_ok`, is an error."""
     if text is not None and not isinstance(text, str):
         raise HslDemoError(f"{what} must be a string, not {type(text).__name__} ({str(text)[:40]!r})")
-    return " ".join((text or "").split())
-
-
-def clean_text(text: str | None) -> str:
-    text = _check_text(text, "the query")
-    if not text:
+    text = " ".join((text or "").split())
+    if not text and not empty_ok:
         raise HslDemoError("empty query: type a description of the product")
     return text
 
 
 class Retriever:
-    """A backbone, its heads and a catalog, checked to belong together."""
+    """A backbone, its heads and a catalog, checked to belong together. Safe to share between
+    threads: a search changes nothing on it (the drill-down index is built once, on first use)."""
 
     def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
                  hsl: HSLHead | None = None, composed: ComposedHead | None = None, hmrn: HMRNHead | None = None):
         catalog.check_model(backbone)
-        for name, head in (("HSL", hsl), ("composed", composed), ("HMRN", hmrn)):
+        for name, head in (("hsl", hsl), ("composed", composed), ("hmrn", hmrn)):
             if head is not None and head.embed_dim != backbone.embed_dim:
-                raise HslDemoError(f"the {name} head expects {head.embed_dim}-d features, the backbone gives "
-                                   f"{backbone.embed_dim}-d (a head trained on another backbone?)")
+                raise HslDemoError(f"the {name} head ({modes.by_head(name).name}) expects {head.embed_dim}-d "
+                                   f"features, the backbone gives {backbone.embed_dim}-d (a head trained on another "
+                                   "backbone?)")
         self.backbone = backbone
         self.catalog = catalog
         self.candidates = _check_k(candidates)
+        self.trained = {name for name, head in (("hsl", hsl), ("composed", composed), ("hmrn", hmrn)) if head}
         self.hsl = hsl
         # Without a trained head, composed queries are the equal-weight sum (zero-shot baseline).
         self.composed = (composed or ComposedHead(embed_dim=backbone.embed_dim)).eval()
         # Without a trained HMRN head, drill-down ranks by its (untrained) local and global levels.
         self.hmrn = (hmrn or HMRNHead(embed_dim=backbone.embed_dim)).eval()
         self.hmrn_variant = "full" if hmrn is not None else "local+global"
-        self._hmrn_cache: HmrnStore | None = None
-        self._hmrn_lock = threading.Lock()
-        self.hsl_store = catalog.hsl_image_side(hsl) if hsl is not None else None
+        self._hmrn_cache: drill_down.HmrnStore | None = None
+        self._hmrn_lock = threading.Lock()  # this retriever's own: builds its drill-down index once
+        self.hsl_store = describe.image_side(catalog, hsl) if hsl is not None else None
 
     @classmethod
     def from_pretrained(
@@ -104,89 +84,41 @@ class Retriever:
         model, with its heads) and open a catalog (name or folder; default: the demo products)."""
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
         backbone = Backbone.load(model or default_model(), device=device)
-        heads = load_heads(backbone)
-        return cls(backbone, opened, candidates, **heads)
+        return cls(backbone, opened, candidates, **load_heads(backbone))
 
-    def _results(self, rows: np.ndarray, scores: np.ndarray, levels: list[dict]) -> list[SearchResult]:
+    def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown]) -> list[SearchResult]:
+        """Catalog rows, best first, as results with their scores and breakdowns."""
         out = []
-        for i, (row, score) in enumerate(zip(rows.tolist(), scores.tolist())):
+        for i, (row, score, breakdown) in enumerate(zip(rows.tolist(), scores.tolist(), breakdowns)):
             item = self.catalog.items[row]
             out.append(SearchResult(
-                rank=i + 1,
-                id=item["id"],
-                title=item.get("title", item["id"]),
-                score=float(score),
-                image=self.catalog.image_path(row),
-                levels=levels[i],
+                rank=i + 1, id=item["id"], title=item.get("title", item["id"]), score=float(score),
+                image=self.catalog.image_path(row), breakdown=breakdown,
                 metadata={k: v for k, v in item.items() if k not in ("id", "title", "image")},
             ))
         return out
 
-    @torch.no_grad()
-    def search_text(self, text: str, k: int = 10, variant: str = "full") -> list[SearchResult]:
-        """The k best items for a description, best first.
+    def search_text(self, text: str, k: int = 10, variant: str | None = None) -> SearchResponse:
+        """Describe: the k best items for a description, best first. Stage 1 takes the top
+        `candidates` (at least k) by global cosine from FAISS; stage 2 re-ranks them with the
+        HSL head. `variant`: full (default), image, object or global (see modes.describe)."""
+        variant = describe.MODE.check_variant(variant)
+        return describe.search(self, clean_text(text), _check_k(k), variant)
 
-        Stage 1 takes the top `candidates` (at least k) by global cosine from FAISS; stage 2
-        re-ranks them with the HSL head. `variant` ranks by only some HSL terms (ablations):
-        full, image or object (one granularity, its levels summed), or global (stage 1 alone).
-        """
-        text = clean_text(text)
-        k = _check_k(k)
-        if variant not in HSL_VARIANTS:
-            raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(HSL_VARIANTS)})")
-        feats = self.backbone.text_features([text])
-        scores, rows = self.catalog.search(feats.embeds.cpu().numpy(), max(k, self.candidates))
-        keep = rows[0] >= 0
-        rows, scores = rows[0][keep], scores[0][keep]
-        if self.hsl is None or variant == "global":
-            return self._results(rows[:k], scores[:k], [
-                {"global": {"similarity": round(float(s), 6), "weight": 1.0}, "final": round(float(s), 6)}
-                for s in scores[:k]])
-        side = self.hsl_store.take(rows)
-        used = int(feats.mask.any(0).nonzero().max()) + 1  # drop the trailing padding: faster, same result
-        query = self.hsl.encode_text_side(feats.tokens[:, :used].cpu(), feats.mask[:, :used].cpu())
-        terms = self.hsl.similarities(query, side, torch.from_numpy(scores)[None])[0]  # (n, terms)
-        final = self.hsl.combine(terms, variant)
-        order = torch.argsort(final, descending=True, stable=True)[:k]
-        return self._results(rows[order.numpy()], final[order].numpy(), self.hsl.breakdown(terms[order]))
-
-
-    @torch.no_grad()
     def search_composed(self, reference: str | Path | Image.Image, text: str | None, k: int = 10,
-                        variant: str = "adaptive") -> list[SearchResult]:
-        """The k best items for a reference (catalog id, image file or PIL image) changed as
-        `text` says. Each result's `levels` carries the query's (w_image, w_text) and the
-        result's similarity to the reference image and to the text.
-
-        variant: adaptive (the head's weights), sum (equal weights), image or text alone.
-        An empty text is an image-only query (with a warning).
-        """
-        k = _check_k(k)
-        if variant not in COMPOSED_VARIANTS:
-            raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(COMPOSED_VARIANTS)})")
-        text = _check_text(text, "the modification text")
+                        variant: str | None = None) -> SearchResponse:
+        """Modify: the k best items for a reference (catalog id, image file or PIL image) changed
+        as `text` says. Each breakdown carries the query's (w_image, w_text) and the result's
+        similarity to the reference image and to the text. `variant`: adaptive (default), sum,
+        image or text. An empty text is an image-only query, with a notice."""
+        k, variant = _check_k(k), modify.MODE.check_variant(variant)
+        text = clean_text(text, what="the modification text", empty_ok=True)
         image, ref_row = self._reference(reference)
-        if not text:
-            warnings.warn("no modification text: searching by the reference image alone", stacklevel=2)
-            variant = "image"
-            text_emb = torch.zeros_like(image)
-        else:
-            text_emb = torch.from_numpy(self.backbone.encode_text([text]))
-        q, w_image, w_text = compose_query(self.composed, image, text_emb, variant)
-        w_image, w_text = float(w_image[0]), float(w_text[0])
-        scores, rows = self.catalog.search(q.numpy(), k + 1)  # +1: the reference itself is dropped
-        keep = (rows[0] >= 0) & (rows[0] != ref_row)
-        rows, scores = rows[0][keep][:k], scores[0][keep][:k]
-        items = torch.from_numpy(self.catalog.embeddings[rows])
-        image_sims, text_sims = (items @ image[0]).tolist(), (items @ text_emb[0]).tolist()
-        levels = [{"w_image": round(w_image, 6), "w_text": round(w_text, 6), "image_similarity": round(a, 6),
-                   "text_similarity": round(b, 6), "final": round(float(f), 6)}
-                  for a, b, f in zip(image_sims, text_sims, scores)]
-        return self._results(rows, scores, levels)
+        return modify.search(self, image, ref_row, text, k, variant)
 
     def session(self, k: int = 10, variant: str | None = None) -> DrillDownSession:
-        """A drill-down search: add a region query per round, undo, reset (see DrillDownSession)."""
-        return DrillDownSession(self, k, variant)
+        """Drill down: add a region query per round, undo, reset (see DrillDownSession)."""
+        return DrillDownSession(self, _check_k(k), drill_down.MODE.check_variant(variant, self))
 
     def search_multi(self, regions: list[str], k: int = 10, variant: str | None = None) -> list[DrillDownRound]:
         """Drill down through `regions`, one per round; the ranking after every round."""
@@ -198,48 +130,14 @@ class Retriever:
             session.add(text)
         return session.rounds
 
-    @torch.no_grad()
-    def _rank_multi(self, queries: np.ndarray, variant: str, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Rank the catalog for a set of region queries (T, D): FAISS candidates for each query
-        (from the regions that match it), then the HMRN re-rank. Returns every candidate row,
-        best first, its final score, and the breakdown of the first k."""
-        q = torch.from_numpy(queries)[None]
-        query_mask = torch.ones(q.shape[:2], dtype=torch.bool)
-        # One candidate budget shared by the queries, so a round's cost grows with its queries
-        # (each candidate is scored against all of them), not also with its candidate count.
-        per_query = max(k, -(-self.candidates // len(queries)))
-        store = self.hmrn_store()
-        if store is not None:
-            rows = store.candidates(self.hmrn.encode_queries(q, query_mask)[0][0], per_query)
-            images = store.side.take(torch.from_numpy(rows))
-        else:  # a large catalog: candidates by global embedding, image side computed for them alone
-            _, found = self.catalog.search(queries, per_query)
-            rows = np.array(list(dict.fromkeys(r for r in found.T.reshape(-1).tolist() if r >= 0)), dtype=np.int64)
-            images = self.hmrn.encode_images(torch.from_numpy(self.catalog.embeddings[rows]),
-                                             *self.catalog.region_features(rows))
-        scores = self.hmrn.scores(q, query_mask, images)
-        rounds = len(queries)
-        final = self.hmrn.combine(scores, rounds, variant)[0]
-        order = torch.argsort(final, descending=True, stable=True)
-        weights = dict(zip(HMRN_TERMS, self.hmrn.variant_weights(rounds, variant)))
-        terms = {"local": scores.local[0], "global": scores.global_[0], "reasoning": scores.reasoning[0]}
-        levels = []
-        for i in order[:k].tolist():
-            entry = {name: {"similarity": round(float(terms[name][i]), 6), "weight": round(w, 6)}
-                     for name, w in weights.items()}
-            entry["per_query"] = [round(float(v), 6) for v in scores.per_query[0, i]]
-            entry["final"] = round(float(final[i]), 6)
-            levels.append(entry)
-        return rows[order.numpy()], final[order].numpy(), levels
-
-    def hmrn_store(self) -> HmrnStore | None:
+    def hmrn_store(self) -> drill_down.HmrnStore | None:
         """The catalog's HMRN image side and region index, built on first use; None for catalogs
         above HMRN_CACHE_ITEMS, which compute the image side per round for their candidates."""
         if len(self.catalog) > HMRN_CACHE_ITEMS:
             return None
-        with self._hmrn_lock:  # the app's sessions share this retriever: build it once
+        with self._hmrn_lock:
             if self._hmrn_cache is None:
-                self._hmrn_cache = self.catalog.hmrn_store(self.hmrn)
+                self._hmrn_cache = drill_down.image_side(self.catalog, self.hmrn)
         return self._hmrn_cache
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
@@ -257,93 +155,16 @@ class Retriever:
         return torch.from_numpy(self.backbone.encode_images([image])), -1
 
 
-@dataclass
-class DrillDownRound:
-    """The ranking after one round: every result's `levels` has local / global / reasoning
-    (similarity and weight), the local score of each query so far (`per_query`), `final`, and
-    `earlier_ranks`: its rank after each earlier round (None where it was not a candidate)."""
-
-    round: int
-    queries: list[str]
-    results: list[SearchResult]
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "queries": self.queries, "results": [r.to_dict() for r in self.results]}
-
-
-class DrillDownSession:
-    """The rounds of one drill-down search. Each round adds a region query ("a red handbag",
-    then "white sneakers") and re-ranks the catalog with all the queries so far.
-
-    Bad input never breaks the state: an empty or repeated query is ignored with a warning, a
-    round past the maximum is an HslDemoError, and undo with no rounds only warns.
-    """
-
-    def __init__(self, retriever: Retriever, k: int = 10, variant: str | None = None):
-        variant = variant or retriever.hmrn_variant
-        if variant not in HMRN_VARIANTS:
-            raise HslDemoError(f"unknown variant {variant!r} (one of {', '.join(HMRN_VARIANTS)})")
-        self.retriever, self.k, self.variant = retriever, _check_k(k), variant
-        self.queries: list[str] = []
-        self._embeds: list[np.ndarray] = []
-        self._ranks: list[dict[str, int]] = []  # per round: id -> rank of every candidate
-        self.rounds: list[DrillDownRound] = []
-
-    @property
-    def max_rounds(self) -> int:
-        return self.retriever.hmrn.max_rounds
-
-    @property
-    def current(self) -> DrillDownRound | None:
-        return self.rounds[-1] if self.rounds else None
-
-    def add(self, text: str | None) -> DrillDownRound | None:
-        """Add a round with query `text`; returns the new ranking (or the current one, if the
-        query was ignored)."""
-        text = _check_text(text, "a region query")
-        if not text:
-            warnings.warn("empty region query: ignored (describe one product, e.g. \"a red handbag\")", stacklevel=2)
-            return self.current
-        if len(self.queries) >= self.max_rounds:
-            raise HslDemoError(f"at most {self.max_rounds} rounds: undo a round or reset to start over")
-        seen = [q.lower() for q in self.queries]
-        if text.lower() in seen:
-            warnings.warn(f"{text!r} was already asked in round {seen.index(text.lower()) + 1}: ignored", stacklevel=2)
-            return self.current
-        embed = self.retriever.backbone.encode_text([text])[0]  # before any state changes
-        rows, scores, levels = self.retriever._rank_multi(np.stack([*self._embeds, embed]), self.variant, self.k)
-        ids = [self.retriever.catalog.items[r]["id"] for r in rows.tolist()]
-        for entry, item_id in zip(levels, ids):
-            entry["earlier_ranks"] = [ranks.get(item_id) for ranks in self._ranks]
-        results = self.retriever._results(rows[:self.k], scores[:self.k], levels)
-        self.queries.append(text)
-        self._embeds.append(embed)
-        self._ranks.append({item_id: rank for rank, item_id in enumerate(ids, 1)})
-        self.rounds.append(DrillDownRound(len(self.queries), list(self.queries), results))
-        return self.rounds[-1]
-
-    def undo(self) -> DrillDownRound | None:
-        """Drop the last round; returns the ranking before it (None when no round is left)."""
-        if not self.rounds:
-            warnings.warn("no round to undo", stacklevel=2)
-            return None
-        for stack in (self.queries, self._embeds, self._ranks, self.rounds):
-            stack.pop()
-        return self.current
-
-    def reset(self) -> None:
-        for stack in (self.queries, self._embeds, self._ranks, self.rounds):
-            stack.clear()
-
-
 def load_heads(backbone: Backbone) -> dict:
-    """The trained heads in the backbone's model folder (none for a bare open_clip name)."""
-    heads = {}
+    """The trained heads in the backbone's model folder, by head name (none for a bare
+    open_clip name): the folder's model_index.json lists them, else its head subfolders."""
+    from .hub import read_model_index
+
     folder = backbone.folder
-    for name, cls in (("hsl", HSLHead), ("composed", ComposedHead), ("hmrn", HMRNHead)):
-        if folder is not None and (folder / name).is_dir():
-            heads[name] = load_head(cls, folder / name)
-    return heads
+    if folder is None:
+        return {}
+    index = read_model_index(folder)
+    return {name: load_head(modes.by_head(name).head_class(), folder / name) for name in index.heads}
 
 
 def _check_k(k: int) -> int:

@@ -223,7 +223,7 @@ def encode_pool(backbone, images: torch.Tensor, batch: int = 256) -> tuple[torch
     Regions go through the same grid pooling and int8 round trip as `hsl-demo index`, so the
     head trains on exactly what it will see at search time.
     """
-    from .catalog import dequantize, grid_regions, quantize
+    from .features import dequantize, grid_regions, quantize
 
     embeds, regions = [], []
     for i in range(0, len(images), batch):
@@ -605,8 +605,8 @@ def render_look_pool(backbone, count: int, seed: int, catalog_seed: int = 0, lim
     rendered and encoded as `hsl-demo index` would (box-crop embeddings, int8 round trip)."""
     from tqdm.auto import tqdm
 
-    from .catalog import dequantize, quantize, region_features_for
     from .data.demo import render_look
+    from .features import dequantize, quantize, region_features_for
 
     rng = random.Random(seed)
     held = held_out_combinations(catalog_seed)

@@ -10,9 +10,6 @@ Every result list is a gallery captioned "#rank title · score", explained by a 
 
 from __future__ import annotations
 
-import sys
-import threading
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,51 +29,20 @@ DRILL_EXAMPLES = ["a red handbag", "white sneakers", "a checked scarf", "yellow 
 DRILL_K = 12  # results per drill-down round
 PICKS = 12  # catalog products offered as references in the Modify tab
 
-# Python's warning machinery is process-global: record the warnings of one call at a time.
-# Only the calls that can warn take this lock (they take milliseconds), text search does not.
-_WARNINGS_LOCK = threading.Lock()
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _raised_by_us() -> bool:
-    """Whether the warning being shown was raised by hsl_demo code (the first frame outside
-    the warnings module is the caller of warnings.warn)."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename == warnings.__file__:
-        frame = frame.f_back
-    return frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
-
-
-def _recorder(caught: list[str], fallback):
-    """A warnings.showwarning that keeps this thread's hsl_demo warnings and passes on the rest."""
-    owner = threading.get_ident()
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if threading.get_ident() == owner and _raised_by_us():
-            caught.append(str(message))
-        else:
-            fallback(message, category, filename, lineno, file, line)
-
-    return show
-
 
 @contextmanager
-def as_messages(capture_warnings: bool = True):
+def as_messages():
     """Run retriever code for the UI: an HslDemoError becomes a gr.Error (a message, no
-    traceback), and the Python warnings it raises (an ignored query, an image-only search)
-    become gr.Warning toasts for this user."""
-    caught: list[str] = []
+    traceback in the page or the server log)."""
     try:
-        if capture_warnings:
-            with _WARNINGS_LOCK, warnings.catch_warnings():
-                warnings.simplefilter("always")  # the same warning twice is two messages
-                warnings.showwarning = _recorder(caught, warnings.showwarning)
-                yield
-        else:
-            yield
+        yield
     except HslDemoError as e:
         raise gr.Error(str(e), print_exception=False) from None
-    for message in caught:
+
+
+def notify(notices: list[str]) -> None:
+    """A search's notices (a query ignored, an image-only search) as this visitor's toasts."""
+    for message in notices:
         gr.Warning(message)
 
 
@@ -135,17 +101,12 @@ def breakdown_table(results: list[SearchResult]) -> dict:
     headers = ["rank", "title", "final", "global"]
     rows = []
     for r in results:
-        lv = r.levels
-        terms = {"global": lv["global"]}
-        for name, value in lv.items():
-            if name.startswith("level"):
-                terms.update({f"{name} {g}": v for g, v in value.items()})
-        for name in terms:
-            if name not in headers:
-                headers.append(name)
-        rows.append([r.rank, r.title, round(r.score, 4)] + [
-            f"{t['similarity']:.3f} × {t['weight']:.2f}" if "weight" in t else f"{t['similarity']:.3f}"
-            for t in terms.values()])
+        terms = {"global": r.breakdown.global_}
+        for n, level in enumerate(r.breakdown.levels, 1):
+            terms.update({f"level{n} {g}": term for g, term in level.items()})
+        headers += [name for name in terms if name not in headers]
+        rows.append([r.rank, r.title, round(r.score, 4)]
+                    + [f"{t.similarity:.3f} × {t.weight:.2f}" for t in terms.values()])
     return {"headers": headers, "data": rows}
 
 
@@ -187,8 +148,8 @@ class Handlers:
 
     # Describe ---------------------------------------------------------------------------
     def describe(self, text: str, k: float):
-        with as_messages(capture_warnings=False):
-            results = self.products.search_text(text, k=int(k))
+        with as_messages():
+            results = self.products.search_text(text, k=int(k)).results
         chart = viz.hsl_chart(*viz.shown(results))
         return gallery_items(results, self.thumbnails), chart, breakdown_table(results), results
 
@@ -199,7 +160,9 @@ class Handlers:
     def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float):
         reference = self._reference(image, ref_id)
         with as_messages():
-            results = self.products.search_composed(reference, text, k=int(k))
+            response = self.products.search_composed(reference, text, k=int(k))
+        notify(response.notices)
+        results = response.results
         return gallery_items(results, self.thumbnails), viz.composed_chart(*viz.shown(results)), results
 
     def _reference(self, image: str | None, ref_id: str | None) -> str | Image.Image:
@@ -238,19 +201,17 @@ class Handlers:
     def drill_add(self, text: str | None, session: DrillDownSession | None):
         session = session or self.looks.session(DRILL_K)
         with as_messages():
-            session.add(text)
+            notify(session.add(text).notices)
         return *self.drill_view(session), session
 
     def drill_undo(self, session: DrillDownSession | None):
         session = session or self.looks.session(DRILL_K)
-        with as_messages():
-            session.undo()
+        notify(session.undo().notices)
         return *self.drill_view(session), session
 
     def drill_reset(self, session: DrillDownSession | None):
         if session is not None:
-            with as_messages():
-                session.reset()
+            session.reset()
         return *self.drill_view(session), session
 
     def drill_select(self, session: DrillDownSession | None, evt: gr.SelectData):

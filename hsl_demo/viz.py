@@ -1,7 +1,8 @@
 """Charts that explain a ranking (matplotlib, Agg backend, thread-safe).
 
-Every function takes search results (SearchResult objects, whose `levels` hold the score's
-breakdown) and returns a matplotlib Figure. Figures are built with `Figure()`, not pyplot, so
+Every function takes search results (SearchResult objects, whose `breakdown` explains the
+score; one breakdown type per mode, hsl_demo/modes/) and returns a matplotlib Figure. Figures
+are built with `Figure()`, not pyplot, so
 they are never registered globally: nothing leaks and the server may draw from many threads.
 One colour per level / modality everywhere (COLORS); the final score is always dark grey.
 """
@@ -110,17 +111,17 @@ def hsl_chart(results: Sequence, highlight: int | None = None) -> Figure:
     fig, (ax,) = _figure(len(results))
     if not results:
         return _empty(fig, ax, "similarity", "result")
-    first = results[0].levels
-    series = [(f"global (w {first['global']['weight']:.2f})",
-               [r.levels["global"]["similarity"] for r in results], {"color": COLORS["global"]})]
-    for level in sorted(k for k in first if k.startswith("level")):
-        for granularity, term in first[level].items():
+    first = results[0].breakdown
+    series = [(f"global (w {first.global_.weight:.2f})",
+               [r.breakdown.global_.similarity for r in results], {"color": COLORS["global"]})]
+    for n, level in enumerate(first.levels, 1):
+        for granularity, term in level.items():
             series.append((
-                f"{level} · {granularity} (w {term['weight']:.2f})",
-                [r.levels[level][granularity]["similarity"] for r in results],
-                {"color": COLORS.get(level, COLORS["level4"]), "hatch": GRANULARITY_HATCH.get(granularity, "..")},
+                f"level{n} · {granularity} (w {term.weight:.2f})",
+                [r.breakdown.levels[n - 1][granularity].similarity for r in results],
+                {"color": COLORS.get(f"level{n}", COLORS["level4"]), "hatch": GRANULARITY_HATCH.get(granularity, "..")},
             ))
-    series.append(("final (Σ w × similarity)", [r.levels["final"] for r in results], {"color": COLORS["final"]}))
+    series.append(("final (Σ w × similarity)", [r.breakdown.final for r in results], {"color": COLORS["final"]}))
     _grouped_barh(ax, results, series, highlight, "similarity (cosine)")
     _zoom(ax, series)
     _label_final(ax)
@@ -137,8 +138,8 @@ def composed_chart(results: Sequence, highlight: int | None = None) -> Figure:
     if not results:
         _empty(fig, wax, "query side", "weight")
         return _empty(fig, ax, "similarity", "result")
-    lv = results[0].levels
-    weights = [lv["w_image"], lv["w_text"]]
+    first = results[0].breakdown
+    weights = [first.w_image, first.w_text]
     bars = wax.bar(["image", "text"], weights, color=[COLORS["image"], COLORS["text"]])
     wax.bar_label(bars, fmt="%.2f")
     wax.set_ylim(0, 1.1)
@@ -146,10 +147,10 @@ def composed_chart(results: Sequence, highlight: int | None = None) -> Figure:
     wax.set_ylabel("weight in the query")
     wax.set_title("Query weights")
     series = [
-        ("similarity to the reference image", [r.levels["image_similarity"] for r in results],
+        ("similarity to the reference image", [r.breakdown.image_similarity for r in results],
          {"color": COLORS["image"]}),
-        ("similarity to the text", [r.levels["text_similarity"] for r in results], {"color": COLORS["text"]}),
-        ("final (to the composed query)", [r.levels["final"] for r in results], {"color": COLORS["final"]}),
+        ("similarity to the text", [r.breakdown.text_similarity for r in results], {"color": COLORS["text"]}),
+        ("final (to the composed query)", [r.breakdown.final for r in results], {"color": COLORS["final"]}),
     ]
     _grouped_barh(ax, results, series, highlight, "similarity (cosine)")
     _label_final(ax)
@@ -164,10 +165,11 @@ def drill_chart(results: Sequence, highlight: int | None = None) -> Figure:
     fig, (ax,) = _figure(len(results))
     if not results:
         return _empty(fig, ax, "similarity", "result")
-    first = results[0].levels
-    series = [(f"{name} (w {first[name]['weight']:.2f})", [r.levels[name]["similarity"] for r in results],
-               {"color": COLORS[name]}) for name in ("local", "global", "reasoning")]
-    series.append(("final", [r.levels["final"] for r in results], {"color": COLORS["final"]}))
+    terms = {"local": lambda b: b.local, "global": lambda b: b.global_, "reasoning": lambda b: b.reasoning}
+    first = results[0].breakdown
+    series = [(f"{name} (w {term(first).weight:.2f})", [term(r.breakdown).similarity for r in results],
+               {"color": COLORS[name]}) for name, term in terms.items()]
+    series.append(("final", [r.breakdown.final for r in results], {"color": COLORS["final"]}))
     _grouped_barh(ax, results, series, highlight, "similarity")
     _label_final(ax)
     ax.set_title("Scores of this round: local, global, reasoning")
@@ -183,8 +185,8 @@ def rank_chart(results: Sequence, highlight: int | None = None) -> Figure:
     ax = fig.subplots()
     if not results:
         return _empty(fig, ax, "round", "rank")
-    rounds = len(results[0].levels["earlier_ranks"]) + 1
-    history = [[*r.levels["earlier_ranks"], r.rank] for r in results]
+    rounds = len(results[0].breakdown.earlier_ranks) + 1
+    history = [[*r.breakdown.earlier_ranks, r.rank] for r in results]
     worst = max(rank for ranks in history for rank in ranks if rank is not None)
     missing = 10 ** (math.log10(max(worst, 2)) + 0.25)  # below the worst rank, on the log axis
     cmap = matplotlib.colormaps["viridis"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -76,7 +78,24 @@ def launch_demo(backbone):
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m hsl_demo ARGS` in a subprocess, as a user would run it."""
+    """`hsl-demo ARGS` as a user runs it: its exit status, stdout and stderr. In this process
+    (`cli.main`), which skips 5 s of imports a call; with `env` (read at import time by some
+    libraries, e.g. HF_HUB_OFFLINE) in a subprocess, as `run_cli_subprocess` does."""
+    if env:
+        return run_cli_subprocess(*args, env=env, timeout=timeout)
+    from hsl_demo import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse: usage errors exit 2, --help exits 0
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["hsl-demo", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m hsl_demo ARGS` in a subprocess: the smoke tests of the real command."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "hsl_demo", *args], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=timeout)

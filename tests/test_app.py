@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, launch_demo
+from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
 from hsl_demo.thumbnails import Thumbnails
 from hsl_demo.ui import Handlers
@@ -214,9 +214,14 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     ("--catalog", "/no/such/catalog", "/no/such/catalog"),
     ("--looks-catalog", "/no/such/looks", "/no/such/looks"),
 ])
-def test_app_with_a_bad_model_or_catalog_exits_with_one_line(flag, value, fragment):
-    proc = subprocess.run([sys.executable, "app.py", flag, value], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+def test_serve_with_a_bad_model_or_catalog_exits_with_one_line(flag, value, fragment):
+    assert_clean_error(run_cli("serve", flag, value), fragment)
+
+
+def test_app_py_is_hsl_demo_serve():
+    """The Space entry point, run as a Space runs it (the one subprocess of this module)."""
+    proc = subprocess.run([sys.executable, "app.py", "--looks-catalog", "/no/such/looks"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hsl-demo: error: ") and fragment in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("hsl-demo: error: ") and "/no/such/looks" in lines[0]

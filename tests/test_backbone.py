@@ -42,9 +42,9 @@ def test_image_features_give_a_patch_grid(tiny_backbone):
     assert feats.grid == (8, 8) and feats.tokens.shape == (2, 64, 128)
 
 
-def test_vit_b_32_architecture_loads_without_pretrained_weights():
-    with pytest.warns(UserWarning, match="random"):
-        bb = Backbone.load("ViT-B-32", device="cpu")
+def test_vit_b_32_architecture_loads_without_pretrained_weights(caplog):
+    bb = Backbone.load("ViT-B-32", device="cpu")
+    assert "ViT-B-32: no pretrained tag given, the weights are random" in caplog.text
     assert bb.embed_dim == 512 and bb.context_length == 77
     feats = bb.image_features([Image.new("RGB", (224, 224), "blue")])
     assert feats.grid == (7, 7) and feats.tokens.shape == (1, 49, 512)

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from hsl_demo import catalog as catalog_mod
+from hsl_demo import indexing
 from hsl_demo.backbone import Backbone
-from hsl_demo.catalog import Catalog, box_crops, build_catalog, dequantize, grid_regions, quantize
+from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
+from hsl_demo.features import box_crops, dequantize, grid_regions, quantize
+from hsl_demo.indexing import build_catalog
 from hsl_demo.search import Retriever
 
 
@@ -33,7 +35,7 @@ def built(messy_images, small_images, tiny_backbone, tmp_path_factory):
 
 def test_index_skips_and_lists_unreadable_files(built):
     out, summary = built
-    assert summary["count"] == 12 and summary["index"] == "flat"
+    assert summary["count"] == 12 and summary["index"] == "Flat"
     assert sorted(s["file"] for s in summary["skipped"]) == ["broken.jpg", "notes.png"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == summary["skipped"]
@@ -138,13 +140,29 @@ def test_failed_rebuild_keeps_the_old_catalog(built, tiny_backbone, tmp_path):
 
 
 def test_large_catalogs_use_an_ivf_index(small_images, tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(catalog_mod, "IVF_THRESHOLD", 5)
+    monkeypatch.setattr(indexing, "IVF_THRESHOLD", 5)
     build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
     cat = Catalog.open(tmp_path / "cat")
-    assert cat.manifest["index"] == "ivf"
+    assert cat.manifest["index"] == "IVF1,Flat" and cat.manifest["nprobe"] == 16  # a faiss.index_factory spec
     query = cat.embeddings[4:5]
     _, rows = cat.search(query, 3)
     assert rows[0][0] == 4
+
+
+def test_the_index_type_is_a_factory_spec(small_images, tiny_backbone, tmp_path, capsys):
+    import faiss
+
+    from hsl_demo import cli
+
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False, index_spec="IVF2,Flat")
+    cat = Catalog.open(tmp_path / "cat")
+    assert cat.manifest["index"] == "IVF2,Flat" and faiss.extract_index_ivf(cat.index).nlist == 2
+    assert cat.search(cat.embeddings[7:8], 1)[1][0][0] == 7
+    code = cli.main(["index", str(small_images / "images"), "--out", str(tmp_path / "bad"), "--model",
+                     "hsl-demo-tiny", "--index", "IVF2,Nonsense"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("hsl-demo: error: --index 'IVF2,Nonsense': not a FAISS index_factory spec")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):

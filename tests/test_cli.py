@@ -3,7 +3,16 @@
 import json
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, run_cli_subprocess
+
+
+def test_the_real_command_searches_and_fails_cleanly():
+    """Smoke test of `python -m hsl_demo` in its own process (the rest of the CLI tests call
+    cli.main in-process): a search, and a bad input that exits 2 with one line."""
+    proc = run_cli_subprocess("search", "--text", "green dotted scarf", "-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].split()[0] == "1" and "Green dotted" in proc.stdout
+    assert_clean_error(run_cli_subprocess("search", "--catalog", "nowhere", "--text", "cap"), "no such catalog")
 
 
 def test_search_with_no_options_uses_the_embedded_defaults():

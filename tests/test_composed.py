@@ -88,7 +88,7 @@ def test_untrained_composed_search_ranks_by_the_equal_weight_sum(retriever):
     expected = [retriever.catalog.items[i]["id"] for i in expected if i != retriever.catalog.row("p00000")][:5]
     assert [r.id for r in results] == expected
     for r in results:
-        lv = r.levels
+        lv = r.breakdown.to_dict()
         assert lv["w_image"] == lv["w_text"] == 0.5
         assert lv["final"] == pytest.approx(r.score, abs=1e-5)
         emb = retriever.catalog.embeddings[retriever.catalog.row(r.id)]
@@ -101,9 +101,9 @@ def test_composed_search_references_and_bad_input(retriever, small_images):
 
     by_file = retriever.search_composed(small_images / "images" / "item01.jpg", "make it blue", k=3)
     assert len(by_file) == 3
-    with pytest.warns(UserWarning, match="reference image alone"):
-        alone = retriever.search_composed("p00000", "   ", k=3)
-    assert "p00000" not in [r.id for r in alone] and alone[0].levels["w_image"] == 1.0
+    alone = retriever.search_composed("p00000", "   ", k=3)
+    assert alone.notices == ["no modification text: searching by the reference image alone"]
+    assert "p00000" not in [r.id for r in alone] and alone[0].breakdown.to_dict()["w_image"] == 1.0
     with pytest.raises(HslDemoError, match="not an item id"):
         retriever.search_composed("p99999", "blue")
     broken = small_images / "broken-reference.jpg"
@@ -188,7 +188,7 @@ def test_shipped_head_turns_a_red_t_shirt_blue_and_striped(shipped, reference):
     assert (meta[0]["category"], meta[0]["color"], meta[0]["pattern"]) == ("t-shirt", "blue", "striped")
     assert all((m["color"], m["pattern"]) == ("blue", "striped") for m in meta)
     assert {"p00058", "p00059"} <= {r.id for r in results}  # both blue striped t-shirts in the top 5
-    lv = results[0].levels
+    lv = results[0].breakdown.to_dict()
     assert 0.0 < lv["w_image"] < 1.0 and lv["w_image"] + lv["w_text"] == pytest.approx(1.0)
 
 

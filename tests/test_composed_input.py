@@ -185,14 +185,14 @@ def test_empty_text_with_an_image_file_is_an_image_only_query(retriever, tmp_pat
     row = retriever.catalog.row("p00000")
     path = retriever.catalog.image_path(row)
     for text in ("", None, " \t\n"):
-        with pytest.warns(UserWarning, match="reference image alone"):
-            results = retriever.search_composed(path, text, k=3)
+        results = retriever.search_composed(path, text, k=3)
+        assert results.notices == ["no modification text: searching by the reference image alone"]
         # a file is not the catalog item: the identical photo is not dropped, it ranks first
         assert results[0].id == "p00000" and results[0].score == pytest.approx(1.0, abs=1e-3)
         for r in results:
-            assert r.levels["w_image"] == 1.0 and r.levels["w_text"] == 0.0
-            assert r.levels["text_similarity"] == 0.0
-            assert r.levels["final"] == pytest.approx(r.levels["image_similarity"], abs=1e-5)
+            assert r.breakdown.to_dict()["w_image"] == 1.0 and r.breakdown.to_dict()["w_text"] == 0.0
+            assert r.breakdown.to_dict()["text_similarity"] == 0.0
+            assert r.breakdown.to_dict()["final"] == pytest.approx(r.breakdown.to_dict()["image_similarity"], abs=1e-5)
 
 
 def test_k_larger_than_the_catalog_returns_every_other_item_once(retriever, baseline, tmp_path):

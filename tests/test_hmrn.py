@@ -114,21 +114,21 @@ def looks(demo_backbone):
 
 def test_each_round_reranks_and_remembers_earlier_ranks(looks):
     session = looks.session(k=8)
-    first = session.add("a red handbag")
+    first = session.add("a red handbag").round
     assert first.round == 1 and first.queries == ["a red handbag"]
     assert [r.rank for r in first.results] == list(range(1, 9))
-    assert all(r.levels["earlier_ranks"] == [] for r in first.results)
+    assert all(r.breakdown.to_dict()["earlier_ranks"] == [] for r in first.results)
     scores = [r.score for r in first.results]
     assert scores == sorted(scores, reverse=True)
-    second = session.add("white sneakers")
+    second = session.add("white sneakers").round
     assert second.round == 2 and second.queries == ["a red handbag", "white sneakers"]
     first_ranks = {r.id: r.rank for r in first.results}  # the top 8 of round 1, as shown then
     moved = [r for r in second.results if r.id in first_ranks]
     assert moved, "some look of round 1's top 8 should still be in round 2's"
     for r in moved:
-        assert r.levels["earlier_ranks"] == [first_ranks[r.id]]
+        assert r.breakdown.to_dict()["earlier_ranks"] == [first_ranks[r.id]]
     for r in second.results:
-        lv = r.levels
+        lv = r.breakdown.to_dict()
         assert len(lv["earlier_ranks"]) == 1 and (lv["earlier_ranks"][0] is None or lv["earlier_ranks"][0] >= 1)
         assert len(lv["per_query"]) == 2
         w = {t: lv[t]["weight"] for t in ("local", "global", "reasoning")}
@@ -138,18 +138,18 @@ def test_each_round_reranks_and_remembers_earlier_ranks(looks):
 
 def test_undo_reset_and_bad_input_keep_the_state_intact(looks):
     session = looks.session(k=5)
-    with pytest.warns(UserWarning, match="no round to undo"):
-        assert session.undo() is None
-    with pytest.warns(UserWarning, match="empty region query"):
-        assert session.add("   ") is None
+    step = session.undo()
+    assert step.round is None and step.notices == ["no round to undo"]
+    step = session.add("   ")
+    assert step.round is None and step.notices[0].startswith("empty region query: ignored")
     assert session.rounds == []
-    one = session.add("a red handbag")
-    with pytest.warns(UserWarning, match="already asked in round 1"):
-        assert session.add("A red  handbag") is one
-    two = session.add("white sneakers")
+    one = session.add("a red handbag").round
+    step = session.add("A red  handbag")
+    assert step.round is one and step.notices == ["'A red handbag' was already asked in round 1: ignored"]
+    two = session.add("white sneakers").round
     assert len(session.rounds) == 2
     back = session.undo()
-    assert back is one and session.queries == ["a red handbag"]
+    assert back.round is one and back.notices == [] and session.queries == ["a red handbag"]
     again = session.add("white sneakers")
     assert [r.id for r in again.results] == [r.id for r in two.results]  # the same round comes back
     session.reset()
@@ -178,7 +178,7 @@ def test_showcase_drill_down_brings_looks_with_both_products_to_the_top(looks):
     # measured: l0402 rank 2 -> 1, l0401 rank 7 -> 3 (l0400's handbag crop is not recognised)
     for r in rounds[1].results:
         if r.id in both:
-            assert r.levels["earlier_ranks"][0] is not None and r.levels["earlier_ranks"][0] >= r.rank
+            assert r.breakdown.earlier_ranks[0] is not None and r.breakdown.earlier_ranks[0] >= r.rank
     # round 1 is about handbags: every look in its top 5 holds a red handbag or a red bag-like product
     assert all("red" in looks.catalog.items[looks.catalog.row(i)]["title"] for i in first)
 
@@ -274,7 +274,7 @@ def test_a_head_for_another_backbone_and_too_long_query_files_are_clear_errors(l
     from hsl_demo.evaluate import evaluate
     from hsl_demo.search import Retriever
 
-    with pytest.raises(HslDemoError, match="HMRN head expects 64-d features"):
+    with pytest.raises(HslDemoError, match="hmrn head \\(drill-down\\) expects 64-d features"):
         Retriever(demo_backbone, Catalog.open("looks"), hmrn=HMRNHead(embed_dim=64))
     too_long = [{"mode": "multi", "regions": [f"item {i}" for i in range(11)], "targets": ["l0000"]}]
     with pytest.raises(HslDemoError, match="at most 10 rounds"):

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from hsl_demo.backbone import Backbone
-from hsl_demo.catalog import Catalog, build_catalog
+from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
+from hsl_demo.indexing import build_catalog
 from hsl_demo.models import head_fingerprint, load_head, save_head
 from hsl_demo.models.hsl import HSLHead
 from hsl_demo.models.similarity import aggregate, non_negative
+from hsl_demo.modes import describe
 from hsl_demo.search import Retriever
 from hsl_demo.train import HSLTrainConfig, train_hsl
 
@@ -74,8 +76,7 @@ def test_ablation_variants_pick_the_right_terms():
 def vit_b32_catalog(small_images, tmp_path_factory):
     """A randomly initialised ViT-B-32 (pretrained=None) and the small catalog indexed with it
     plus an untrained head (so the catalog carries precomputed HSL features)."""
-    with pytest.warns(UserWarning, match="random"):
-        backbone = Backbone.load("ViT-B-32", device="cpu")
+    backbone = Backbone.load("ViT-B-32", device="cpu")
     head = HSLHead(embed_dim=backbone.embed_dim)
     out = tmp_path_factory.mktemp("vitb32") / "catalog"
     build_catalog(small_images / "images", out, backbone, metadata=small_images / "metadata.jsonl",
@@ -91,30 +92,33 @@ def test_untrained_head_on_vit_b32_ranks_exactly_as_the_backbone(vit_b32_catalog
     for text in ["green dotted scarf", "a white sneaker", "black checked handbag"]:
         a, b = plain.search_text(text, k=12), hsl.search_text(text, k=12)
         assert [r.id for r in a] == [r.id for r in b]
-        assert set(a[0].levels) == {"global", "final"} and a[0].levels["final"] == pytest.approx(a[0].score, abs=1e-6)
+        assert set(a[0].breakdown.to_dict()) == {"global", "final"}  # the JSON keys of a global-only ranking
+        assert a[0].breakdown.final == pytest.approx(a[0].score, abs=1e-6)
         assert [r.score for r in b] == pytest.approx([r.score for r in a], abs=1e-6)
         for r in b:  # the breakdown is there, with zero weight on every level
-            assert r.levels["level1"]["object"]["weight"] == 0.0
-            assert r.levels["level2"]["image"]["weight"] == 0.0
-            assert -1.0 <= r.levels["level2"]["object"]["similarity"] <= 1.0
-            assert r.levels["final"] == pytest.approx(r.score, abs=1e-5)
+            assert r.breakdown.to_dict()["level1"]["object"]["weight"] == 0.0
+            assert r.breakdown.to_dict()["level2"]["image"]["weight"] == 0.0
+            assert -1.0 <= r.breakdown.to_dict()["level2"]["object"]["similarity"] <= 1.0
+            assert r.breakdown.to_dict()["final"] == pytest.approx(r.score, abs=1e-5)
 
 
-def test_precomputed_hsl_features_match_computing_them_at_load(vit_b32_catalog, tmp_path):
+def test_precomputed_hsl_features_match_computing_them_at_load(vit_b32_catalog, tmp_path, caplog):
     backbone, head, catalog = vit_b32_catalog
-    stored = catalog.hsl_image_side(head)
+    stored = describe.image_side(catalog, head)
+    assert "no HSL features precomputed" not in caplog.text
     fresh = HSLHead(embed_dim=backbone.embed_dim)  # different random blocks: not the stored features
     with torch.no_grad():
         for p in fresh.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    with pytest.warns(UserWarning, match="no HSL features precomputed"):
-        computed = catalog.hsl_image_side(fresh)
+    computed = describe.image_side(catalog, fresh)
+    assert "no HSL features precomputed for this head" in caplog.text
     assert computed.hsl_objects.shape == stored.hsl_objects.shape
     assert not np.array_equal(computed.hsl_objects, stored.hsl_objects)
     catalog_hsl, catalog.hsl = catalog.hsl, None  # as if the catalog had been indexed without a head
     try:
-        with pytest.warns(UserWarning, match="no HSL features precomputed"):
-            again = catalog.hsl_image_side(head)
+        caplog.clear()
+        again = describe.image_side(catalog, head)
+        assert "no HSL features precomputed for this head" in caplog.text
     finally:
         catalog.hsl = catalog_hsl
     # computed now = written at index time (up to one int8 step)
@@ -168,7 +172,7 @@ def test_green_dotted_scarves_come_first_with_per_level_scores(demo_retriever):
     assert results[0].title == "Green dotted scarf"
     assert [r.title for r in results[:3]].count("Green dotted scarf") == 2
     for r in results:
-        lv = r.levels
+        lv = r.breakdown.to_dict()
         assert set(lv) == {"global", "level1", "level2", "final"}
         assert set(lv["level1"]) == {"object", "image"}
         parts = [lv["global"]] + [lv[f"level{i}"][g] for i in (1, 2) for g in ("object", "image")]
@@ -181,7 +185,7 @@ def test_rerank_handles_boxes_small_catalogs_and_large_k(demo_retriever, demo_ba
     looks = Retriever(demo_retriever.backbone, Catalog.open("looks"), hsl=demo_retriever.hsl)
     assert looks.catalog.manifest["regions"]["source"] == "box-crops"
     hits = looks.search_text("a red handbag", k=5)
-    assert len(hits) == 5 and all("level2" in h.levels for h in hits)
+    assert len(hits) == 5 and all("level2" in h.breakdown.to_dict() for h in hits)
     small = Retriever(demo_retriever.backbone, Catalog.open("products"), candidates=3, hsl=demo_retriever.hsl)
     assert len(small.search_text("cap", k=7)) == 7  # k above the candidate count still gives k
     n = len(demo_retriever.catalog)

@@ -25,9 +25,10 @@ from conftest import REPO
 from PIL import Image
 
 from hsl_demo import cli
-from hsl_demo.catalog import Catalog, build_catalog
+from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
 from hsl_demo.fileio import output_lock
+from hsl_demo.indexing import build_catalog
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +300,7 @@ def test_index_skips_a_thin_strip_and_lists_why(small_images, tiny_backbone, tmp
 
 def test_reduced_images_keep_their_boxes_in_place(tiny_backbone):
     """A photo reduced on opening crops the same product as the full-size photo."""
-    from hsl_demo.catalog import box_crops
+    from hsl_demo.features import box_crops
     from hsl_demo.images import WORK_PIXELS, open_image
 
     big = Image.new("RGB", (4000, 3000), "white")

@@ -265,7 +265,8 @@ def test_cli_convert_missing_root(tmp_path):
 # ---- end to end: the metadata indexes with one region per kept phrase ---------------------------
 
 def test_metadata_indexes_into_a_catalog(vg, tmp_path, tiny_backbone):
-    from hsl_demo.catalog import Catalog, build_catalog
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.indexing import build_catalog
 
     out = tmp_path / "out"
     write_visual_genome(vg["root"], out, max_rounds=4)

@@ -9,39 +9,36 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from hsl_demo import viz
-from hsl_demo.search import SearchResult
+from hsl_demo.modes.describe import HslBreakdown
+from hsl_demo.modes.drill_down import DrillDownBreakdown
+from hsl_demo.modes.modify import ComposedBreakdown
+from hsl_demo.results import SearchResult, Term
 
 
-def result(rank: int, levels: dict) -> SearchResult:
+def result(rank: int, breakdown) -> SearchResult:
     return SearchResult(rank=rank, id=f"p{rank:05d}", title=f"Item {rank} with a rather long product title",
-                        score=levels["final"], image=Path("x.jpg"), levels=levels)
+                        score=breakdown.final, image=Path("x.jpg"), breakdown=breakdown)
 
 
 def hsl_results(n: int) -> list[SearchResult]:
-    def term(s, w):
-        return {"similarity": s, "weight": w}
-
-    return [result(i + 1, {
-        "global": term(0.7 - 0.01 * i, 0.05),
-        "level1": {"object": term(0.6, 0.0), "image": term(0.65, 0.2)},
-        "level2": {"object": term(0.7, 0.0), "image": term(0.72 - 0.02 * i, 0.75)},
-        "final": 0.71 - 0.02 * i}) for i in range(n)]
+    return [result(i + 1, HslBreakdown(
+        Term(0.7 - 0.01 * i, 0.05),
+        [{"object": Term(0.6, 0.0), "image": Term(0.65, 0.2)},
+         {"object": Term(0.7, 0.0), "image": Term(0.72 - 0.02 * i, 0.75)}],
+        0.71 - 0.02 * i)) for i in range(n)]
 
 
 def composed_results(n: int) -> list[SearchResult]:
-    return [result(i + 1, {"w_image": 0.62, "w_text": 0.38, "image_similarity": 0.8 - 0.05 * i,
-                           "text_similarity": 0.1 + 0.02 * i, "final": 0.53 - 0.01 * i}) for i in range(n)]
+    return [result(i + 1, ComposedBreakdown(0.62, 0.38, 0.8 - 0.05 * i, 0.1 + 0.02 * i, 0.53 - 0.01 * i))
+            for i in range(n)]
 
 
 def drill_results(n: int, rounds: int) -> list[SearchResult]:
     out = []
     for i in range(n):
         earlier = [None if (i + r) % 3 == 0 else 3 * i + r + 1 for r in range(rounds - 1)]
-        out.append(result(i + 1, {
-            "local": {"similarity": 0.6 - 0.01 * i, "weight": 0.6},
-            "global": {"similarity": 0.33, "weight": 0.1},
-            "reasoning": {"similarity": 0.45, "weight": 0.3},
-            "per_query": [0.5] * rounds, "final": 0.4 - 0.01 * i, "earlier_ranks": earlier}))
+        out.append(result(i + 1, DrillDownBreakdown(Term(0.6 - 0.01 * i, 0.6), Term(0.33, 0.1), Term(0.45, 0.3),
+                                                    [0.5] * rounds, 0.4 - 0.01 * i, earlier)))
     return out
 
 

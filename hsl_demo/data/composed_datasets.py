@@ -30,8 +30,8 @@ stripes"), for tests and for trying the commands without the real data.
 from __future__ import annotations
 
 import json
+import logging
 import random
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ from pathlib import Path
 from ..errors import HslDemoError
 from ..fileio import read_json_list
 from ..images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")
@@ -174,8 +176,8 @@ def load_shoes(root: str | Path, split: str) -> ComposedSplit:
             else:
                 by_name[p.name] = p
     if duplicates:
-        warnings.warn(f"{images_dir}: {len(duplicates)} image names occur in more than one folder "
-                      f"(e.g. {duplicates[0]}); the first one found is used", stacklevel=2)
+        log.warning("%s: %d image names occur in more than one folder (e.g. %s); the first one found is used",
+                    images_dir, len(duplicates), duplicates[0])
     needed = _needed_ids(gallery, triplets)
     missing = [n for n in needed if n not in by_name]
     if missing:

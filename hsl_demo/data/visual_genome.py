@@ -22,16 +22,18 @@ looks, for tests and for trying the commands without the real data.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
 import shutil
 import tempfile
-import warnings
 from pathlib import Path, PurePosixPath
 
 from ..errors import HslDemoError
 from ..fileio import atomic_dir, read_json_list, write_jsonl
+
+log = logging.getLogger(__name__)
 
 REGIONS_FILE = "region_descriptions.json"
 IMAGE_DATA_FILE = "image_data.json"
@@ -353,8 +355,8 @@ def _link_gallery(root: Path, out: Path, records: list[dict]) -> Path | None:
         os.replace(tmp, out / GALLERY_DIR)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        warnings.warn(f"could not link the converted images into {out / GALLERY_DIR} ({e.strerror or e}); "
-                      f"index {root} instead", stacklevel=3)
+        log.warning("could not link the converted images into %s (%s); index %s instead", out / GALLERY_DIR,
+                    e.strerror or e, root)
         return None
     return out / GALLERY_DIR
 

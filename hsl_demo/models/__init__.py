@@ -33,6 +33,11 @@ def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, car
             write_json(tmp / "training.json", info)
         if card:
             (tmp / "README.md").write_text(card, encoding="utf-8")
+    model_folder = Path(folder).parent
+    if (model_folder / "open_clip_config.json").is_file():  # a head of a model folder: list it there
+        from ..hub import write_model_index
+
+        write_model_index(model_folder)
 
 
 def load_head(cls: type, folder: str | Path):

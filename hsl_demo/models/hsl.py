@@ -156,18 +156,3 @@ class HSLHead(
         if which in GRANULARITIES:
             return torch.tensor([float(n.endswith("/" + which)) for n in names])
         raise ValueError(f"unknown HSL variant {which!r} (full, object, image, global)")
-
-    def breakdown(self, terms: torch.Tensor) -> list[dict]:
-        """(n, 1 + 2L) term similarities -> one JSON-ready dict per item."""
-        w = self.weights.tolist()
-        out = []
-        for row in terms.tolist():
-            entry: dict = {"global": {"similarity": round(row[0], 6), "weight": round(w[0], 6)}}
-            for lv in range(self.levels):
-                entry[f"level{lv + 1}"] = {
-                    g: {"similarity": round(row[1 + 2 * lv + i], 6), "weight": round(w[1 + 2 * lv + i], 6)}
-                    for i, g in enumerate(GRANULARITIES)
-                }
-            entry["final"] = round(sum(s * x for s, x in zip(row, w)), 6)
-            out.append(entry)
-        return out

@@ -1,0 +1,76 @@
+"""What a search returns: ranked results, each with a typed score breakdown, and notices.
+
+Every retrieval mode has its breakdown dataclass (in its mode module, hsl_demo/modes/); they
+share `Term` and the `to_dict()` that `--json` prints under "levels". Notices ("query
+ignored", "image-only search") travel with the results as data: the UI shows them as
+warnings, the CLI prints them to stderr; nothing goes through Python's warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, overload
+
+DECIMALS = 6  # what JSON output keeps
+
+
+def rounded(value: float) -> float:
+    return round(float(value), DECIMALS)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a score: a similarity and the weight it gets in the final score."""
+
+    similarity: float
+    weight: float
+
+    def to_dict(self) -> dict:
+        return {"similarity": rounded(self.similarity), "weight": rounded(self.weight)}
+
+
+class Breakdown(Protocol):
+    """Why a result scored what it did; each mode has its own dataclass."""
+
+    final: float
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass
+class SearchResult:
+    rank: int
+    id: str
+    title: str
+    score: float  # the final score the ranking is sorted by
+    image: Path
+    breakdown: Breakdown
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "id": self.id, "title": self.title, "score": rounded(self.score),
+                "image": str(self.image), "levels": self.breakdown.to_dict()}
+
+
+@dataclass
+class SearchResponse(Sequence[SearchResult]):
+    """The results of one search, best first, and its notices. A sequence of its results, so
+    `for hit in retriever.search_text(...)` reads them directly."""
+
+    results: list[SearchResult]
+    notices: list[str] = field(default_factory=list)
+
+    @overload
+    def __getitem__(self, i: int) -> SearchResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[SearchResult]: ...
+    def __getitem__(self, i):
+        return self.results[i]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[SearchResult]:
+        return iter(self.results)
