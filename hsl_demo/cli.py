@@ -26,6 +26,22 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _trainer(what, name: str, help: str, model: bool = True) -> argparse.ArgumentParser:
+    """A `train NAME` parser with the flags every trainer has."""
+    t = what.add_parser(name, help=help)
+    if model:
+        t.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
+    t.add_argument("--out", default=None, help=f"model folder{'' if not model else f' to write {name}/ into'} "
+                   "(default: checkpoints/demo)")
+    t.add_argument("--steps", type=_positive_int, default=None)
+    t.add_argument("--batch-size", type=_positive_int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="write a resumable checkpoint (OUT/.checkpoint/) every N steps")
+    t.add_argument("--resume", action="store_true", help="continue the run checkpointed in OUT/.checkpoint/")
+    return t
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HMRN_VARIANTS, HSL_VARIANTS
 
@@ -42,37 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the demo backbone or a head")
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    b = what.add_parser("backbone", help="contrastive training of the demo backbone from scratch")
-    b.add_argument("--out", default=None, help="model folder (default: checkpoints/demo)")
-    b.add_argument("--steps", type=_positive_int, default=None)
-    b.add_argument("--batch-size", type=_positive_int, default=None)
+    b = _trainer(what, "backbone", "contrastive training of the demo backbone from scratch", model=False)
     b.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
-    b.add_argument("--seed", type=int, default=None)
-    h = what.add_parser("hsl", help="train the HSL head on a frozen backbone")
-    h.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
-    h.add_argument("--out", default=None, help="model folder to write hsl/ into (default: checkpoints/demo)")
-    h.add_argument("--steps", type=_positive_int, default=None)
-    h.add_argument("--batch-size", type=_positive_int, default=None)
+    h = _trainer(what, "hsl", "train the HSL head on a frozen backbone")
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
-    h.add_argument("--seed", type=int, default=None)
-    m = what.add_parser("hmrn", help="train the HMRN drill-down head on rendered looks")
-    m.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
-    m.add_argument("--out", default=None, help="model folder to write hmrn/ into (default: checkpoints/demo)")
-    m.add_argument("--steps", type=_positive_int, default=None)
-    m.add_argument("--batch-size", type=_positive_int, default=None)
+    m = _trainer(what, "hmrn", "train the HMRN drill-down head on rendered looks")
     m.add_argument("--looks", type=_positive_int, default=None, help="rendered training looks (default 3000)")
-    m.add_argument("--seed", type=int, default=None)
-    c = what.add_parser("composed", help="train the composed-query head (stage 2 domain, then stage 3 hybrid)")
+    c = _trainer(what, "composed", "train the composed-query head (stage 2 domain, then stage 3 hybrid)")
     c.add_argument("--stage", choices=("domain", "hybrid"), default="hybrid",
                    help="domain: attribute-text matching; hybrid: all modifications, resuming from the domain "
                    "head in OUT/composed when there is one")
-    c.add_argument("--model", help="backbone: model folder, Hub repo id or open_clip name (default: embedded)")
-    c.add_argument("--out", default=None, help="model folder to write composed/ into (default: checkpoints/demo)")
-    c.add_argument("--steps", type=_positive_int, default=None)
-    c.add_argument("--batch-size", type=_positive_int, default=None)
     c.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
-    c.add_argument("--seed", type=int, default=None)
     c.add_argument("--fixed-weights", dest="adaptive", action="store_false", default=None,
                    help="ablation: the combiner without adaptive weights (w_image = w_text = 0.5)")
     c.add_argument("--dataset", choices=("fashioniq", "shoes"),
@@ -157,20 +154,12 @@ def _cmd_make_demo_catalog(args) -> None:
 def _cmd_train(args) -> None:
     from dataclasses import replace
 
+    from . import training
     from .defaults import DEFAULT_MODEL_DIR
-    from .train import (
-        BackboneTrainConfig,
-        ComposedTrainConfig,
-        HMRNTrainConfig,
-        HSLTrainConfig,
-        train_backbone,
-        train_composed,
-        train_hmrn,
-        train_hsl,
-    )
 
     log = lambda m: print(m, flush=True)  # noqa: E731
-    names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks")
+    names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
+             "checkpoint_every")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:
@@ -185,14 +174,15 @@ def _cmd_train(args) -> None:
         # the default folder holds the embedded backbone's heads: one for another backbone goes elsewhere
         raise HslDemoError("--model needs --out (a model folder for that backbone's heads)")
     out = args.out or DEFAULT_MODEL_DIR
+    config, train = {"backbone": (training.BackboneTrainConfig, training.train_backbone),
+                     "hsl": (training.HSLTrainConfig, training.train_hsl),
+                     "hmrn": (training.HMRNTrainConfig, training.train_hmrn),
+                     "composed": (training.ComposedTrainConfig, training.train_composed)}[args.what]
+    cfg = replace(config(), **overrides)
     if args.what == "backbone":
-        train_backbone(out, replace(BackboneTrainConfig(), **overrides), log=log)
-    elif args.what == "hsl":
-        train_hsl(out, args.model, replace(HSLTrainConfig(), **overrides), log=log)
-    elif args.what == "hmrn":
-        train_hmrn(out, args.model, replace(HMRNTrainConfig(), **overrides), log=log)
+        train(out, cfg, log=log, resume=args.resume)
     else:
-        train_composed(out, args.model, replace(ComposedTrainConfig(), **overrides), log=log)
+        train(out, args.model, cfg, log=log, resume=args.resume)
 
 
 def _cmd_index(args) -> None:

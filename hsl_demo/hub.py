@@ -127,7 +127,8 @@ def publishable_files(folder: Path) -> list[Path]:
     and README.md, at any depth (pickled weights, logs and the rest stay home). Symbolic links
     are followed: a model downloaded from the Hub is a cache snapshot made of them."""
     return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()
-                  and (p.suffix in PUSH_SUFFIXES or p.name == "README.md"))
+                  and (p.suffix in PUSH_SUFFIXES or p.name == "README.md")
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # .checkpoint/
 
 
 def model_card(folder: Path, repo_id: str) -> str:

@@ -130,7 +130,7 @@ def test_held_out_composed_queries_evaluate_and_untrained_adaptive_is_the_sum(re
 def test_progressive_training_domain_then_hybrid_resumes(tmp_path):
     import json
 
-    from hsl_demo.train import ComposedTrainConfig, train_composed
+    from hsl_demo.training import ComposedTrainConfig, train_composed
 
     small = dict(steps=8, batch_size=32, variants=1, limit_combos=300, warmup=2, hidden=32)
     domain = train_composed(tmp_path, "hsl-demo-tiny", ComposedTrainConfig(stage="domain", **small), log=lambda m: None)

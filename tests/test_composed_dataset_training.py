@@ -21,7 +21,7 @@ from hsl_demo.errors import HslDemoError
 from hsl_demo.evaluate import encode_composed_split, evaluate_composed_dataset, score_composed_split
 from hsl_demo.models import load_head
 from hsl_demo.models.composed import ComposedHead
-from hsl_demo.train import ComposedTrainConfig, DatasetTriplets, train_composed
+from hsl_demo.training import ComposedTrainConfig, DatasetTriplets, train_composed
 
 QUICK = dict(steps=30, batch_size=16, hidden=32, warmup=3, lr=3e-3)
 

@@ -220,7 +220,7 @@ def test_shipped_hmrn_rises_round_over_round_and_beats_local_only(looks):
 
 # ---- training ----------------------------------------------------------------------------------
 def test_a_few_hmrn_training_steps_lower_the_loss_and_save_a_loadable_head(tmp_path):
-    from hsl_demo.train import HMRNTrainConfig, train_hmrn
+    from hsl_demo.training import HMRNTrainConfig, train_hmrn
 
     cfg = HMRNTrainConfig(steps=30, batch_size=16, looks=48, warmup=2, dim=32, sim_dim=8, lr=3e-3)
     info = train_hmrn(tmp_path, None, cfg, log=lambda m: None)

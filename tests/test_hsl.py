@@ -15,7 +15,7 @@ from hsl_demo.models.hsl import HSLHead
 from hsl_demo.models.similarity import aggregate, non_negative
 from hsl_demo.modes import describe
 from hsl_demo.search import Retriever
-from hsl_demo.train import HSLTrainConfig, train_hsl
+from hsl_demo.training import HSLTrainConfig, train_hsl
 
 
 def _terms(head: HSLHead, n_text: int = 3, n_items: int = 5, regions: int = 4, seed: int = 0):

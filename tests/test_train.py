@@ -4,7 +4,7 @@ import torch
 
 from hsl_demo.backbone import Backbone
 from hsl_demo.data.attributes import Attributes
-from hsl_demo.train import BackboneTrainConfig, mentions_match, multi_positive_infonce, train_backbone
+from hsl_demo.training import BackboneTrainConfig, mentions_match, multi_positive_infonce, train_backbone
 
 
 def test_attribute_sharing_products_are_positives():
@@ -60,7 +60,7 @@ def test_extra_negative_columns_count_in_the_query_direction_only():
 def test_demo_triplets_bring_look_alike_negatives_into_the_gallery():
     import random
 
-    from hsl_demo.train import DemoTriplets
+    from hsl_demo.training import DemoTriplets
 
     attrs = [Attributes(c, col, p) for c in ("t-shirt", "gloves", "cap") for col in ("red", "blue")
              for p in ("plain", "striped") for _ in range(2)]
@@ -77,3 +77,36 @@ def test_demo_triplets_bring_look_alike_negatives_into_the_gallery():
         assert not batch.positives[q, 6 + 3 * q + 2]
     plain = DemoTriplets(attrs, ("color",), hard_negatives=False).sample(4, random.Random(0))
     assert len(plain.gallery) == 4
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    """The one training loop checkpoints (safetensors + JSON: weights, optimizer, schedule and
+    random states) and `resume` continues exactly: killed at step 3 of 4, checkpointed at
+    step 2, resumed, it ends with the weights of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from hsl_demo.training import HSLTrainConfig, train_hsl
+
+    cfg = HSLTrainConfig(steps=4, batch_size=16, variants=1, limit_combos=40, warmup=1, dim=32, checkpoint_every=2,
+                         log_every=1)
+    straight_info = train_hsl(tmp_path / "straight", "hsl-demo-tiny", cfg, log=lambda m: None)
+
+    def killed_at_step_3(message: str) -> None:
+        if "step 3/4" in message:
+            raise KeyboardInterrupt
+
+    try:
+        train_hsl(tmp_path / "resumed", "hsl-demo-tiny", cfg, log=killed_at_step_3)
+    except KeyboardInterrupt:
+        pass
+    state = tmp_path / "resumed" / ".checkpoint" / "hsl"
+    assert json.loads((state / "train_state.json").read_text())["step"] == 2
+    assert not (tmp_path / "resumed" / "hsl").exists()
+    seen = []
+    info = train_hsl(tmp_path / "resumed", "hsl-demo-tiny", cfg, log=seen.append, resume=True)
+    assert any("resuming at step 3/4" in m for m in seen)
+    straight = load_file(tmp_path / "straight" / "hsl" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "hsl" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert info["losses"] == straight_info["losses"]  # the loss history is carried over the restart
+    assert not (tmp_path / "resumed" / ".checkpoint").exists()  # removed once the run has finished

@@ -18,21 +18,19 @@ from ..errors import HslDemoError
 from ..fileio import atomic_dir, write_json
 
 
-def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, card: str | None = None) -> None:
+def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, card: dict | None = None) -> None:
     """Write `head` with save_pretrained into `folder`, replacing it in one rename.
 
-    Weights are stored in float16. `info` (how it was trained) goes to training.json; `card`, if given, replaces the
-    mixin's generic README.md model card.
+    Weights are stored in float16. `info` (how it was trained) goes to training.json; `card`
+    fills the head class's model card template (the mixin writes README.md from it).
     """
     with atomic_dir(folder) as tmp:
         # float16 on disk halves the size (the repo ships these); loading casts back to float32,
         # and the head in memory is rounded the same way so its fingerprint matches the file's.
-        head.to(torch.float16).save_pretrained(tmp)
+        head.to(torch.float16).save_pretrained(tmp, model_card_kwargs=card or {})
         head.to(torch.float32)
         if info:
             write_json(tmp / "training.json", info)
-        if card:
-            (tmp / "README.md").write_text(card, encoding="utf-8")
     model_folder = Path(folder).parent
     if (model_folder / "open_clip_config.json").is_file():  # a head of a model folder: list it there
         from ..hub import write_model_index

@@ -36,11 +36,28 @@ class ComposedQuery:
     w_text: torch.Tensor  # (B,) how much the modification text counts (w_image + w_text = 1)
 
 
+# The model card save_pretrained writes (the Hub mixin's card support): filled by the trainer.
+COMPOSED_CARD = """---
+{{ card_data }}
+---
+# Composed-query head (hsl-demo)
+
+A reference image plus a modification text ("make it blue and striped") composed into one
+query, after "Progressive Learning for Image Retrieval with Hybrid-Modality Queries" (Zhao,
+Song, Jin; SIGIR 2022) with a CLIP4Cir-style combiner: normalize(w_image * image + w_text *
+text + residual). Image/text weights: {{ weights }}.
+
+Trained by `{{ trained_by }}` ({{ steps }} steps, batch {{ batch }}) on the frozen backbone
+`{{ backbone }}`. hsl-demo loads it from the `composed/` subfolder of a model folder.
+"""
+
+
 class ComposedHead(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="hsl-demo",
     tags=["hsl-demo", "composed-image-retrieval", "open_clip"],
+    model_card_template=COMPOSED_CARD,
 ):
     def __init__(self, embed_dim: int = 512, hidden: int = 512, dropout: float = 0.1, adaptive: bool = True):
         super().__init__()

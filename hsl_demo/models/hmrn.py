@@ -65,11 +65,29 @@ class HMRNScores:
     per_query: torch.Tensor  # (Q, N, T) the local score of each query alone
 
 
+# The model card save_pretrained writes (the Hub mixin's card support): filled by the trainer.
+HMRN_CARD = """---
+{{ card_data }}
+---
+# HMRN head (hsl-demo)
+
+Hierarchical Matching and Reasoning head for drill-down search: region queries added round
+by round are matched against an image's regions at the local level (query-to-region
+attention), at the context-aware global level (attention-pooled queries vs attention-pooled
+image), and by graph reasoning over query-region similarity vectors. Final score weights:
+{{ weights }}, the reasoning weight growing with the round.
+
+Trained by `hsl-demo train hmrn` ({{ steps }} steps, batch {{ batch }}, {{ looks }} rendered looks) on
+the frozen backbone `{{ backbone }}`. hsl-demo loads it from the `hmrn/` subfolder of a model folder.
+"""
+
+
 class HMRNHead(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="hsl-demo",
     tags=["hsl-demo", "multi-query-image-retrieval", "open_clip"],
+    model_card_template=HMRN_CARD,
 ):
     def __init__(
         self,

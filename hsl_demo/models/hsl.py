@@ -51,11 +51,29 @@ class TextSide:
     images: torch.Tensor  # (B, L, d) query vectors for image granularity
 
 
+# The model card save_pretrained writes (the Hub mixin's card support): filled by the trainer.
+HSL_CARD = """---
+{{ card_data }}
+---
+# HSL head (hsl-demo)
+
+Hierarchical Similarity Learning re-ranking head: {{ levels }} stacked encoder levels (width
+{{ dim }}) over the backbone's region and text-token features; at each level an object- and an
+image-granularity similarity, combined with the backbone's global cosine by learned
+non-negative weights ({{ weights }}).
+
+Trained by `hsl-demo train hsl` ({{ steps }} steps, batch {{ batch }}) on the frozen backbone
+`{{ backbone }}`. Load with `hsl_demo.models.hsl.HSLHead.from_pretrained(folder)`; hsl-demo loads
+it from the `hsl/` subfolder of a model folder.
+"""
+
+
 class HSLHead(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="hsl-demo",
     tags=["hsl-demo", "image-retrieval", "open_clip"],
+    model_card_template=HSL_CARD,
 ):
     def __init__(
         self,

@@ -1,0 +1,156 @@
+"""`hsl-demo train hmrn`: the HMRN drill-down head on a frozen backbone, saved to `OUT/hmrn`,
+trained on freshly rendered looks of the demo catalog's training combinations."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.attributes import Attributes, describe
+from ..data.demo import all_combinations, held_out_combinations
+from ..models import save_head
+from .common import MENTIONS, multi_positive_infonce
+from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
+
+
+@dataclass
+class HMRNTrainConfig(TrainConfig):
+    steps: int = 1500
+    batch_size: int = 48  # looks; every round of each is a query set, so ~170 query sets a step
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    looks: int = 3000  # freshly rendered training looks (training combinations only)
+    dim: int = 128
+    sim_dim: int = 32  # the reasoning graph runs on every (query set, look) pair: keep it narrow
+    reasoning_steps: int = 3
+    # How drill-down users name a product: mostly colour and category ("a red handbag"), often
+    # in the plural ("white sneakers"). Weights over MENTIONS: both, colour only, pattern only, neither.
+    mention_weights: tuple[float, ...] = (0.4, 0.4, 0.1, 0.1)
+    plural: float = 0.25
+    # the seed's loss: 0.6 local + 0.3 reasoning + 0.1 global, each a symmetric InfoNCE
+    local_loss: float = 0.6
+    reasoning_loss: float = 0.3
+    global_loss: float = 0.1
+
+
+@dataclass
+class LookPool:
+    """Rendered looks encoded once by the frozen backbone, with catalog-identical box regions."""
+
+    items: list[list[Attributes]]
+    embeds: torch.Tensor  # (N, D)
+    regions: torch.Tensor  # (N, R, D)
+    mask: torch.Tensor  # (N, R)
+
+
+@torch.no_grad()
+def render_look_pool(backbone, count: int, seed: int, catalog_seed: int = 0, limit_combos: int = 0,
+                     batch: int = 64) -> LookPool:
+    """`count` looks of 2 to 5 products of the training combinations (one of each category),
+    rendered and encoded as `hsl-demo index` would (box-crop embeddings, int8 round trip)."""
+    from tqdm.auto import tqdm
+
+    from ..data.demo import render_look
+    from ..features import dequantize, quantize, region_features_for
+
+    rng = random.Random(seed)
+    held = held_out_combinations(catalog_seed)
+    combos = [a for a in all_combinations() if a not in held]
+    if limit_combos:
+        combos = rng.sample(combos, min(limit_combos, len(combos)))
+    looks, embeds, regions = [], [], []
+    for start in tqdm(range(0, count, batch), desc="render looks"):
+        images, boxes = [], []
+        categories = len({a.category for a in combos})
+        for _ in range(min(batch, count - start)):
+            n = min(rng.randint(2, 5), categories)  # one product of each category per look
+            items: list[Attributes] = []
+            while len(items) < n:
+                a = rng.choice(combos)
+                if a.category not in {b.category for b in items}:
+                    items.append(a)
+            image, placed = render_look(items, rng)
+            looks.append(items)
+            images.append(image)
+            boxes.append(placed)
+        feats, per_image = region_features_for(backbone, images, boxes)
+        embeds.append(feats.embeds.cpu().float())
+        regions.extend(dequantize(*quantize(r)) for r in per_image)
+    r_max = max(len(r) for r in regions)
+    region_arr = torch.zeros(len(regions), r_max, regions[0].shape[-1])
+    mask = torch.zeros(len(regions), r_max, dtype=torch.bool)
+    for i, r in enumerate(regions):
+        region_arr[i, :len(r)], mask[i, :len(r)] = r, True
+    return LookPool(looks, torch.cat(embeds), region_arr, mask)
+
+
+def _query_key(a: Attributes, mention: tuple[bool, bool]) -> tuple:
+    return (a.category, a.color if mention[0] else None, a.pattern if mention[1] else None)
+
+
+def _look_keys(items: list[Attributes]) -> set[tuple]:
+    """Every query key a look answers (each item under every mention)."""
+    return {_query_key(a, m) for a in items for m in MENTIONS}
+
+
+def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=print, resume: bool = False) -> dict:
+    """Train the HMRN head on a frozen backbone and save it to `out`/hmrn.
+
+    Each training look gives one query per product (its caption, with colour and pattern
+    mentioned as users do), in a shuffled order; the loss covers every round: at round n the
+    first n queries are scored against every look of the batch. Another look counts as a
+    positive when it answers every query so far.
+    """
+    from ..backbone import Backbone
+    from ..models.hmrn import TERMS, HMRNHead
+
+    rng = seed_everything(cfg.seed)
+    backbone = Backbone.load(model)
+    pool = render_look_pool(backbone, cfg.looks, cfg.seed + 7, cfg.catalog_seed, cfg.limit_combos)
+    keys = [_look_keys(items) for items in pool.items]
+    head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
+                    reasoning_steps=cfg.reasoning_steps)
+    max_items = pool.mask.shape[1]
+
+    def step(_: int) -> Step:
+        idx = rng.sample(range(len(pool.items)), min(cfg.batch_size, len(pool.items)))
+        texts, query_keys, counts = [], [], []
+        for i in idx:
+            items = list(pool.items[i])
+            rng.shuffle(items)
+            mentions = rng.choices(MENTIONS, cfg.mention_weights, k=len(items))
+            texts.extend(describe(a, rng, m, rng.random() < cfg.plural) for a, m in zip(items, mentions))
+            query_keys.append([_query_key(a, m) for a, m in zip(items, mentions)])
+            counts.append(len(items))
+        # One row per (look, round): round n of a look is its first n queries. Every round of
+        # every look is scored against every look of the batch in one pass.
+        flat = torch.from_numpy(backbone.encode_text(texts))
+        offsets = [0, *itertools.accumulate(counts)]
+        rows = [(b, n) for b, c in enumerate(counts) for n in range(1, c + 1)]
+        queries = torch.zeros(len(rows), max_items, flat.shape[1])
+        query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
+        for r, (b, n) in enumerate(rows):
+            queries[r, :n] = flat[offsets[b]:offsets[b] + n]
+            query_mask[r, :n] = True
+        positives = torch.tensor([[all(k in keys[j] for k in query_keys[b][:n]) for j in idx] for b, n in rows])
+        s = head.scores(queries, query_mask, head.encode_images(pool.embeds[idx], pool.regions[idx], pool.mask[idx]))
+        scale = head.logit_scale.exp().clamp(max=100)
+        parts = torch.stack([multi_positive_infonce(scale * t, positives) for t in (s.local, s.global_, s.reasoning)])
+        loss = cfg.local_loss * parts[0] + cfg.global_loss * parts[1] + cfg.reasoning_loss * parts[2]
+        return Step(loss, {"loss": loss.item(), "local": parts[0].item(), "global": parts[1].item(),
+                           "reasoning": parts[2].item()})
+
+    result = fit(head, step, cfg, name="hmrn", rng=rng, log=log, checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn",
+                 resume=resume)
+    info = {"trained_by": "hsl-demo train hmrn", "backbone": backbone.portable_id, "config": asdict(cfg),
+            "losses": result.losses, "train_seconds": round(result.seconds)}
+    save_head(head, Path(out) / "hmrn", info, card={
+        "backbone": backbone.portable_id, "steps": cfg.steps, "batch": cfg.batch_size, "looks": cfg.looks,
+        "weights": ", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights))})
+    log(f"saved HMRN head to {Path(out) / 'hmrn'}")
+    return info
