@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from . import viz
+from . import modes, viz
 from .errors import HslDemoError
 from .images import open_image
 from .search import DrillDownSession, Retriever, SearchResult
@@ -262,7 +262,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             f"Catalogs: **{products.catalog.name}** ({len(products.catalog)} products) for Describe and Modify, "
             f"**{looks.catalog.name}** ({len(looks.catalog)} looks) for Drill down."
         )
-        with gr.Tab("Describe"):
+        with gr.Tab(modes.MODES["describe"].title):
             with gr.Row():
                 text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
                                   elem_id="describe-text")
@@ -280,7 +280,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             text.submit(h.describe, [text, k], outputs, **private)
             gallery.select(h.describe_select, [found], [chart], **private)
 
-        with gr.Tab("Modify"):
+        with gr.Tab(modes.MODES["modify"].title):
             gr.Markdown("Start from a product (upload a photo, or pick one), say what to change. Click a result "
                         "to make it the next reference and walk through the catalog step by step.")
             with gr.Row():
@@ -312,7 +312,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             reference.upload(lambda: "", None, ref_id, **private)
             reference.clear(lambda: "", None, ref_id, **private)
 
-        with gr.Tab("Drill down"):
+        with gr.Tab(modes.MODES["drill-down"].title):
             gr.Markdown("Describe a look one product at a time: each round adds a region query and re-ranks "
                         f"the looks with all the queries so far (at most {looks.hmrn.max_rounds} rounds).")
             with gr.Row():

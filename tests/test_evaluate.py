@@ -15,4 +15,5 @@ def test_backbone_held_out_text_recall_floor(demo_backbone):
     metrics = evaluate(Retriever(demo_backbone, Catalog.open("products")), queries)
     assert metrics["queries"] == len(queries) > 200
     assert metrics["R@10"] >= HELD_OUT_TEXT_R10_FLOOR, metrics
-    assert metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"]
+    # the backbone alone (no head: the FAISS global cosine), exactly the README's held-out figures
+    assert (metrics["R@1"], metrics["R@5"], metrics["R@10"]) == (138 / 224, 205 / 224, 219 / 224)
