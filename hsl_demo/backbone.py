@@ -120,6 +120,9 @@ class Backbone:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
         except RuntimeError as e:
             raise HslDemoError(f"model {spec!r}: {e}") from None
+        except Exception as e:  # a .safetensors file that is not one: safetensors' own error type
+            raise HslDemoError(f"model {spec!r}: the weights could not be read ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120]})") from None
         finally:
             logging.getLogger().disabled = was
         return cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
@@ -130,7 +133,10 @@ class Backbone:
         """The model's name as files that travel (catalog manifests, model cards) record it: a
         Hub id or open_clip name as given, a folder inside this repository relative to it, any
         other folder by its name alone (never a builder's absolute path)."""
-        if self.folder is None or not Path(self.model_id).expanduser().exists():
+        if self.folder is None:
+            name, _, tag = self.model_id.partition(":")
+            return f"{name}:{Path(tag).name}" if tag and Path(tag).expanduser().exists() else self.model_id
+        if not Path(self.model_id).expanduser().exists():
             return self.model_id
         folder = self.folder.resolve()
         root = REPO_ROOT.resolve()

@@ -52,8 +52,13 @@ def _read_manifest(path: Path) -> dict:
         raise HslDemoError(f"{path}: not valid JSON ({e.msg})") from None
     except UnicodeDecodeError:
         raise HslDemoError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise HslDemoError(f"{path}: nested too deeply to be a catalog manifest") from None
     if not isinstance(manifest, dict):
         raise HslDemoError(f"{path}: expected a JSON object, found a {type(manifest).__name__}; rebuild the catalog")
+    heads = manifest.get("heads", {})
+    if isinstance(heads, dict) and not all(isinstance(v, dict) for v in heads.values()):
+        raise HslDemoError(f"{path}: each entry of \"heads\" must be a JSON object; rebuild the catalog")
     for key, kind in MANIFEST_SECTIONS.items():
         if key in manifest and not isinstance(manifest[key], kind):
             raise HslDemoError(f"{path}: \"{key}\" must be a JSON {'object' if kind is dict else 'list'}, "
@@ -77,10 +82,29 @@ def _check_region_arrays(root: Path, regions: np.ndarray, scale: np.ndarray, mas
     if regions.ndim != 3 or regions.dtype != np.int8:
         raise HslDemoError(f"{root}: regions.npy must be (items, regions, dim) int8, found {regions.shape} "
                            f"{regions.dtype}; rebuild it")
-    for name, array in (("region_scale.npy", scale), ("region_mask.npy", mask)):
-        if array.shape != regions.shape[:2]:
-            raise HslDemoError(f"{root}: {name} has shape {array.shape}, regions.npy needs {regions.shape[:2]}; "
-                               "rebuild it")
+    _check_array(root, "region_scale.npy", scale, regions.shape[:2], "f")
+    _check_array(root, "region_mask.npy", mask, regions.shape[:2], "b")
+
+
+def _check_array(root: Path, name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
+    """`array` (catalog file `name`) has `shape` (None: any size on that axis) and dtype kind."""
+    fits = array.ndim == len(shape) and all(want is None or got == want for got, want in zip(array.shape, shape))
+    if not fits or array.dtype.kind != kind:
+        wanted = "x".join("?" if n is None else str(n) for n in shape)
+        raise HslDemoError(f"{root}: {name} is {array.shape} {array.dtype}, expected {wanted} of kind "
+                           f"{kind!r}; rebuild the catalog")
+
+
+def _check_hsl_arrays(root: Path, hsl: dict[str, np.ndarray], n: int) -> None:
+    """The HSL image side: objects (N, L, R, d) int8 with (N, L, R) scales, pooled (N, L, d)
+    int8 with (N, L) scales, mask (N, R) bool."""
+    objects = hsl["hsl_objects"]
+    _check_array(root, "hsl_objects.npy", objects, (n, None, None, None), "i")
+    _, levels, regions, dim = objects.shape
+    _check_array(root, "hsl_object_scale.npy", hsl["hsl_object_scale"], (n, levels, regions), "f")
+    _check_array(root, "hsl_pooled.npy", hsl["hsl_pooled"], (n, levels, dim), "i")
+    _check_array(root, "hsl_pooled_scale.npy", hsl["hsl_pooled_scale"], (n, levels), "f")
+    _check_array(root, "hsl_mask.npy", hsl["hsl_mask"], (n, regions), "b")
 
 
 @dataclass
@@ -138,6 +162,9 @@ class Catalog:
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
         _check_items(items, root / "items.jsonl")
         _check_region_arrays(root, regions, scale, mask)
+        if index.d != regions.shape[2]:
+            raise HslDemoError(f"{root}: index.faiss holds {index.d}-d vectors, regions.npy {regions.shape[2]}-d; "
+                               "rebuild it")
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = int(manifest.get("nprobe", 16))
         if manifest.get("regions", {}).get("source") == "boxes":
@@ -150,16 +177,19 @@ class Catalog:
                 hsl = {k: np.load(root / f"{k}.npy", allow_pickle=False, mmap_mode="r") for k in HSL_FILES}
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
-            if any(len(a) != len(items) for a in hsl.values()):
-                raise HslDemoError(f"{root}: HSL features disagree with the item count; rebuild it")
+            _check_hsl_arrays(root, hsl, len(items))
         return cls(root, manifest, items, index, regions, scale, mask, hsl)
 
     def check_model(self, backbone: Backbone) -> None:
         """A clear error if the catalog was encoded by a different model than `backbone`."""
         meta = self.manifest.get("model", {})
-        probe = np.asarray(meta.get("probe", []), dtype=np.float32)
+        try:
+            probe = np.asarray(meta.get("probe", []), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise HslDemoError(f"{self.root}: manifest.json's model probe is not a list of numbers; rebuild "
+                               "the catalog") from None
         mine = np.asarray(backbone.probe(), dtype=np.float32)
-        same = probe.shape == mine.shape and float(probe @ mine) / (
+        same = probe.shape == mine.shape and self.index.d == backbone.embed_dim and float(probe @ mine) / (
             np.linalg.norm(probe) * np.linalg.norm(mine) + 1e-8) >= PROBE_MIN_COSINE
         if not same:
             raise HslDemoError(

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,10 +15,12 @@ from .errors import HslDemoError
 
 
 @contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, replaceable: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to `final`; on success it replaces `final` in one rename.
 
     On any error (or Ctrl-C) the temporary folder is removed and `final` is left untouched.
+    `replaceable(final)`, called right before an existing `final` is replaced, may raise to keep
+    it (a file that appeared in it while the content was being made).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +28,8 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _normal_modes(tmp)
+        if final.exists() and replaceable is not None:
+            replaceable(final)
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
@@ -47,10 +51,15 @@ def output_lock(final: str | Path) -> Iterator[list[str]]:
     by `atomic_dir`) are cleaned: a previous output moved aside but never replaced is put back,
     the rest removed. Yields one note per leftover cleaned.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(os.path.abspath(final))
+    if not final.name:
+        raise HslDemoError(f"{final}: not a folder that can be written (choose a folder below it)")
     lock_path = final.with_name(f".{final.name}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise HslDemoError(f"{final}: cannot write there ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

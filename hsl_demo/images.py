@@ -20,6 +20,10 @@ MAX_ASPECT_RATIO = 20
 # Pillow's in-memory size of a full decode (4 bytes a pixel for colour): with the reduced copy
 # below, one image stays well under 200 MB. JPEGs decode at a reduced scale and rarely reach it.
 MAX_DECODE_BYTES = 100 * 2**20
+# The formats opened, and what a full decode costs in bytes a pixel beyond Pillow's own image
+# (WebP decodes through full-size buffers of its own; JPEG decodes at a reduced scale). Anything
+# else (AVIF, EPS through Ghostscript, ...) is refused whatever its file name says.
+DECODE_FACTOR = {"JPEG": 1, "PNG": 1, "TIFF": 1, "BMP": 1, "GIF": 1, "WEBP": 4}
 # Every opened image is reduced to at most this many pixels: plenty for a model input and
 # for region crops, and it bounds every later conversion.
 WORK_PIXELS = 2048 * 2048
@@ -49,16 +53,19 @@ def open_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         if isinstance(source, Image.Image):
             image = source
         else:
-            image = opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            image = opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                        formats=list(DECODE_FACTOR))
         width, height = image.size
         _check_size(name, width, height)
         factor = max(1, math.ceil(math.sqrt(width * height / WORK_PIXELS)))
         if factor > 1 and image.format == "JPEG":
             image.draft(image.mode, (width // factor, height // factor))  # decode at 1/2, 1/4 or 1/8 scale
-        decoded = image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
+        decoded = (image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
+                   * DECODE_FACTOR.get(image.format or "", 1))
         if decoded > MAX_DECODE_BYTES:
-            raise HslDemoError(f"{name}: {width}x{height} {image.mode} pixels need {decoded // 2**20} MB to decode "
-                               f"(limit {MAX_DECODE_BYTES // 2**20} MB); save it smaller or as JPEG")
+            raise HslDemoError(f"{name}: {width}x{height} {image.mode} {image.format or ''} pixels need "
+                               f"{decoded // 2**20} MB to decode (limit {MAX_DECODE_BYTES // 2**20} MB); "
+                               "save it smaller or as JPEG")
         orientation = image.getexif().get(0x0112, 1)  # PNG: this decodes the image (EXIF may come last)
         image.load()
         factor = max(1, math.ceil(math.sqrt(image.size[0] * image.size[1] / WORK_PIXELS)))
@@ -84,7 +91,11 @@ def open_image(source: str | Path | bytes | Image.Image) -> Image.Image:
         raise HslDemoError(f"{name}: too many pixels (decompression-bomb guard)") from None
     except MemoryError:
         raise HslDemoError(f"{name}: too large to decode in the memory available") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except OSError as e:
+        if e.errno is not None:  # the file system's refusal (permissions...), without the full path
+            raise HslDemoError(f"{name}: unreadable ({e.strerror})") from None
+        raise HslDemoError(f"{name}: corrupt or truncated image ({e})") from None
+    except (ValueError, SyntaxError) as e:
         raise HslDemoError(f"{name}: corrupt or truncated image ({e})") from None
     finally:
         if opened is not None:  # what is returned is always a converted copy
@@ -92,6 +103,8 @@ def open_image(source: str | Path | bytes | Image.Image) -> Image.Image:
 
 
 def _check_size(name: str, width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise HslDemoError(f"{name}: an empty image ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
         raise HslDemoError(f"{name}: {width}x{height} pixels is too large (limit {MAX_PIXELS // 1_000_000} megapixels)")
     if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):

@@ -10,7 +10,9 @@ rename, and only where nothing but an older catalog would be replaced (see
 from __future__ import annotations
 
 import json
+import math
 import os
+import posixpath
 import time
 from pathlib import Path
 
@@ -80,10 +82,12 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
         return
     if not out.is_dir():
         raise HslDemoError(f"--out {out} exists and is not a folder")
-    names = {p.name for p in out.iterdir()}
-    if not names:
+    entries = list(out.iterdir())
+    if not entries:
         return
-    foreign = sorted(names - CATALOG_FILES)
+    names = {p.name for p in entries}
+    # a folder or link named like a catalog file is not one: replacing it would delete what it holds
+    foreign = sorted({p.name for p in entries if p.name not in CATALOG_FILES or p.is_symlink() or not p.is_file()})
     if "manifest.json" not in names or foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise HslDemoError(f"--out {out} exists and is not a catalog written by hsl-demo "
@@ -109,12 +113,19 @@ def _metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dic
         if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
             raise HslDemoError(f"{metadata}: record {line}: \"id\" must be a non-empty string")
         _check_boxes(r.get("items", []), f"{metadata}: record {line}")
-        by_image[Path(image).as_posix()] = r
+        by_image[posixpath.normpath(Path(image).as_posix())] = r
     ids = [r["id"] for r in by_image.values() if "id" in r]
     if len(set(ids)) < len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise HslDemoError(f"{metadata}: duplicate item id {duplicate!r} (ids must be unique)")
     return by_image
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def _check_boxes(parts: object, where: str) -> None:
@@ -126,7 +137,7 @@ def _check_boxes(parts: object, where: str) -> None:
             continue
         box = part["box"]
         ok = (isinstance(box, list) and len(box) == 4
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box))
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in box))
         if not ok or box[2] <= box[0] or box[3] <= box[1]:
             raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
 
@@ -155,7 +166,9 @@ def build_catalog(
     meta = _metadata_by_image(Path(metadata) if metadata else None, images_dir)
     if not paths:
         raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
-    out = out.resolve() if out.is_symlink() else out  # a link to a catalog: replace the catalog, keep the link
+    # absolute and without "..", so "--out ." names a folder; a link to a catalog: replace the
+    # catalog, keep the link
+    out = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
     check_output_folder(out, images_dir)
     with output_lock(out) as cleaned:
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
@@ -237,7 +250,7 @@ def _encode_and_write(paths: list[Path], images_dir: Path, out: Path, backbone: 
         "missing_images": missing,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replaceable=lambda final: check_output_folder(final, images_dir)) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))
         np.save(tmp / "regions.npy", region_arr)
         np.save(tmp / "region_scale.npy", scale_arr)

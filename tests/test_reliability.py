@@ -34,9 +34,11 @@ from hsl_demo.indexing import build_catalog
 @pytest.fixture(scope="module")
 def catalog_dir(small_images, tiny_backbone, tmp_path_factory) -> Path:
     """A small catalog built with the tiny backbone, to copy and break."""
+    from hsl_demo.models.hsl import HSLHead
+
     out = tmp_path_factory.mktemp("reliability") / "catalog"
     build_catalog(small_images / "images", out, tiny_backbone, metadata=small_images / "metadata.jsonl",
-                  progress=False)
+                  progress=False, hsl=HSLHead(embed_dim=tiny_backbone.embed_dim))
     return out
 
 
@@ -118,6 +120,16 @@ def _thin_reference(tmp: Path, catalog: Path, images: Path) -> list[str]:
     return ["search", "--reference", str(tmp / "strip.png"), "--text", "make it blue"]
 
 
+def _safetensors_that_is_a_pickle(tmp: Path, catalog: Path, images: Path) -> list[str]:
+    weights = tmp / "evil.safetensors"
+    weights.write_bytes(b"\x80\x04K\x01.")  # a pickle behind a .safetensors name: never unpickled
+    return ["search", "--model", f"hsl-demo-tiny:{weights}", "--text", "red cap"]
+
+
+def _unwritable_out(tmp: Path, catalog: Path, images: Path) -> list[str]:
+    return ["index", str(images), "--out", "/proc/hsl-demo-catalog", "--model", "hsl-demo-tiny"]
+
+
 MATRIX = [
     Case("manifest is a list", _broken_catalog(_edit_json("manifest.json", lambda m: [])), "expected a JSON object"),
     Case("manifest heads not an object", _broken_catalog(_edit_json("manifest.json", lambda m: {**m, "heads": "hsl"})),
@@ -127,7 +139,7 @@ MATRIX = [
     Case("duplicate ids in a catalog", _broken_catalog(_edit_items(lambda its: [its[0], *its[:-1]])), "duplicate id"),
     Case("region_scale of the wrong shape",
          _broken_catalog(lambda f: np.save(f / "region_scale.npy", np.zeros((3, 2), np.float16))),
-         "region_scale.npy has shape"),
+         "region_scale.npy is (3, 2) float16, expected 12x16"),
     Case("queries file not UTF-8", _queries_not_utf8, "not UTF-8 text"),
     Case("malformed box in --metadata",
          _index_with_metadata(lambda rows: [rows[0], {**rows[1], "items": [{"box": [5, 5, 1, "x"]}]}]),
@@ -139,6 +151,25 @@ MATRIX = [
          "duplicate item id 'x1'"),
     Case("NAME:TAG whose tag is a pickle", _pickle_tag, "only safetensors weights are loaded"),
     Case("a 100000x1 reference", _thin_reference, "too thin to be a photo"),
+    Case("a pickle named .safetensors", _safetensors_that_is_a_pickle, "the weights could not be read"),
+    Case("--out where nothing can be written", _unwritable_out, "cannot write there"),
+    Case("box beyond any number in --metadata",
+         _index_with_metadata(lambda rows: [{**rows[0], "items": [{"box": [0, 0, 10**400, 10]}]}]),
+         "is not [x0, y0, x1, y1]"),
+    Case("manifest heads entry not an object",
+         _broken_catalog(_edit_json("manifest.json", lambda m: {**m, "heads": {"hsl": []}})),
+         'each entry of "heads" must be a JSON object'),
+    Case("model probe not numbers",
+         _broken_catalog(_edit_json("manifest.json", lambda m: {**m, "model": {**m["model"], "probe": "abc"}})),
+         "model probe is not a list of numbers"),
+    Case("HSL features of the wrong shape",
+         _broken_catalog(lambda f: np.save(f / "hsl_pooled.npy", np.zeros((12, 5), np.int8))), "hsl_pooled.npy is"),
+    Case("regions of another dimension than the index",
+         _broken_catalog(lambda f: np.save(f / "regions.npy", np.zeros((12, 16, 7), np.int8))),
+         "index.faiss holds 128-d vectors, regions.npy 7-d"),
+    Case("manifest nested too deeply",
+         _broken_catalog(lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)),
+         "nested too deeply"),
 ]
 
 
@@ -198,6 +229,49 @@ def test_a_catalog_moved_aside_by_a_killed_run_is_restored(catalog_dir, tmp_path
                          "removed .catalog.tmp-zz, left behind by an interrupted run"]
     assert len(Catalog.open(tmp_path / "catalog")) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
+
+
+def test_a_file_put_into_the_catalog_during_the_run_is_kept(small_images, catalog_dir, tmp_path, monkeypatch, capsys):
+    from hsl_demo import indexing
+
+    out = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, out)
+    encode = indexing.region_features_for
+
+    def meanwhile(*args, **kwargs):
+        (out / "thesis.docx").write_text("my thesis")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(indexing, "region_features_for", meanwhile)
+    code, _, err = run_main(capsys, "index", str(small_images / "images"), "--out", str(out), "--model",
+                            "hsl-demo-tiny")
+    last = err.strip().splitlines()[-1]  # after the progress bars of the encoding
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith("hsl-demo: error: ")
+    assert "is not a catalog written by hsl-demo (it holds thesis.docx)" in last
+    assert (out / "thesis.docx").read_text() == "my thesis" and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]  # no temporary folder left
+
+
+def test_a_folder_named_like_a_catalog_file_is_not_one(small_images, catalog_dir, tmp_path, capsys):
+    out = tmp_path / "catalog"
+    shutil.copytree(catalog_dir, out)
+    (out / "hsl_mask.npy").unlink()
+    (out / "hsl_mask.npy").mkdir()
+    (out / "hsl_mask.npy" / "notes.txt").write_text("precious")
+    code, _, err = run_main(capsys, "index", str(small_images / "images"), "--out", str(out), "--model",
+                            "hsl-demo-tiny")
+    assert_one_line_error(code, err, "(it holds hsl_mask.npy)")
+    assert (out / "hsl_mask.npy" / "notes.txt").read_text() == "precious"
+
+
+def test_make_demo_catalog_never_replaces_what_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "mine.txt").write_text("mine")
+    code, _, err = run_main(capsys, "make-demo-catalog", "--out", str(tmp_path), "--looks", "1")
+    assert_one_line_error(code, err, "is not a demo catalog written by hsl-demo (it holds mine.txt)")
+    assert (tmp_path / "products" / "mine.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["products"]
 
 
 def test_two_writers_of_one_catalog_the_second_is_told_it_is_in_use(small_images, tmp_path, capsys):
@@ -271,6 +345,9 @@ def hostile_images(tmp_path_factory) -> dict[str, Path]:
     Image.new("I;16", (6000, 6000), 40000).save(root / "grey16-36mp.png", compress_level=1)
     Image.new("RGB", (6400, 6250), "white").save(root / "rgb-40mp.png", compress_level=1)
     Image.new("RGB", (100_000, 1)).save(root / "strip-100000x1.png")
+    # WebP decodes through full-size buffers of its own (about 16 bytes a pixel): budgeted apart
+    Image.new("RGB", (5000, 5000), "navy").save(root / "webp-25mp.webp")
+    Image.new("RGB", (2400, 2400), "navy").save(root / "webp-6mp.webp")
     return {p.stem: p for p in root.iterdir()}
 
 
@@ -278,7 +355,7 @@ def test_any_accepted_image_costs_under_200_mb(hostile_images):
     """Open + encode each hostile image in a fresh model process: what is accepted stays under
     200 MB above idle (a 100000x1 strip used to cost 2.4 GB), the rest is refused up front."""
     expected = {"rgba-25mp-rotated": "accepted", "grey16-36mp": "accepted", "rgb-40mp": "refused: ",
-                "strip-100000x1": "refused: "}
+                "strip-100000x1": "refused: ", "webp-25mp": "refused: ", "webp-6mp": "accepted"}
     proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *(str(hostile_images[n]) for n in expected)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -360,6 +437,7 @@ def products(demo_backbone):
     (lambda r: r.search_composed("p00000", 7), "the modification text must be a string, not int"),
     (lambda r: r.search_multi("a red handbag"), "regions must be a list of strings"),
     (lambda r: r.session().add(3.5), "a region query must be a string, not float"),
+    (lambda r: r.search_composed(Image.new("RGB", (0, 0)), "blue"), "an empty image"),
 ])
 def test_python_api_wrong_types_are_clear_errors(products, call, message):
     with pytest.raises(HslDemoError, match=message):
@@ -387,6 +465,11 @@ def test_a_catalog_records_the_model_portably(demo_backbone, tiny_backbone, tmp_
     save_backbone(tiny_backbone.model, json.loads((REPO / "hsl_demo/model_configs/hsl-demo-tiny.json").read_text()),
                   folder)
     assert Backbone.load(str(folder), device="cpu").portable_id == "my-model"
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "deep" / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}, weights)
+    assert Backbone.load(f"hsl-demo-tiny:{weights}", device="cpu").portable_id == "hsl-demo-tiny:tiny.safetensors"
     assert Catalog.open(catalog_dir).manifest["model"]["id"] == "hsl-demo-tiny"
 
 

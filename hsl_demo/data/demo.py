@@ -15,6 +15,7 @@ import colorsys
 import itertools
 import os
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -371,6 +372,11 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
 
     emoji_font_path()  # fail early with the install hint
     out = Path(out)
+    for name, image_name in (("products", r"p\d{5}\.jpg"), ("looks", r"l\d{4}\.jpg")):
+        _check_replaceable(out / name, image_name)
+    if (out / "README.md").exists() and not (out / "README.md").read_text(errors="replace").startswith(
+            _CREDIT.splitlines()[0]):
+        raise HslDemoError(f"{out / 'README.md'} exists and was not written by hsl-demo: choose another --out")
     counts = {}
     products = plan_products(seed)
     with atomic_dir(out / "products") as tmp:
@@ -400,6 +406,25 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
         counts["looks"] = len(records)
     (out / "README.md").write_text(_CREDIT)
     return counts
+
+
+DEMO_FILES = frozenset({"images", "metadata.jsonl", "queries.test.jsonl", "queries.composed.test.jsonl",
+                        "queries.multi.test.jsonl"})
+
+
+def _check_replaceable(folder: Path, image_name: str) -> None:
+    """A demo catalog folder is replaced whole: refuse one holding anything this generator does
+    not write (never delete a file the tool did not create)."""
+    if not folder.exists():
+        return
+    entries = list(folder.iterdir()) if folder.is_dir() else [folder]
+    foreign = [p.name for p in entries if p.name not in DEMO_FILES or p.is_symlink()]
+    images = folder / "images"
+    if images.is_dir() and not images.is_symlink():
+        foreign += [f"images/{p.name}" for p in images.iterdir() if not re.fullmatch(image_name, p.name)]
+    if foreign or not folder.is_dir():
+        raise HslDemoError(f"{folder} exists and is not a demo catalog written by hsl-demo (it holds "
+                           f"{', '.join(sorted(foreign)[:3]) or 'a file'}): choose another --out")
 
 
 _CREDIT = """# Demo catalogs
