@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,13 @@ open_clip.add_model_config(MODEL_CONFIGS_DIR)  # makes "hsl-demo-tiny" a known a
 log = logging.getLogger(__name__)
 
 PROBE_TEXT = "a photo of a product"
+VOCABULARY_FILE = "vocabulary.json"  # a model folder's training words (the demo model has one)
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def words_of(text: str) -> list[str]:
+    """The lower-case words of a text, as vocabulary checks count them ("t-shirt" is one)."""
+    return _WORD.findall(text.lower())
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -64,6 +72,7 @@ class Backbone:
         self.model_id = model_id
         self.device = device
         self.folder: Path | None = None  # the model folder, where heads may sit in subfolders
+        self.vocabulary: frozenset[str] | None = None  # the words it was trained on, when its folder says
         # Half precision only where it is fast and safe: on the GPU.
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.model.to(device=device, dtype=self.dtype)
@@ -106,6 +115,7 @@ class Backbone:
             raise HslDemoError(f"{folder}: could not load the backbone ({e})") from None
         backbone = cls(model, preprocess, tokenizer, model_id or str(folder), dev)
         backbone.folder = folder
+        backbone.vocabulary = _read_vocabulary(folder / VOCABULARY_FILE)
         return backbone
 
     @classmethod
@@ -128,6 +138,18 @@ class Backbone:
         return cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
 
     # ---- facts ---------------------------------------------------------------------------
+    def unknown_words_notice(self, text: str) -> list[str]:
+        """A notice naming the words of `text` this model was never trained on (none when all
+        are known, or when the model folder does not list its training words)."""
+        if self.vocabulary is None:
+            return []
+        unknown = list(dict.fromkeys(w for w in words_of(text) if w not in self.vocabulary))
+        if not unknown:
+            return []
+        return [f"the model was never trained on {', '.join(repr(w) for w in unknown[:5])}"
+                f"{' and more' if len(unknown) > 5 else ''}: its results for {'them' if len(unknown) > 1 else 'it'} "
+                "may mean little"]
+
     @property
     def portable_id(self) -> str:
         """The model's name as files that travel (catalog manifests, model cards) record it: a
@@ -188,6 +210,17 @@ class Backbone:
         while the same weights loaded from another place (or on the GPU) still match.
         """
         return [round(float(v), 4) for v in self.encode_text([PROBE_TEXT])[0]]
+
+
+def _read_vocabulary(path: Path) -> frozenset[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        words = json.loads(path.read_text(encoding="utf-8"))["words"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        log.warning("%s: not a vocabulary file (a JSON object with \"words\"); unknown words go unreported", path.name)
+        return None
+    return frozenset(w for w in words if isinstance(w, str))
 
 
 def _with_tokens(tower: torch.nn.Module | None, kind: type) -> torch.nn.Module | None:

@@ -149,7 +149,9 @@ class Handlers:
     # Describe ---------------------------------------------------------------------------
     def describe(self, text: str, k: float):
         with as_messages():
-            results = self.products.search_text(text, k=int(k)).results
+            response = self.products.search_text(text, k=int(k))
+        notify(response.notices)
+        results = response.results
         chart = viz.hsl_chart(*viz.shown(results))
         return gallery_items(results, self.thumbnails), chart, breakdown_table(results), results
 

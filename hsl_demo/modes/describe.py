@@ -120,13 +120,14 @@ def search(retriever: Retriever, text: str, k: int, variant: str) -> SearchRespo
     """The k best items for a description. `variant` ranks by only some HSL terms (ablations):
     full, image or object (one granularity, its levels summed), or global (stage 1 alone)."""
     head = retriever.hsl
+    notices = retriever.backbone.unknown_words_notice(text)
     feats = retriever.backbone.text_features([text])
     scores, rows = retriever.catalog.search(feats.embeds.cpu().numpy(), max(k, retriever.candidates))
     keep = rows[0] >= 0
     rows, scores = rows[0][keep], scores[0][keep]
     if head is None or variant == "global":
         return SearchResponse(retriever.results(rows[:k], scores[:k],
-                                                [HslBreakdown.global_only(float(s)) for s in scores[:k]]))
+                                                [HslBreakdown.global_only(float(s)) for s in scores[:k]]), notices)
     side = retriever.hsl_store.take(rows)
     used = int(feats.mask.any(0).nonzero().max()) + 1  # drop the trailing padding: faster, same result
     query = head.encode_text_side(feats.tokens[:, :used].cpu(), feats.mask[:, :used].cpu())
@@ -134,7 +135,7 @@ def search(retriever: Retriever, text: str, k: int, variant: str) -> SearchRespo
     final = head.combine(terms, variant)
     order = torch.argsort(final, descending=True, stable=True)[:k]
     breakdowns = [HslBreakdown.of_terms(head, row) for row in terms[order].tolist()]
-    return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns))
+    return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns), notices)
 
 
 def validate(query: dict, where: str) -> None:

@@ -194,7 +194,7 @@ class DrillDownSession:
         self._embeds.append(embed)
         self._ranks.append({item_id: rank for rank, item_id in enumerate(ids, 1)})
         self.rounds.append(DrillDownRound(len(self.queries), list(self.queries), results))
-        return DrillDownStep(self.current, [])
+        return DrillDownStep(self.current, self.retriever.backbone.unknown_words_notice(text))
 
     def undo(self) -> DrillDownStep:
         """Drop the last round: the ranking before it (no round, and a notice, when none is left)."""

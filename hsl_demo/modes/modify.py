@@ -51,6 +51,7 @@ def search(retriever: Retriever, image: torch.Tensor, ref_row: int, text: str, k
         variant = "image"
         text_emb = torch.zeros_like(image)
     else:
+        notices += retriever.backbone.unknown_words_notice(text)
         text_emb = torch.from_numpy(retriever.backbone.encode_text([text]))
     q, w_image, w_text = compose_query(retriever.composed, image, text_emb, variant)
     w_image, w_text = float(w_image[0]), float(w_text[0])

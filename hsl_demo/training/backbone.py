@@ -90,5 +90,8 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
     info = {"trained_by": "hsl-demo train backbone", "config": asdict(cfg), "history": result.history,
             "losses": result.losses, "train_seconds": round(result.seconds)}
     save_backbone(model, model_cfg, out, info)
+    from .vocabulary import demo_vocabulary, write_vocabulary
+
+    write_vocabulary(out, demo_vocabulary(), "hsl-demo train (the demo text generators)")
     log(f"saved backbone to {out}")
     return info
