@@ -265,28 +265,54 @@ def _cmd_evaluate(args) -> None:
     for flag in ("data_root", "split"):
         if getattr(args, flag) is not None:
             raise HslDemoError(f"--{flag.replace('_', '-')} goes with --dataset, not with --queries")
-    from .evaluate import evaluate, load_queries, query_mode
+    from pathlib import Path
+
+    from .evaluate import heldout_phrasing_file, load_queries
     from .search import Retriever
 
-    queries = load_queries(args.queries)
+    files = {"given": Path(args.queries)}
+    heldout = heldout_phrasing_file(args.queries)
+    if heldout is not None:  # report the held-out phrasing beside the file's own
+        files["held-out phrasing"] = heldout
+    loaded = {name: load_queries(path) for name, path in files.items()}  # every file checked before the model loads
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    tables = {name: _evaluate_table(retriever, queries, args) for name, queries in loaded.items()}
+    if args.json:
+        out = {name: table if args.ablation else table[args.variant] for name, (table, _) in tables.items()}
+        body = dict(out["given"])
+        if heldout is not None:
+            body["heldout_phrasing"] = out["held-out phrasing"]
+        print(json.dumps(body))
+        return
+    for name, (table, used) in tables.items():
+        if heldout is not None:
+            print(f"{'' if name == 'given' else chr(10)}## {name if name != 'given' else 'phrasing of the file'}: "
+                  f"{files[name]}")
+        _print_table(table, used, len(loaded[name]), retriever, args)
+
+
+def _evaluate_table(retriever, queries: list[dict], args) -> tuple[dict, list]:
+    """{variant: metrics} of a query file (every variant of its mode with --ablation), and the
+    modes it holds."""
+    from .evaluate import evaluate, query_mode
+
     used = list(dict.fromkeys(query_mode(q) for q in queries))
     if args.ablation and len(used) > 1:
         raise HslDemoError("--ablation needs a query file of one mode (" + ", ".join(m.name for m in used) + " found)")
     variants = used[0].variants if args.ablation else (args.variant,)
-    table = {v: evaluate(retriever, queries, variant=v) for v in variants}
-    if args.json:
-        print(json.dumps(table if args.ablation else table[args.variant]))
-        return
+    return {v: evaluate(retriever, queries, variant=v) for v in variants}, used
+
+
+def _print_table(table: dict, used: list, n_queries: int, retriever, args) -> None:
     if used[0].in_rounds and len(used) == 1:
-        _print_rounds(table, len(queries), retriever, used[0])
+        _print_rounds(table, n_queries, retriever, used[0])
     elif not args.ablation:
         metrics = table[args.variant]
         print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
         for kind, w in metrics.get("mean_w_text", {}).items():
             print(f"  {kind}: mean w_image {1 - w:.2f}, w_text {w:.2f}")
     else:
-        print(f"{len(queries)} {used[0].name} queries, catalog {retriever.catalog.name}")
+        print(f"{n_queries} {used[0].name} queries, catalog {retriever.catalog.name}")
         print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
         for v, m in table.items():
             print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")

@@ -18,6 +18,19 @@ KS = (1, 5, 10)
 DEFAULT_MODE = "describe"
 
 
+HELD_OUT_SUFFIX = ".heldout.jsonl"
+
+
+def heldout_phrasing_file(path: str | Path) -> Path | None:
+    """The held-out-phrasing version of a query file (`X.jsonl` -> `X.heldout.jsonl`: the same
+    queries, rephrased in sentence shapes no training text uses), when it exists."""
+    path = Path(path)
+    if path.name.endswith(HELD_OUT_SUFFIX) or path.suffix != ".jsonl":
+        return None
+    sibling = path.with_name(path.name.removesuffix(".jsonl") + HELD_OUT_SUFFIX)
+    return sibling if sibling.is_file() else None
+
+
 def query_mode(query: dict) -> modes.Mode:
     return modes.get(query.get("mode", DEFAULT_MODE))
 

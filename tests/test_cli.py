@@ -119,3 +119,22 @@ def test_composed_search_prints_the_query_weights():
     out = json.loads(run_cli("search", "--reference", "p00000", "--text", "blue", "-k", "2", "--json").stdout)
     assert {"w_image", "w_text", "image_similarity", "text_similarity"} <= set(out[0]["levels"])
     assert_clean_error(run_cli("search", "--reference", "p99999", "--text", "blue"), "not an item id")
+
+
+def test_evaluate_reports_the_held_out_phrasing_beside_the_file(tmp_path):
+    """A query file with a `.heldout.jsonl` sibling (the same queries in held-out sentence
+    shapes) is evaluated on both; the phrasing is what differs."""
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"text": "green dotted scarf", "targets": ["p00668", "p00669"]}) + "\n")
+    (tmp_path / "q.heldout.jsonl").write_text(
+        json.dumps({"text": "do you have any red striped sneakers?", "targets": ["p00668"],
+                    "phrasing": "held-out"}) + "\n")
+    proc = run_cli("evaluate", "--queries", str(queries), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["R@1"] == 1.0 and out["heldout_phrasing"]["queries"] == 1
+    assert out["heldout_phrasing"]["R@10"] == 0.0  # asks for something else: the scarf is not found
+    text = run_cli("evaluate", "--queries", str(queries)).stdout
+    assert "## phrasing of the file" in text and "## held-out phrasing: " in text and text.count("1 queries:") == 2
+    alone = run_cli("evaluate", "--queries", str(tmp_path / "q.heldout.jsonl"), "--json")
+    assert "heldout_phrasing" not in json.loads(alone.stdout)

@@ -404,12 +404,16 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
         write_jsonl(tmp / "metadata.jsonl", records)
         write_jsonl(tmp / "queries.multi.test.jsonl", multi_queries(records, seed))
         counts["looks"] = len(records)
+    from .phrasing_heldout import heldout_query_files
+
+    heldout_query_files(out, seed)  # the same test queries in held-out sentence shapes
     (out / "README.md").write_text(_CREDIT)
     return counts
 
 
 DEMO_FILES = frozenset({"images", "metadata.jsonl", "queries.test.jsonl", "queries.composed.test.jsonl",
-                        "queries.multi.test.jsonl"})
+                        "queries.multi.test.jsonl", "queries.test.heldout.jsonl",
+                        "queries.composed.test.heldout.jsonl", "queries.multi.test.heldout.jsonl"})
 
 
 def _check_replaceable(folder: Path, image_name: str) -> None:
