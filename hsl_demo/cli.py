@@ -309,18 +309,29 @@ def _print_table(table: dict, used: list, n_queries: int, retriever, args) -> No
     elif not args.ablation:
         metrics = table[args.variant]
         print(f"{metrics['queries']} queries: " + "  ".join(f"R@{k} {metrics[f'R@{k}']:.3f}" for k in (1, 5, 10)))
-        for kind, w in metrics.get("mean_w_text", {}).items():
-            print(f"  {kind}: mean w_image {1 - w:.2f}, w_text {w:.2f}")
+        _print_extras(metrics)
     else:
         print(f"{n_queries} {used[0].name} queries, catalog {retriever.catalog.name}")
         print("| variant | R@1 | R@5 | R@10 |\n|---|---|---|---|")
         for v, m in table.items():
             print(f"| {v} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} |")
-        weights = table[used[0].default_variant].get("mean_w_text")
-        if weights:
-            print("\n| kind | mean w_image | mean w_text |\n|---|---|---|")
-            for kind, w in weights.items():
-                print(f"| {kind} | {1 - w:.2f} | {w:.2f} |")
+        print()
+        _print_extras(table[used[0].default_variant], f" ({used[0].default_variant})")
+
+
+def _print_extras(metrics: dict, which: str = "") -> None:
+    """What a user sees beyond recall: the first result's attributes, recall per kind of query
+    and the mean modality weights."""
+    if "top1_attributes" in metrics:
+        print(f"top result has the asked{which}: " + ", ".join(f"{field} {share:.3f}" for field, share
+                                                             in metrics["top1_attributes"].items()))
+    if "by_kind" in metrics:
+        weights = metrics.get("mean_w_text", {})
+        print("| kind | queries | R@1 | R@5 | R@10 | mean w_image | mean w_text |\n|---|---|---|---|---|---|---|")
+        for kind, m in metrics["by_kind"].items():
+            w = weights.get(kind)
+            mean = f"{1 - w:.2f} | {w:.2f}" if w is not None else "| "
+            print(f"| {kind} | {m['queries']} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} | {mean} |")
 
 
 def _print_rounds(table: dict, n_queries: int, retriever, mode) -> None:

@@ -77,16 +77,52 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
             rankings[i] = [[r.id for r in response] for response in rounds_of]
         if mode.metrics:
             out.update(mode.metrics([queries[i] for i in indices], responses))
+    multi = [i for i in range(len(queries)) if query_mode(queries[i]).in_rounds]
+    result = {**_recall(queries, rankings, ks), **out}
+    single = [i for i in range(len(queries)) if i not in set(multi)]
+    accuracy = top1_attribute_accuracy(retriever, [queries[i] for i in single], [rankings[i] for i in single])
+    if accuracy:
+        result["top1_attributes"] = accuracy
+    kinds = {q["kind"] for q in queries if isinstance(q.get("kind"), str)}
+    if len(kinds) > 1:  # per kind of query (the composed modifications), what a user of each gets
+        result["by_kind"] = {kind: _recall([q for q in queries if q.get("kind") == kind],
+                                           [r for q, r in zip(queries, rankings) if q.get("kind") == kind], ks)
+                             for kind in sorted(kinds)}
+    if multi:
+        result["rounds"] = recall_per_round([rankings[i] for i in multi], [queries[i] for i in multi], ks)
+    return result
+
+
+ATTRIBUTE_FIELDS = ("category", "color", "pattern")
+
+
+def top1_attribute_accuracy(retriever: Retriever, queries: list[dict], rankings: list[list[list[str]]]) -> dict:
+    """How often the first result has each attribute the query's targets have (category,
+    colour, pattern, where the catalog's metadata records them): what a user sees at a glance,
+    beyond recall. Empty when the catalog has no such fields."""
+    catalog = retriever.catalog
+    counts = dict.fromkeys(ATTRIBUTE_FIELDS, 0)
+    seen = dict.fromkeys(ATTRIBUTE_FIELDS, 0)
+    for q, ranking in zip(queries, rankings):
+        if not ranking or not ranking[-1]:
+            continue
+        top = catalog.items[catalog.row(ranking[-1][0])]
+        targets = [catalog.items[catalog.row(t)] for t in q["targets"]]
+        for field in ATTRIBUTE_FIELDS:
+            wanted = {t[field] for t in targets if field in t}
+            if wanted:
+                seen[field] += 1
+                counts[field] += top.get(field) in wanted
+    return {field: round(counts[field] / seen[field], 4) for field in ATTRIBUTE_FIELDS if seen[field]}
+
+
+def _recall(queries: list[dict], rankings: list[list[list[str]]], ks: tuple[int, ...]) -> dict:
     hits = dict.fromkeys(ks, 0)
     for q, ranking in zip(queries, rankings):
         last = ranking[-1] if ranking else []
         for k in ks:
             hits[k] += any(i in q["targets"] for i in last[:k])
-    multi = [i for i in range(len(queries)) if query_mode(queries[i]).in_rounds]
-    result = {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries), **out}
-    if multi:
-        result["rounds"] = recall_per_round([rankings[i] for i in multi], [queries[i] for i in multi], ks)
-    return result
+    return {**{f"R@{k}": hits[k] / len(queries) for k in ks}, "queries": len(queries)}
 
 
 def recall_per_round(rankings: list[list[list[str]]], queries: list[dict], ks: tuple[int, ...] = KS) -> list[dict]:

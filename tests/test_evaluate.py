@@ -17,3 +17,17 @@ def test_backbone_held_out_text_recall_floor(demo_backbone):
     assert metrics["R@10"] >= HELD_OUT_TEXT_R10_FLOOR, metrics
     # the backbone alone (no head: the FAISS global cosine), exactly the README's held-out figures
     assert (metrics["R@1"], metrics["R@5"], metrics["R@10"]) == (138 / 224, 205 / 224, 219 / 224)
+
+
+def test_evaluate_reports_what_the_top_result_gets_right_and_recall_per_kind(demo_backbone):
+    """Beyond recall: how often the first result has the asked category / colour / pattern
+    (the backbone alone knows colour far better than shape), and per-kind recall."""
+    retriever = Retriever(demo_backbone, Catalog.open("products"))
+    queries = load_queries(DEMO_DATA_DIR / "products/queries.test.jsonl")
+    assert evaluate(retriever, queries)["top1_attributes"] == {"category": 0.6295, "color": 0.9955, "pattern": 0.9911}
+    composed = load_queries(DEMO_DATA_DIR / "products/queries.composed.test.jsonl")[:60]
+    by_kind = evaluate(retriever, composed)["by_kind"]
+    kinds = sorted({q["kind"] for q in composed})
+    assert list(by_kind) == kinds and sum(m["queries"] for m in by_kind.values()) == 60
+    hits = sum(m["R@10"] * m["queries"] for m in by_kind.values())
+    assert round(hits) == round(evaluate(retriever, composed)["R@10"] * 60)  # the kinds partition the file
