@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
     b = _trainer(what, "backbone", "contrastive training of the demo backbone from scratch", model=False)
     b.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
+    b.add_argument("--architecture", help="open_clip config name (default hsl-demo-tiny; hsl-demo-small is larger)")
+    b.add_argument("--texts", choices=("templates", "grammar"), default=None,
+                   help="how photos are described: the first templates (default) or the phrasing grammar")
+    b.add_argument("--hard-negatives", type=float, default=None, metavar="SHARE",
+                   help="share of each batch that are category-hard negatives (same colour and pattern, "
+                   "another product; default 0)")
+    b.add_argument("--look-crops", type=int, default=None, metavar="N",
+                   help="rendered flat-lays whose product crops join the training photos (default 0)")
     h = _trainer(what, "hsl", "train the HSL head on a frozen backbone")
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
@@ -159,7 +167,7 @@ def _cmd_train(args) -> None:
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
-             "checkpoint_every")
+             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:

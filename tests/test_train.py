@@ -36,9 +36,13 @@ def test_multi_positive_infonce_does_not_push_positives_apart():
 
 
 def test_a_few_training_steps_write_a_loadable_backbone(tmp_path):
-    cfg = BackboneTrainConfig(steps=20, batch_size=32, variants=2, limit_combos=40, eval_every=20, warmup=5)
+    # the recipe of the next demo model: the phrasing grammar, category-hard negatives, look crops
+    cfg = BackboneTrainConfig(steps=20, batch_size=32, variants=2, limit_combos=40, eval_every=20, warmup=5,
+                              texts="grammar", hard_negatives=0.5, look_crops=4)
     info = train_backbone(tmp_path / "model", cfg, log=lambda m: None)
     assert info["losses"][-1] < info["losses"][0]
+    words = set(json.loads((tmp_path / "model/vocabulary.json").read_text())["words"])
+    assert {"crimson", "navy", "tee"} <= words  # the grammar's synonyms are the model's to know
     config = json.loads((tmp_path / "model/open_clip_config.json").read_text())
     assert config["model_cfg"]["embed_dim"] == 128 and config["hsl_demo"]["config"]["steps"] == 20
     assert [h["step"] for h in config["hsl_demo"]["history"]] == [20]  # evaluated every eval_every steps
@@ -110,3 +114,19 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert info["losses"] == straight_info["losses"]  # the loss history is carried over the restart
     assert not (tmp_path / "resumed" / ".checkpoint").exists()  # removed once the run has finished
+
+
+def test_category_hard_batches_pair_each_photo_with_another_product_of_its_colour_and_pattern():
+    import random
+
+    from hsl_demo.data.demo import all_combinations
+    from hsl_demo.training.common import hard_batch, lookalike_index
+
+    attrs = all_combinations()
+    idx = hard_batch(attrs, lookalike_index(attrs), 64, random.Random(0), keys=("op",), share=0.5)
+    first, hard = [attrs[i] for i in idx[:32]], [attrs[i] for i in idx[32:]]
+    assert len(idx) == 64
+    for h in hard:  # each hard one shares colour and pattern with a random one of the batch
+        assert any((h.color, h.pattern) == (a.color, a.pattern) for a in first)
+    assert sum(h.category not in {a.category for a in first if (a.color, a.pattern) == (h.color, h.pattern)}
+               for h in hard) >= 16  # mostly another product (the index also holds the photo's own)

@@ -11,9 +11,18 @@ import open_clip
 import torch
 
 from ..backbone import save_backbone
+from ..data import phrasing
 from ..data.attributes import Attributes, describe
 from ..data.demo import all_combinations, held_out_combinations
-from .common import MENTION_WEIGHTS, MENTIONS, mentions_match, multi_positive_infonce, render_pool
+from .common import (
+    MENTION_WEIGHTS,
+    MENTIONS,
+    hard_batch,
+    lookalike_index,
+    mentions_match,
+    multi_positive_infonce,
+    render_pool,
+)
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
 
@@ -27,6 +36,46 @@ class BackboneTrainConfig(TrainConfig):
     warmup: int = 100
     eval_every: int = 250
     log_every: int = 50
+    # "grammar": the phrasing grammar (data/phrasing.py: synonyms, fillers, word order, plurals,
+    # misspellings); "templates": the first demo model's templates (attributes.describe).
+    texts: str = "templates"
+    plural: float = 0.2  # share of texts naming the category in the plural
+    # Share of each batch that are category-hard negatives of the rest: the same colour and
+    # pattern on another product, so the model must tell a t-shirt from gloves by its shape.
+    hard_negatives: float = 0.0
+    look_crops: int = 0  # rendered flat-lays whose product crops join the training photos
+
+
+def _text_writer(cfg: BackboneTrainConfig, rng: random.Random):
+    """How a training photo is described: the phrasing grammar or the first templates."""
+    if cfg.texts == "templates":
+        return lambda a, mention: describe(a, rng, mention)
+    if cfg.texts != "grammar":
+        raise ValueError(f"texts must be 'grammar' or 'templates', not {cfg.texts!r}")
+    return lambda a, mention: phrasing.describe_query(a, rng, mention, plural_form=rng.random() < cfg.plural)
+
+
+def render_look_crops(combos: list[Attributes], looks: int, seed: int, preprocess) -> tuple[torch.Tensor, list]:
+    """The square box crops of `looks` rendered flat-lays (2 to 5 products of `combos` each),
+    preprocessed: products as they appear in a look (smaller, beside others, on a table), which
+    is what drill-down region queries are matched against."""
+    from tqdm.auto import tqdm
+
+    from ..data.demo import render_look
+    from ..features import box_crops
+
+    rng = random.Random(seed)
+    tensors, attrs = [], []
+    for _ in tqdm(range(looks), desc="render look crops"):
+        items: list[Attributes] = []
+        for a in rng.sample(combos, min(len(combos), 12)):
+            if len(items) < rng.randint(2, 5) and a.category not in {b.category for b in items}:
+                items.append(a)
+        image, boxes = render_look(items, rng)
+        for a, crop in zip(items, box_crops(image, boxes)):
+            tensors.append(preprocess(crop).half())
+            attrs.append(a)
+    return torch.stack(tensors), attrs
 
 
 @torch.no_grad()
@@ -59,18 +108,27 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
         combos = random.Random(cfg.seed).sample(combos, cfg.limit_combos)
     train_combos = [a for a in combos if a not in held]
     pool, pool_attrs = render_pool(train_combos, cfg.variants, cfg.seed + 1, preprocess, "render train")
+    if cfg.look_crops:
+        crops, crop_attrs = render_look_crops(train_combos, cfg.look_crops, cfg.seed + 3, preprocess)
+        pool, pool_attrs = torch.cat([pool, crops]), pool_attrs + crop_attrs
+    by_key = lookalike_index(pool_attrs)
+    write_text = _text_writer(cfg, rng)
     # Monitoring gallery: one fresh photo of every combination; queries: the held-out ones.
     gallery, gallery_attrs = render_pool(combos, 1, cfg.seed + 2, preprocess, "render eval")
     held_queries = sorted((a for a in combos if a in held), key=lambda a: a.as_tuple()) or combos[:1]
 
     def step(_: int) -> Step:
-        idx = torch.randint(len(pool), (cfg.batch_size,))
+        if cfg.hard_negatives:
+            idx = torch.tensor(hard_batch(pool_attrs, by_key, cfg.batch_size, rng, keys=("op",),
+                                          share=cfg.hard_negatives))
+        else:
+            idx = torch.randint(len(pool), (cfg.batch_size,))
         images = pool[idx].float()
         flip = torch.rand(len(idx)) < 0.5
         images[flip] = images[flip].flip(-1)
         batch_attrs = [pool_attrs[i] for i in idx.tolist()]
         mentions = rng.choices(MENTIONS, MENTION_WEIGHTS, k=len(idx))
-        texts = [describe(a, rng, m) for a, m in zip(batch_attrs, mentions)]
+        texts = [write_text(a, m) for a, m in zip(batch_attrs, mentions)]
         positives = torch.tensor([[mentions_match(a, b, m) for b, m in zip(batch_attrs, mentions)]
                                   for a in batch_attrs])
         img = model.encode_image(images, normalize=True)
@@ -92,6 +150,7 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
     save_backbone(model, model_cfg, out, info)
     from .vocabulary import demo_vocabulary, write_vocabulary
 
-    write_vocabulary(out, demo_vocabulary(), "hsl-demo train (the demo text generators)")
+    words = demo_vocabulary() | (phrasing.vocabulary() if cfg.texts == "grammar" else set())
+    write_vocabulary(out, words, f"hsl-demo train backbone ({cfg.texts}) and the demo head trainers")
     log(f"saved backbone to {out}")
     return info

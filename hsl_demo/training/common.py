@@ -84,13 +84,29 @@ def frozen_training_pool(backbone, cfg, render_seed: int, log) -> tuple[list[Att
     return attrs, embeds, regions
 
 
-def hard_batch(attrs: list[Attributes], by_key: dict, size: int, rng: random.Random) -> list[int]:
-    """Half random photos, half look-alikes of them (two of three attributes shared), so the
-    head learns what the FAISS candidates of a query actually confuse."""
-    first = [rng.randrange(len(attrs)) for _ in range(size // 2)]
+LOOKALIKE_KEYS = ("cc", "cp", "op")  # same category+colour, category+pattern, colour+pattern
+
+
+def lookalike_index(attrs: list[Attributes]) -> dict[tuple, list[int]]:
+    """Photo rows by each pair of attributes they share (what `hard_batch` draws look-alikes from)."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, a in enumerate(attrs):
+        for key in (("cc", a.category, a.color), ("cp", a.category, a.pattern), ("op", a.color, a.pattern)):
+            by_key.setdefault(key, []).append(i)
+    return by_key
+
+
+def hard_batch(attrs: list[Attributes], by_key: dict, size: int, rng: random.Random,
+               keys: tuple[str, ...] = LOOKALIKE_KEYS, share: float = 0.5) -> list[int]:
+    """Random photos, then look-alikes of them (`share` of the batch; two of three attributes
+    shared, the pair drawn from `keys`), so the model learns what the FAISS candidates of a
+    query actually confuse. keys=("op",): same colour and pattern, another category."""
+    hard = int(size * share)
+    first = [rng.randrange(len(attrs)) for _ in range(size - hard)]
     rest = []
-    for i in first:
+    for i in (rng.choice(first) for _ in range(hard)):
         a = attrs[i]
-        key = rng.choice([("cc", a.category, a.color), ("cp", a.category, a.pattern), ("op", a.color, a.pattern)])
-        rest.append(rng.choice(by_key[key]))
+        key = rng.choice(keys)
+        values = {"cc": (a.category, a.color), "cp": (a.category, a.pattern), "op": (a.color, a.pattern)}[key]
+        rest.append(rng.choice(by_key[(key, *values)]))
     return first + rest

@@ -19,6 +19,7 @@ from .common import (
     MENTIONS,
     frozen_training_pool,
     hard_batch,
+    lookalike_index,
     mentions_match,
     multi_positive_infonce,
 )
@@ -50,10 +51,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     backbone = Backbone.load(model)
     attrs, embeds, regions = frozen_training_pool(backbone, cfg, cfg.seed + 3, log)
     region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
-    by_key: dict[tuple, list[int]] = {}
-    for i, a in enumerate(attrs):
-        for key in (("cc", a.category, a.color), ("cp", a.category, a.pattern), ("op", a.color, a.pattern)):
-            by_key.setdefault(key, []).append(i)
+    by_key = lookalike_index(attrs)
     head = HSLHead(embed_dim=embeds.shape[1], dim=cfg.dim, levels=cfg.levels, heads=cfg.heads,
                    object_aggregation=cfg.object_aggregation, dropout=cfg.dropout)
 
