@@ -39,6 +39,8 @@ def _trainer(what, name: str, help: str, model: bool = True) -> argparse.Argumen
     t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                    help="write a resumable checkpoint (OUT/.checkpoint/) every N steps")
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in OUT/.checkpoint/")
+    t.add_argument("--texts", choices=("templates", "grammar"), default=None,
+                   help="training texts: the first demo model's templates (default) or the phrasing grammar")
     return t
 
 
@@ -61,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     b = _trainer(what, "backbone", "contrastive training of the demo backbone from scratch", model=False)
     b.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     b.add_argument("--architecture", help="open_clip config name (default hsl-demo-tiny; hsl-demo-small is larger)")
-    b.add_argument("--texts", choices=("templates", "grammar"), default=None,
-                   help="how photos are described: the first templates (default) or the phrasing grammar")
     b.add_argument("--hard-negatives", type=float, default=None, metavar="SHARE",
                    help="share of each batch that are category-hard negatives (same colour and pattern, "
                    "another product; default 0)")

@@ -130,3 +130,43 @@ def test_category_hard_batches_pair_each_photo_with_another_product_of_its_colou
         assert any((h.color, h.pattern) == (a.color, a.pattern) for a in first)
     assert sum(h.category not in {a.category for a in first if (a.color, a.pattern) == (h.color, h.pattern)}
                for h in hard) >= 16  # mostly another product (the index also holds the photo's own)
+
+
+def test_every_head_trains_on_the_phrasing_grammar(tmp_path):
+    """`texts="grammar"` reaches every head trainer: a few steps each give a loadable head,
+    and the grammar gives far more sentence shapes than the first templates."""
+    import random
+
+    from hsl_demo.data.attributes import Attributes
+    from hsl_demo.data.triplets import modify
+    from hsl_demo.models import load_head
+    from hsl_demo.models.composed import ComposedHead
+    from hsl_demo.models.hmrn import HMRNHead
+    from hsl_demo.models.hsl import HSLHead
+    from hsl_demo.training import (
+        ComposedTrainConfig,
+        HMRNTrainConfig,
+        HSLTrainConfig,
+        train_composed,
+        train_hmrn,
+        train_hsl,
+    )
+    from hsl_demo.training.common import text_writer
+
+    quiet = lambda m: None  # noqa: E731
+    train_hsl(tmp_path, "hsl-demo-tiny", HSLTrainConfig(steps=2, batch_size=16, variants=1, limit_combos=30,
+                                                         warmup=1, dim=32, texts="grammar"), log=quiet)
+    train_composed(tmp_path, "hsl-demo-tiny", ComposedTrainConfig(stage="domain", steps=2, batch_size=16, variants=1,
+                                                                 limit_combos=300, warmup=1, hidden=16,
+                                                                 texts="grammar"), log=quiet)
+    train_hmrn(tmp_path, "hsl-demo-tiny", HMRNTrainConfig(steps=2, batch_size=8, looks=8, warmup=1, dim=32, sim_dim=8,
+                                                           texts="grammar"), log=quiet)
+    for name, cls in (("hsl", HSLHead), ("composed", ComposedHead), ("hmrn", HMRNHead)):
+        load_head(cls, tmp_path / name)
+        assert json.loads((tmp_path / name / "training.json").read_text())["config"]["texts"] == "grammar"
+    red_tee = Attributes("t-shirt", "red", "striped")
+    region = text_writer("grammar", random.Random(1), region=True)
+    templates = text_writer("templates", random.Random(1))
+    assert len({region(red_tee, (True, False)) for _ in range(60)}) > 2 * len(
+        {templates(red_tee, (True, False)) for _ in range(60)})
+    assert modify(red_tee, "color", random.Random(2), grammar=True)[1] != modify(red_tee, "color", random.Random(2))[1]

@@ -44,8 +44,18 @@ def _other(values: list[str], current: str, rng: random.Random) -> str:
     return rng.choice([v for v in values if v != current])
 
 
-def modify(ref: Attributes, kind: str, rng: random.Random) -> tuple[Attributes, str]:
-    """The target attributes and the modification text of one triplet of `kind`."""
+def modify(ref: Attributes, kind: str, rng: random.Random, grammar: bool = False) -> tuple[Attributes, str]:
+    """The target attributes and the modification text of one triplet of `kind` (with
+    `grammar`, the text comes from the phrasing grammar instead of these templates)."""
+    target, text = _modify(ref, kind, rng)
+    if grammar:
+        from .phrasing import modification_text
+
+        text = modification_text(ref, target, kind, rng)
+    return target, text
+
+
+def _modify(ref: Attributes, kind: str, rng: random.Random) -> tuple[Attributes, str]:
     colors, patterns = [c.name for c in COLORS], [p.name for p in PATTERNS]
     if kind == "color":
         target = Attributes(ref.category, _other(colors, ref.color, rng), ref.pattern)

@@ -22,6 +22,7 @@ from .common import (
     mentions_match,
     multi_positive_infonce,
     render_pool,
+    text_writer,
 )
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
@@ -44,15 +45,6 @@ class BackboneTrainConfig(TrainConfig):
     # pattern on another product, so the model must tell a t-shirt from gloves by its shape.
     hard_negatives: float = 0.0
     look_crops: int = 0  # rendered flat-lays whose product crops join the training photos
-
-
-def _text_writer(cfg: BackboneTrainConfig, rng: random.Random):
-    """How a training photo is described: the phrasing grammar or the first templates."""
-    if cfg.texts == "templates":
-        return lambda a, mention: describe(a, rng, mention)
-    if cfg.texts != "grammar":
-        raise ValueError(f"texts must be 'grammar' or 'templates', not {cfg.texts!r}")
-    return lambda a, mention: phrasing.describe_query(a, rng, mention, plural_form=rng.random() < cfg.plural)
 
 
 def render_look_crops(combos: list[Attributes], looks: int, seed: int, preprocess) -> tuple[torch.Tensor, list]:
@@ -112,7 +104,7 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
         crops, crop_attrs = render_look_crops(train_combos, cfg.look_crops, cfg.seed + 3, preprocess)
         pool, pool_attrs = torch.cat([pool, crops]), pool_attrs + crop_attrs
     by_key = lookalike_index(pool_attrs)
-    write_text = _text_writer(cfg, rng)
+    write_text = text_writer(cfg.texts, rng)
     # Monitoring gallery: one fresh photo of every combination; queries: the held-out ones.
     gallery, gallery_attrs = render_pool(combos, 1, cfg.seed + 2, preprocess, "render eval")
     held_queries = sorted((a for a in combos if a in held), key=lambda a: a.as_tuple()) or combos[:1]
@@ -128,7 +120,7 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
         images[flip] = images[flip].flip(-1)
         batch_attrs = [pool_attrs[i] for i in idx.tolist()]
         mentions = rng.choices(MENTIONS, MENTION_WEIGHTS, k=len(idx))
-        texts = [write_text(a, m) for a, m in zip(batch_attrs, mentions)]
+        texts = [write_text(a, m, rng.random() < cfg.plural) for a, m in zip(batch_attrs, mentions)]
         positives = torch.tensor([[mentions_match(a, b, m) for b, m in zip(batch_attrs, mentions)]
                                   for a in batch_attrs])
         img = model.encode_image(images, normalize=True)

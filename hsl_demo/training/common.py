@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..data.attributes import Attributes
 from ..data.demo import all_combinations, held_out_combinations, render_product
 
+TEXT_STYLES = ("templates", "grammar")  # the first demo model's templates; the phrasing grammar
 MENTIONS = ((True, True), (True, False), (False, True), (False, False))
 MENTION_WEIGHTS = (0.7, 0.1, 0.1, 0.1)
 
@@ -110,3 +111,18 @@ def hard_batch(attrs: list[Attributes], by_key: dict, size: int, rng: random.Ran
         values = {"cc": (a.category, a.color), "cp": (a.category, a.pattern), "op": (a.color, a.pattern)}[key]
         rest.append(rng.choice(by_key[(key, *values)]))
     return first + rest
+
+
+def text_writer(style: str, rng: random.Random, region: bool = False):
+    """How training texts name a product, `(attrs, mention, plural) -> text`: the first
+    templates (attributes.describe) or the phrasing grammar (a query, or with `region`, a
+    drill-down region phrase)."""
+    from ..data import phrasing
+    from ..data.attributes import describe
+
+    if style not in TEXT_STYLES:
+        raise ValueError(f"texts must be one of {', '.join(TEXT_STYLES)}, not {style!r}")
+    if style == "templates":
+        return lambda a, mention, plural=False: describe(a, rng, mention, plural)
+    write = phrasing.region_phrase if region else phrasing.describe_query
+    return lambda a, mention, plural=False: write(a, rng, mention, plural_form=plural)

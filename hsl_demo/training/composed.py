@@ -41,6 +41,7 @@ class ComposedTrainConfig(TrainConfig):
     hard_negatives: bool = True  # look-alikes of each target join the gallery as negatives
     dataset: str | None = None  # "fashioniq" or "shoes": train on its train split, not the demo catalog
     data_root: str | None = None  # the data set's folder (its published layout)
+    texts: str = "templates"  # or "grammar": modification texts from the phrasing grammar
 
 
 @dataclass
@@ -62,8 +63,9 @@ class DemoTriplets:
     ("make it blue and striped" on a t-shirt must not find blue striped gloves).
     """
 
-    def __init__(self, attrs: list[Attributes], kinds: tuple[str, ...], hard_negatives: bool = True):
-        self.attrs, self.kinds, self.hard_negatives = attrs, kinds, hard_negatives
+    def __init__(self, attrs: list[Attributes], kinds: tuple[str, ...], hard_negatives: bool = True,
+                 grammar: bool = False):
+        self.attrs, self.kinds, self.hard_negatives, self.grammar = attrs, kinds, hard_negatives, grammar
         self.by_combo: dict[Attributes, list[int]] = {}
         self.by_key: dict[tuple, list[int]] = {}
         for i, a in enumerate(attrs):
@@ -77,7 +79,7 @@ class DemoTriplets:
         refs, targets, texts, target_attrs = [], [], [], []
         while len(refs) < size:
             i = rng.randrange(len(self.attrs))
-            target, text = modify(self.attrs[i], rng.choice(self.kinds), rng)
+            target, text = modify(self.attrs[i], rng.choice(self.kinds), rng, self.grammar)
             candidates = [j for j in self.by_combo.get(target, []) if j != i]
             if not candidates:  # a held-out (or, in quick runs, absent) target combination
                 continue
@@ -183,7 +185,9 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     backbone = Backbone.load(model)
     if splits is None:
         attrs, embeds, _ = frozen_training_pool(backbone, cfg, cfg.seed + 5, log)
-        triplets = DemoTriplets(attrs, COMPOSED_STAGES[cfg.stage], cfg.hard_negatives)
+        if cfg.texts not in ("templates", "grammar"):
+            raise ValueError(f"texts must be 'templates' or 'grammar', not {cfg.texts!r}")
+        triplets = DemoTriplets(attrs, COMPOSED_STAGES[cfg.stage], cfg.hard_negatives, cfg.texts == "grammar")
     else:
         from ..evaluate import encode_image_files
 

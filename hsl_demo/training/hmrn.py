@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.attributes import Attributes, describe
+from ..data.attributes import Attributes
 from ..data.demo import all_combinations, held_out_combinations
 from ..models import save_head
-from .common import MENTIONS, multi_positive_infonce
+from .common import MENTIONS, multi_positive_infonce, text_writer
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
 
@@ -36,6 +36,7 @@ class HMRNTrainConfig(TrainConfig):
     local_loss: float = 0.6
     reasoning_loss: float = 0.3
     global_loss: float = 0.1
+    texts: str = "templates"  # or "grammar": region phrases from the phrasing grammar
 
 
 @dataclass
@@ -116,6 +117,7 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
     head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
                     reasoning_steps=cfg.reasoning_steps)
     max_items = pool.mask.shape[1]
+    write_text = text_writer(cfg.texts, rng, region=True)
 
     def step(_: int) -> Step:
         idx = rng.sample(range(len(pool.items)), min(cfg.batch_size, len(pool.items)))
@@ -124,7 +126,7 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
             items = list(pool.items[i])
             rng.shuffle(items)
             mentions = rng.choices(MENTIONS, cfg.mention_weights, k=len(items))
-            texts.extend(describe(a, rng, m, rng.random() < cfg.plural) for a, m in zip(items, mentions))
+            texts.extend(write_text(a, m, rng.random() < cfg.plural) for a, m in zip(items, mentions))
             query_keys.append([_query_key(a, m) for a, m in zip(items, mentions)])
             counts.append(len(items))
         # One row per (look, round): round n of a look is its first n queries. Every round of

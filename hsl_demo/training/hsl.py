@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from ..data.attributes import describe
 from ..models import save_head
 from .common import (
     MENTION_WEIGHTS,
@@ -22,6 +21,7 @@ from .common import (
     lookalike_index,
     mentions_match,
     multi_positive_infonce,
+    text_writer,
 )
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
@@ -40,6 +40,7 @@ class HSLTrainConfig(TrainConfig):
     object_aggregation: str = "max"
     weight_lr_factor: float = 10.0  # learning-rate multiplier of the combination weights
     term_loss_weight: float = 0.5  # each term alone must rank too (keeps the ablations meaningful)
+    texts: str = "templates"  # or "grammar": the phrasing grammar (training/common.py TEXT_STYLES)
 
 
 def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print, resume: bool = False) -> dict:
@@ -52,6 +53,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     attrs, embeds, regions = frozen_training_pool(backbone, cfg, cfg.seed + 3, log)
     region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
     by_key = lookalike_index(attrs)
+    write_text = text_writer(cfg.texts, rng)
     head = HSLHead(embed_dim=embeds.shape[1], dim=cfg.dim, levels=cfg.levels, heads=cfg.heads,
                    object_aggregation=cfg.object_aggregation, dropout=cfg.dropout)
 
@@ -59,7 +61,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
         idx = hard_batch(attrs, by_key, min(cfg.batch_size, len(attrs)), rng)
         batch_attrs = [attrs[i] for i in idx]
         mentions = rng.choices(MENTIONS, MENTION_WEIGHTS, k=len(idx))
-        texts = [describe(a, rng, m) for a, m in zip(batch_attrs, mentions)]
+        texts = [write_text(a, m) for a, m in zip(batch_attrs, mentions)]
         positives = torch.tensor([[mentions_match(a, b, m) for b, m in zip(batch_attrs, mentions)]
                                   for a in batch_attrs])  # (image, text)
         text_feats = backbone.text_features(texts)
