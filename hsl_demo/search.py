@@ -64,7 +64,6 @@ class Retriever:
         self.backbone = backbone
         self.catalog = catalog
         self.candidates = _check_k(candidates)
-        self.trained = {name for name, head in (("hsl", hsl), ("composed", composed), ("hmrn", hmrn)) if head}
         self.hsl = hsl
         # Without a trained head, composed queries are the equal-weight sum (zero-shot baseline).
         self.composed = (composed or ComposedHead(embed_dim=backbone.embed_dim)).eval()
