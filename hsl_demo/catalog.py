@@ -165,8 +165,10 @@ class Catalog:
         if index.d != regions.shape[2]:
             raise HslDemoError(f"{root}: index.faiss holds {index.d}-d vectors, regions.npy {regions.shape[2]}-d; "
                                "rebuild it")
-        if isinstance(index, faiss.IndexIVF):
-            index.nprobe = int(manifest.get("nprobe", 16))
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.nprobe = int(manifest.get("nprobe", 16))
+            ivf.make_direct_map()  # now, not in a first search racing others: rows are read back by id
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
@@ -226,7 +228,5 @@ class Catalog:
     @cached_property
     def embeddings(self) -> np.ndarray:
         """(N, D) global embeddings, read back from the index."""
-        if isinstance(self.index, faiss.IndexIVF):
-            self.index.make_direct_map()
         return self.index.reconstruct_n(0, self.index.ntotal)
 

@@ -285,6 +285,10 @@ def _cmd_evaluate(args) -> None:
     loaded = {name: load_queries(path) for name, path in files.items()}  # every file checked before the model loads
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
     tables = {name: _evaluate_table(retriever, queries, args) for name, queries in loaded.items()}
+    for name, (table, _) in tables.items():
+        seen = table[next(iter(table))].get("notices", {})
+        for message, count in sorted(seen.items(), key=lambda kv: -kv[1])[:5]:
+            _notify([f"{count} {'query' if count == 1 else 'queries'} of {files[name].name}: {message}"])
     if args.json:
         out = {name: table if args.ablation else table[args.variant] for name, (table, _) in tables.items()}
         body = dict(out["given"])
@@ -457,7 +461,7 @@ class _OneLineWarnings(logging.Handler):
     """The package's log warnings as `hsl-demo: warning: ...` on the stderr of the moment."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"hsl-demo: warning: {record.getMessage()}", file=sys.stderr)
+        print(f"hsl-demo: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -475,8 +479,12 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     package_log = logging.getLogger("hsl_demo")
-    handler = _OneLineWarnings(logging.DEBUG if os.environ.get("HSL_DEMO_DEBUG") else logging.WARNING)
-    package_log.addHandler(handler)  # for this command only: removed below
+    handler = _OneLineWarnings()
+    # for this command only (restored below): our one-line form, not also the root logger's
+    saved = package_log.level, package_log.propagate
+    package_log.setLevel(logging.DEBUG if os.environ.get("HSL_DEMO_DEBUG") else logging.WARNING)
+    package_log.propagate = False
+    package_log.addHandler(handler)
     try:
         COMMANDS[args.command](args)
     except HslDemoError as e:
@@ -489,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         package_log.removeHandler(handler)
+        package_log.setLevel(saved[0])
+        package_log.propagate = saved[1]
     return 0
 
 

@@ -71,10 +71,13 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
             mode.precheck(retriever, [queries[i] for i in indices])
     rankings: list[list[list[str]]] = [[] for _ in queries]  # per query: its ranked ids after every round
     out: dict = {}
+    notices: dict[str, int] = {}  # what users of these queries would have been told, and how often
     for mode, indices in by_mode.items():
         responses = [mode.rank(retriever, queries[i], max(ks), chosen[mode]) for i in indices]
         for i, rounds_of in zip(indices, responses):
             rankings[i] = [[r.id for r in response] for response in rounds_of]
+            for message in {m for response in rounds_of for m in response.notices}:
+                notices[message] = notices.get(message, 0) + 1
         if mode.metrics:
             out.update(mode.metrics([queries[i] for i in indices], responses))
     multi = [i for i in range(len(queries)) if query_mode(queries[i]).in_rounds]
@@ -90,6 +93,8 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
                              for kind in sorted(kinds)}
     if multi:
         result["rounds"] = recall_per_round([rankings[i] for i in multi], [queries[i] for i in multi], ks)
+    if notices:
+        result["notices"] = notices
     return result
 
 

@@ -8,12 +8,15 @@ open_clip_model.safetensors) and, in subfolders, our heads in the Hub mixin form
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HslDemoError
+
+log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -98,11 +101,15 @@ def read_model_index(folder: Path) -> ModelIndex:
     known = {m.head for m in modes.MODES.values()}
     try:
         heads = json.loads(path.read_text(encoding="utf-8")).get("heads", {})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
         raise HslDemoError(f"{path}: not a valid model index (a JSON object with \"heads\")") from None
     if not isinstance(heads, dict) or not set(heads) <= known:
         raise HslDemoError(f"{path}: \"heads\" must map head names ({', '.join(sorted(known))}) to their entries")
-    return ModelIndex(sorted(heads))
+    missing = sorted(name for name in heads if not (folder / name).is_dir())
+    if missing:  # e.g. a copied folder with a head removed before its retraining rewrites the index
+        log.warning("%s lists %s, not in the folder: loading without %s", path, ", ".join(missing),
+                    "it" if len(missing) == 1 else "them")
+    return ModelIndex(sorted(set(heads) - set(missing)))
 
 
 def write_model_index(folder: Path) -> ModelIndex:

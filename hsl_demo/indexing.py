@@ -60,8 +60,20 @@ def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Ind
         except RuntimeError as e:
             raise HslDemoError(f"--index {spec!r}: could not be trained on {n} vectors "
                                f"({str(e).splitlines()[-1][:120]})") from None
-    index.add(vectors)
     ivf = faiss.try_extract_index_ivf(index)
+    try:
+        index.add(vectors)
+        if ivf is not None:
+            ivf.make_direct_map()  # rows read back by id (and kept in the file)
+        # Modify and Drill down read the global embeddings back from the index: they must survive it
+        sample = min(n, 1000)
+        error = float(np.abs(index.reconstruct_n(0, sample) - vectors[:sample]).max())
+    except RuntimeError as e:
+        raise HslDemoError(f"--index {spec!r}: cannot hold or give back the vectors ({str(e).splitlines()[-1][:120]}); "
+                           "use a Flat or IVF...,Flat spec") from None
+    if error > 1e-4:
+        raise HslDemoError(f"--index {spec!r} compresses the vectors (error up to {error:.3f}), and the catalog reads "
+                           "them back for composed and drill-down queries: use a Flat or IVF...,Flat spec")
     nprobe = 0
     if ivf is not None:
         nprobe = DEFAULT_NPROBE

@@ -69,6 +69,11 @@ def image_upload(**kwargs) -> gr.Image:
     return image
 
 
+def mode_chart(mode: modes.Mode, results: list[SearchResult], highlight: int | None = None):
+    """The chart the mode registers for its breakdown (hsl_demo.viz)."""
+    return getattr(viz, mode.chart)(results, highlight)
+
+
 def results_slider(**kwargs) -> gr.Slider:
     """The "Results" (k) slider, whose API callers get a one-line message, not a traceback in
     the server log, for a missing, non-numeric or out-of-range value."""
@@ -152,11 +157,11 @@ class Handlers:
             response = self.products.search_text(text, k=int(k))
         notify(response.notices)
         results = response.results
-        chart = viz.hsl_chart(*viz.shown(results))
+        chart = mode_chart(modes.describe.MODE, *viz.shown(results))
         return gallery_items(results, self.thumbnails), chart, breakdown_table(results), results
 
     def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
-        return viz.hsl_chart(*viz.shown(results, evt.index)) if results else gr.skip()
+        return mode_chart(modes.describe.MODE, *viz.shown(results, evt.index)) if results else gr.skip()
 
     # Modify -----------------------------------------------------------------------------
     def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float):
@@ -165,7 +170,7 @@ class Handlers:
             response = self.products.search_composed(reference, text, k=int(k))
         notify(response.notices)
         results = response.results
-        return gallery_items(results, self.thumbnails), viz.composed_chart(*viz.shown(results)), results
+        return gallery_items(results, self.thumbnails), mode_chart(modes.modify.MODE, *viz.shown(results)), results
 
     def _reference(self, image: str | None, ref_id: str | None) -> str | Image.Image:
         """The catalog id when one is set (picked or clicked), else the uploaded photo."""
@@ -197,7 +202,7 @@ class Handlers:
     def use_result(self, results: list[SearchResult] | None, evt: gr.SelectData):
         if not results or not 0 <= evt.index < len(results):
             return gr.skip(), gr.skip(), gr.skip()
-        return *self._as_reference(results[evt.index].id), viz.composed_chart(*viz.shown(results, evt.index))
+        return *self._as_reference(results[evt.index].id), mode_chart(modes.modify.MODE, *viz.shown(results, evt.index))
 
     # Drill down -------------------------------------------------------------------------
     def drill_add(self, text: str | None, session: DrillDownSession | None):
@@ -230,7 +235,7 @@ class Handlers:
         if not results:
             return None, None
         shown = viz.shown(results, selected)
-        return viz.drill_chart(*shown), viz.rank_chart(*shown)
+        return mode_chart(modes.drill_down.MODE, *shown), viz.rank_chart(*shown)
 
 
 def _results_gallery(elem_id: str) -> gr.Gallery:
@@ -264,7 +269,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             f"Catalogs: **{products.catalog.name}** ({len(products.catalog)} products) for Describe and Modify, "
             f"**{looks.catalog.name}** ({len(looks.catalog)} looks) for Drill down."
         )
-        with gr.Tab(modes.MODES["describe"].title):
+        with gr.Tab(modes.describe.MODE.title):
             with gr.Row():
                 text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
                                   elem_id="describe-text")
@@ -282,7 +287,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             text.submit(h.describe, [text, k], outputs, **private)
             gallery.select(h.describe_select, [found], [chart], **private)
 
-        with gr.Tab(modes.MODES["modify"].title):
+        with gr.Tab(modes.modify.MODE.title):
             gr.Markdown("Start from a product (upload a photo, or pick one), say what to change. Click a result "
                         "to make it the next reference and walk through the catalog step by step.")
             with gr.Row():
@@ -314,7 +319,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             reference.upload(lambda: "", None, ref_id, **private)
             reference.clear(lambda: "", None, ref_id, **private)
 
-        with gr.Tab(modes.MODES["drill-down"].title):
+        with gr.Tab(modes.drill_down.MODE.title):
             gr.Markdown("Describe a look one product at a time: each round adds a region query and re-ranks "
                         f"the looks with all the queries so far (at most {looks.hmrn.max_rounds} rounds).")
             with gr.Row():

@@ -163,6 +163,10 @@ def test_the_index_type_is_a_factory_spec(small_images, tiny_backbone, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("hsl-demo: error: --index 'IVF2,Nonsense': not a FAISS index_factory spec")
     assert not (tmp_path / "bad").exists()
+    for spec, message in (("SQ4", "compresses the vectors"), ("IDMap,Flat", "cannot hold or give back the vectors")):
+        with pytest.raises(HslDemoError, match=message):
+            build_catalog(small_images / "images", tmp_path / "lossy", tiny_backbone, progress=False, index_spec=spec)
+    assert not (tmp_path / "lossy").exists()
 
 
 def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_CATALOG, assert_clean_error, run_cli
+from conftest import REPO, SMALL_CATALOG, assert_clean_error, run_cli
 
 from hsl_demo.backbone import save_backbone
 from hsl_demo.hub import is_repo_id
@@ -87,3 +87,15 @@ def test_catalog_from_another_model_is_refused(hub_setup):
 def test_small_catalog_fixture_has_the_expected_items(hub_setup):
     items = [json.loads(line) for line in (hub_setup / "catalog" / "items.jsonl").read_text().splitlines()]
     assert len(items) == 2 * len(SMALL_CATALOG)
+
+
+def test_a_head_listed_in_model_index_but_removed_is_skipped_with_a_warning(tmp_path, caplog):
+    """As after `cp -r checkpoints/demo X && rm -r X/composed` (before retraining it)."""
+    import shutil
+
+    from hsl_demo.hub import read_model_index
+
+    shutil.copytree(REPO / "checkpoints" / "demo", tmp_path / "m")
+    shutil.rmtree(tmp_path / "m" / "composed")
+    assert read_model_index(tmp_path / "m").heads == ["hmrn", "hsl"]
+    assert "lists composed, not in the folder" in caplog.text

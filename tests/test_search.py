@@ -88,3 +88,14 @@ def test_the_cli_prints_unknown_words_as_a_warning():
     proc = run_cli("search", "--text", "navy polka dot dress", "-k", "2")
     assert proc.returncode == 0
     assert "hsl-demo: warning: the model was never trained on 'navy', 'dot'" in proc.stderr
+
+
+def test_each_mode_returns_the_breakdown_type_it_registers(retriever):
+    from hsl_demo import modes
+
+    found = {"describe": retriever.search_text("red cap", k=2)[0],
+             "modify": retriever.search_composed("p00024", "make it blue", k=2)[0],
+             "drill-down": retriever.session(k=2).add("a red cap").results[0]}
+    for name, result in found.items():
+        assert type(result.breakdown) is modes.MODES[name].breakdown(), name
+        assert result.breakdown.final == pytest.approx(result.score, abs=1e-5)

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from hsl_demo.backbone import Backbone
@@ -103,8 +104,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
         train_hsl(tmp_path / "resumed", "hsl-demo-tiny", cfg, log=killed_at_step_3)
     except KeyboardInterrupt:
         pass
-    state = tmp_path / "resumed" / ".checkpoint" / "hsl"
-    assert json.loads((state / "train_state.json").read_text())["step"] == 2
+    state = tmp_path / "resumed" / ".checkpoint" / "hsl" / "train_state.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(state), "pt") as f:
+        assert json.loads(f.metadata()["state"])["step"] == 2
+    from hsl_demo.errors import HslDemoError
+
+    with pytest.raises(HslDemoError, match="is of another run \\(it differs in dim\\)"):
+        train_hsl(tmp_path / "resumed", "hsl-demo-tiny", HSLTrainConfig(**{**cfg.__dict__, "dim": 16}),
+                  log=lambda m: None, resume=True)
     assert not (tmp_path / "resumed" / "hsl").exists()
     seen = []
     info = train_hsl(tmp_path / "resumed", "hsl-demo-tiny", cfg, log=seen.append, resume=True)

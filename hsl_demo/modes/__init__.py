@@ -28,7 +28,7 @@ class Mode:
     name: str  # "describe", "modify", "drill-down": query files' "mode", registry key
     title: str  # the UI tab
     head: str  # the head's subfolder in a model folder and its keyword in Retriever(...)
-    head_class: Callable[[], type]  # imported on demand: the CLI lists modes without torch
+    head_class: Callable[[], type]  # a function: the class is looked up when a head is loaded
     head_summary: str  # a line for model cards
     variants: tuple[str, ...]  # ways to rank, for ablations; the first is the default
     breakdown: Callable[[], type]  # the dataclass of a result's `breakdown`
@@ -76,10 +76,6 @@ def get(name: str) -> Mode:
 
 def by_head(head: str) -> Mode:
     return next(m for m in MODES.values() if m.head == head)
-
-
-def all_variants() -> list[str]:
-    return sorted({v for m in MODES.values() for v in m.variants})
 
 
 from . import describe, drill_down, modify  # noqa: E402,F401  (each registers itself)

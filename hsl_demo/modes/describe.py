@@ -100,7 +100,6 @@ def encode_hsl_store(head: HSLHead, embeds: torch.Tensor, regions: torch.Tensor,
     return HslStore(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
-
 def image_side(catalog: Catalog, head: HSLHead) -> HslStore:
     """The HSL image side of every item for `head`: precomputed at index time when the catalog
     was built with this very head, otherwise computed now (logged: re-index to skip it)."""

@@ -82,7 +82,6 @@ def encode_hmrn_store(head: HMRNHead, embeds: torch.Tensor, regions: torch.Tenso
     return HmrnStore(HMRNImages(side.regions.half(), side.pooled.half(), side.mask), index, region_rows)
 
 
-
 def image_side(catalog: Catalog, head: HMRNHead) -> HmrnStore:
     """The HMRN image side of every item for `head`, with its region index (computed here, in
     memory: about 1.5 KB an item with 5 regions)."""
@@ -224,7 +223,22 @@ def check_rounds(retriever: Retriever, queries: list[dict]) -> None:
 
 
 def rank(retriever: Retriever, query: dict, k: int, variant: str) -> list[SearchResponse]:
-    return [SearchResponse(rd.results) for rd in retriever.search_multi(query["regions"], k=k, variant=variant)]
+    """The ranking after every round, with the notices met on the way to it (a query ignored
+    before the first round goes with the first ranking, a later one with the ranking it kept)."""
+    session = retriever.session(k, variant)
+    out: list[SearchResponse] = []
+    pending: list[str] = []
+    for text in query["regions"]:
+        rounds_before = len(session.rounds)
+        step = session.add(text)
+        if len(session.rounds) > rounds_before:
+            out.append(SearchResponse(step.results, pending + step.notices))
+            pending = []
+        elif out:
+            out[-1].notices.extend(step.notices)
+        else:
+            pending.extend(step.notices)
+    return out or [SearchResponse([], pending)]
 
 
 MODE = register(Mode(

@@ -222,7 +222,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
                            "mean w_text": query.w_text.mean().item()})
 
     result = fit(head, step, cfg, name=f"composed {cfg.stage}", rng=rng, log=log,
-                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / "composed", resume=resume)
+                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / f"composed-{cfg.stage}", resume=resume)
     trained_by = f"hsl-demo train composed --stage {cfg.stage}" + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
     info = {"trained_by": trained_by, "backbone": backbone.portable_id, "resumed_from": resumed,
             "config": asdict(cfg), "losses": result.losses, "train_seconds": round(result.seconds)}

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,8 +23,7 @@ from torch import nn
 from ..errors import HslDemoError
 
 CHECKPOINT_DIR = ".checkpoint"  # inside the output model folder; never pushed, removed when a run ends
-STATE_TENSORS = "train_state.safetensors"
-STATE_JSON = "train_state.json"
+STATE_TENSORS = "train_state.safetensors"  # tensors, plus the run's state as JSON metadata
 
 
 @dataclass
@@ -96,10 +95,10 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     result = FitResult()
     if resume:
-        if checkpoint_dir is None or not (checkpoint_dir / STATE_JSON).is_file():
+        if checkpoint_dir is None or not (checkpoint_dir / STATE_TENSORS).is_file():
             raise HslDemoError(f"--resume: no checkpoint in {checkpoint_dir} (a run writes one every "
                                "--checkpoint-every steps)")
-        result = _load_checkpoint(checkpoint_dir, model, opt, sched, rng, cfg)
+        result = _load_checkpoint(checkpoint_dir, name, model, opt, sched, rng, cfg)
         log(f"[{name}] resuming at step {result.resumed_at + 1}/{cfg.steps} from {checkpoint_dir}")
     model.train()
     start = time.time() - result.seconds
@@ -129,24 +128,31 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
             log(f"[{name}] step {n}: " + " ".join(f"{k} {v:.3f}" for k, v in figures.items()))
         if checkpoint_dir and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
             result.seconds = time.time() - start
-            _save_checkpoint(checkpoint_dir, model, opt, sched, rng, n, result)
+            _save_checkpoint(checkpoint_dir, name, cfg, model, opt, sched, rng, n, result)
     bar.close()
     model.eval()
     result.seconds = time.time() - start
     if checkpoint_dir is not None:  # finished: the checkpoint has done its job
-        for name_ in (STATE_TENSORS, STATE_JSON):
-            (checkpoint_dir / name_).unlink(missing_ok=True)
+        (checkpoint_dir / STATE_TENSORS).unlink(missing_ok=True)
         for folder in (checkpoint_dir, checkpoint_dir.parent if checkpoint_dir.parent.name == CHECKPOINT_DIR else None):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     return result
 
 
-def _save_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, sched, rng: random.Random,
-                     step: int, result: FitResult) -> None:
+def _run_identity(name: str, cfg: TrainConfig) -> dict:
+    """What a resumed run must share with the checkpointed one (not its length or logging)."""
+    skip = {"steps", "checkpoint_every", "log_every"}
+    return {"trainer": name, **{k: v for k, v in asdict(cfg).items() if k not in skip}}
+
+
+def _save_checkpoint(folder: Path, name: str, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
+                     sched, rng: random.Random, step: int, result: FitResult) -> None:
+    """One safetensors file, written atomically: the tensors, and the rest as JSON in its metadata
+    (so weights and step counter can never come from two different steps)."""
     from safetensors.torch import save
 
-    from ..fileio import atomic_file, write_json
+    from ..fileio import atomic_file
 
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
@@ -154,34 +160,43 @@ def _save_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer,
         for key, value in state.items():
             tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
+    version, internal, gauss = rng.getstate()
+    meta = {"run": _run_identity(name, cfg), "step": step, "losses": result.losses, "history": result.history,
+            "seconds": result.seconds, "python_rng": [version, list(internal), gauss],
+            "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / STATE_TENSORS, "wb") as f:
-        f.write(save(tensors))
-    version, internal, gauss = rng.getstate()
-    write_json(folder / STATE_JSON, {
-        "step": step, "losses": result.losses, "history": result.history, "seconds": result.seconds,
-        "python_rng": [version, list(internal), gauss], "param_groups": opt_state["param_groups"],
-        "scheduler": sched.state_dict(),
-    })
+        f.write(save(tensors, metadata={"state": json.dumps(meta)}))
 
 
-def _load_checkpoint(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, sched, rng: random.Random,
-                     cfg: TrainConfig) -> FitResult:
+def _load_checkpoint(folder: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer, sched,
+                     rng: random.Random, cfg: TrainConfig) -> FitResult:
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / STATE_JSON).read_text())
-    tensors = load_file(folder / STATE_TENSORS)
+    path = folder / STATE_TENSORS
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["state"])
+        tensors = load_file(path)
+    except Exception as e:  # safetensors' own error types: a truncated or foreign file
+        raise HslDemoError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
+    wanted, found = _run_identity(name, cfg), meta.get("run", {})
+    if found != wanted:
+        changed = sorted(k for k in set(wanted) | set(found) if wanted.get(k) != found.get(k))
+        raise HslDemoError(f"the checkpoint in {folder} is of another run (it differs in {', '.join(changed)}); "
+                           "resume with the same settings, or start over without --resume")
+    if meta["step"] >= cfg.steps:
+        raise HslDemoError(f"the checkpoint in {folder} is at step {meta['step']}, not before --steps {cfg.steps}")
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
+            _, index, field_name = key.split(".", 2)
+            state.setdefault(int(index), {})[field_name] = value
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     sched.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["torch_rng"])
     version, internal, gauss = meta["python_rng"]
     rng.setstate((version, tuple(internal), gauss))
-    if meta["step"] >= cfg.steps:
-        raise HslDemoError(f"the checkpoint in {folder} is at step {meta['step']}, not before --steps {cfg.steps}")
     return FitResult(meta["losses"], meta["history"], meta["seconds"], meta["step"])
