@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +33,6 @@ log = logging.getLogger(__name__)
 
 PROBE_TEXT = "a photo of a product"
 VOCABULARY_FILE = "vocabulary.json"  # a model folder's training words (the demo model has one)
-_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
-
-
-def words_of(text: str) -> list[str]:
-    """The lower-case words of a text, as vocabulary checks count them ("t-shirt" is one)."""
-    return _WORD.findall(text.lower())
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -143,7 +136,9 @@ class Backbone:
         are known, or when the model folder does not list its training words)."""
         if self.vocabulary is None:
             return []
-        unknown = list(dict.fromkeys(w for w in words_of(text) if w not in self.vocabulary))
+        from .data.phrasing import tokens  # the words as the training grammar counts them
+
+        unknown = list(dict.fromkeys(w for w in tokens(text) if w not in self.vocabulary))
         if not unknown:
             return []
         return [f"the model was never trained on {', '.join(repr(w) for w in unknown[:5])}"

@@ -134,15 +134,8 @@ def recall_per_round(rankings: list[list[list[str]]], queries: list[dict], ks: t
     """R@k after round 1, 2, ... up to the longest query. A query with fewer rounds keeps its
     last ranking in the later rounds, so every round counts every query."""
     longest = max(len(r) for r in rankings)
-    out = []
-    for n in range(longest):
-        hits = dict.fromkeys(ks, 0)
-        for ranking, q in zip(rankings, queries):
-            ranked = ranking[min(n, len(ranking) - 1)] if ranking else []
-            for k in ks:
-                hits[k] += any(i in q["targets"] for i in ranked[:k])
-        out.append({"round": n + 1, **{f"R@{k}": hits[k] / len(queries) for k in ks}})
-    return out
+    return [{"round": n + 1, **{k: v for k, v in _recall(queries, [r[:n + 1] for r in rankings], ks).items()
+                                if k != "queries"}} for n in range(longest)]
 
 
 # ---- composed retrieval on public data sets (Fashion-IQ, Shoes) -----------------------------

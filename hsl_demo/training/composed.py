@@ -14,7 +14,7 @@ import torch
 from ..data.attributes import Attributes
 from ..errors import HslDemoError
 from ..models import save_head
-from .common import frozen_training_pool, multi_positive_infonce
+from .common import TEXT_STYLES, frozen_training_pool, multi_positive_infonce
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
 COMPOSED_STAGES = {
@@ -185,8 +185,8 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     backbone = Backbone.load(model)
     if splits is None:
         attrs, embeds, _ = frozen_training_pool(backbone, cfg, cfg.seed + 5, log)
-        if cfg.texts not in ("templates", "grammar"):
-            raise ValueError(f"texts must be 'templates' or 'grammar', not {cfg.texts!r}")
+        if cfg.texts not in TEXT_STYLES:
+            raise ValueError(f"texts must be one of {', '.join(TEXT_STYLES)}, not {cfg.texts!r}")
         triplets = DemoTriplets(attrs, COMPOSED_STAGES[cfg.stage], cfg.hard_negatives, cfg.texts == "grammar")
     else:
         from ..evaluate import encode_image_files

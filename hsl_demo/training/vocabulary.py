@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..backbone import VOCABULARY_FILE, words_of
+from ..backbone import VOCABULARY_FILE
 from ..data.attributes import Attributes, describe
 from ..data.demo import all_combinations
+from ..data.phrasing import tokens
 from ..data.triplets import KINDS, modify
 from ..fileio import write_json
 from .common import MENTIONS
@@ -25,9 +26,9 @@ def demo_vocabulary(draws: int = 40, seed: int = 0) -> set[str]:
         for _ in range(draws):
             for mention in MENTIONS:
                 for plural in (False, True):
-                    words.update(words_of(describe(attrs, rng, mention, plural)))
+                    words.update(tokens(describe(attrs, rng, mention, plural)))
             for kind in KINDS:
-                words.update(words_of(modify(attrs, kind, rng)[1]))
+                words.update(tokens(modify(attrs, kind, rng)[1]))
     return words
 
 
