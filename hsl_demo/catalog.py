@@ -107,6 +107,13 @@ def _check_hsl_arrays(root: Path, hsl: dict[str, np.ndarray], n: int) -> None:
     _check_array(root, "hsl_mask.npy", hsl["hsl_mask"], (n, regions), "b")
 
 
+def same_probe(a, b) -> bool:
+    """Whether two model fingerprints (`Backbone.probe`) are of the same weights, allowing for
+    float16 storage and another device."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    return a.shape == b.shape and float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-8) >= PROBE_MIN_COSINE
+
+
 @dataclass
 class Catalog:
     root: Path
@@ -190,10 +197,7 @@ class Catalog:
         except (TypeError, ValueError):
             raise HslDemoError(f"{self.root}: manifest.json's model probe is not a list of numbers; rebuild "
                                "the catalog") from None
-        mine = np.asarray(backbone.probe(), dtype=np.float32)
-        same = probe.shape == mine.shape and self.index.d == backbone.embed_dim and float(probe @ mine) / (
-            np.linalg.norm(probe) * np.linalg.norm(mine) + 1e-8) >= PROBE_MIN_COSINE
-        if not same:
+        if not (same_probe(probe, backbone.probe()) and self.index.d == backbone.embed_dim):
             raise HslDemoError(
                 f"catalog {self.name!r} was indexed with model {meta.get('id')!r} "
                 f"(dim {meta.get('embed_dim')}), not with {backbone.model_id!r} (dim {backbone.embed_dim}); "

@@ -41,6 +41,12 @@ def _trainer(what, name: str, help: str, model: bool = True) -> argparse.Argumen
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in OUT/.checkpoint/")
     t.add_argument("--texts", choices=("templates", "grammar"), default=None,
                    help="training texts: the first demo model's templates (default) or the phrasing grammar")
+    if model:
+        t.add_argument("--catalog", metavar="DIR",
+                       help="train on an indexed catalog's features and metadata instead of the demo world "
+                       "(needs --out: it becomes a complete model folder); --model defaults to the catalog's")
+        t.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                       help="with --catalog: stop after N held-out evaluations without improvement (default 5)")
     return t
 
 
@@ -74,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = _trainer(what, "hmrn", "train the HMRN drill-down head on rendered looks")
     m.add_argument("--looks", type=_positive_int, default=None, help="rendered training looks (default 3000)")
     c = _trainer(what, "composed", "train the composed-query head (stage 2 domain, then stage 3 hybrid)")
-    c.add_argument("--stage", choices=("domain", "hybrid"), default="hybrid",
-                   help="domain: attribute-text matching; hybrid: all modifications, resuming from the domain "
-                   "head in OUT/composed when there is one")
+    c.add_argument("--stage", choices=("domain", "hybrid"), default=None,
+                   help="domain: attribute-text matching; hybrid (default): all modifications, resuming from the "
+                   "domain head in OUT/composed when there is one")
     c.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     c.add_argument("--fixed-weights", dest="adaptive", action="store_false", default=None,
                    help="ablation: the combiner without adaptive weights (w_image = w_text = 0.5)")
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on a public data set's train split (published layout) instead of the demo catalog; "
                    "hybrid stage only")
     c.add_argument("--data-root", help="with --dataset: the data set's folder")
+    c.add_argument("--triplets", metavar="FILE",
+                   help="with --catalog: JSONL of {\"reference\": ID, \"text\": ..., \"targets\": [ID, ...]} "
+                   "(default: pairs of items that differ in one or two attributes)")
 
     p = sub.add_parser("index", help="encode a folder of images into a searchable catalog")
     p.add_argument("images", help="folder of images (jpg, png, webp; subfolders too)")
@@ -167,7 +176,7 @@ def _cmd_train(args) -> None:
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
-             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops")
+             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:
@@ -178,6 +187,16 @@ def _cmd_train(args) -> None:
             raise HslDemoError("--variants goes with the demo catalog; a --dataset trains on its own photos")
     elif getattr(args, "data_root", None) is not None:
         raise HslDemoError("--data-root goes with --dataset")
+    catalog = getattr(args, "catalog", None)
+    if catalog is not None:
+        if args.out is None:  # the default folder holds the shipped heads; a catalog's head is a new model
+            raise HslDemoError("--catalog needs --out (the model folder to write: the catalog's backbone and "
+                               "the trained heads)")
+        if any(getattr(args, k, None) is not None for k in ("variants", "looks", "texts", "dataset", "stage")):
+            raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --looks, --texts, "
+                               "--dataset and --stage go with the demo world")
+    elif getattr(args, "patience", None) is not None or getattr(args, "triplets", None) is not None:
+        raise HslDemoError("--patience and --triplets go with --catalog")
     if getattr(args, "model", None) is not None and args.out is None:
         # the default folder holds the embedded backbone's heads: one for another backbone goes elsewhere
         raise HslDemoError("--model needs --out (a model folder for that backbone's heads)")
@@ -189,6 +208,9 @@ def _cmd_train(args) -> None:
     cfg = replace(config(), **overrides)
     if args.what == "backbone":
         train(out, cfg, log=log, resume=args.resume)
+    elif catalog is not None:
+        extra = {"triplets": args.triplets} if args.what == "composed" else {}
+        train(out, args.model, cfg, log=log, resume=args.resume, catalog=catalog, **extra)
     else:
         train(out, args.model, cfg, log=log, resume=args.resume)
 

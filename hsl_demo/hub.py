@@ -121,6 +121,54 @@ def write_model_index(folder: Path) -> ModelIndex:
     return index
 
 
+BACKBONE_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "vocabulary.json")
+
+
+def start_model_folder(backbone, out: str | Path, keep_out: str) -> Path:
+    """Make `out` a complete model folder for a head trained on `backbone`: its backbone files and
+    every head its source folder has (but `keep_out`, which the trainer writes next).
+
+    A folder that already holds this backbone is used as it is (its heads are kept); one that
+    holds another backbone, or files of its own, is refused. A backbone given by open_clip name
+    is written in open_clip's format, so `--model OUT` loads the same weights.
+    """
+    import shutil
+
+    from .backbone import save_backbone
+    from .fileio import atomic_file
+
+    out = Path(out).expanduser()
+    if (out / "open_clip_config.json").is_file():
+        from .backbone import Backbone
+
+        if backbone.folder is None or out.resolve() != backbone.folder.resolve():
+            from .catalog import same_probe
+
+            if not same_probe(Backbone.from_folder(out).probe(), backbone.probe()):
+                raise HslDemoError(f"--out {out} holds another backbone than {backbone.portable_id!r}; give a new "
+                                   "folder (it becomes a complete model folder)")
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HslDemoError(f"--out {out} exists and is not a model folder (no open_clip_config.json); give a new "
+                           "or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if backbone.folder is None:  # an open_clip name (and tag): write its weights in the folder format
+        import open_clip
+
+        name = backbone.model_id.partition(":")[0]
+        save_backbone(backbone.model, open_clip.get_model_config(name), out, {"source": backbone.portable_id})
+        return out
+    for name in BACKBONE_FILES:
+        if (backbone.folder / name).is_file():
+            with atomic_file(out / name, "wb") as f, open(backbone.folder / name, "rb") as src:
+                shutil.copyfileobj(src, f)
+    for head in read_model_index(backbone.folder).heads:
+        if head != keep_out:
+            shutil.copytree(backbone.folder / head, out / head, ignore=shutil.ignore_patterns(".*"))
+    write_model_index(out)
+    return out
+
+
 def _heads_in_subfolders(folder: Path) -> list[str]:
     """Registered head names whose subfolder holds a head (config.json + model.safetensors)."""
     from . import modes

@@ -31,11 +31,33 @@ def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, car
         head.to(torch.float32)
         if info:
             write_json(tmp / "training.json", info)
+        if info and "catalog" in info:  # trained on a user's catalog: say on what, and how it scored
+            with open(tmp / "README.md", "a", encoding="utf-8") as f:
+                f.write(catalog_card_section(info))
     model_folder = Path(folder).parent
     if (model_folder / "open_clip_config.json").is_file():  # a head of a model folder: list it there
         from ..hub import write_model_index
 
         write_model_index(model_folder)
+
+
+def catalog_card_section(info: dict) -> str:
+    """The model card's account of a head trained with `--catalog`: the catalog (name, size,
+    fingerprint) and the held-out evaluation, untrained against trained."""
+    catalog, table = info["catalog"], info.get("evaluation", {})
+    lines = ["", "", "## Training data and evaluation", "",
+             f"Trained on catalog `{catalog['name']}` ({catalog['items']} items, fingerprint "
+             f"`{catalog['fingerprint']}`, indexed with `{catalog.get('model')}`); evaluated on its "
+             f"{catalog['heldout_items']} held-out items.", ""]
+    untrained, trained = table.get("untrained", {}), table.get("trained", {})
+    metrics = [k for k in untrained if k != "score"]
+    if metrics:
+        lines += ["| head | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|",
+                  "| untrained | " + " | ".join(f"{untrained[k]:.3f}" for k in metrics) + " |"]
+        if trained:
+            lines.append(f"| trained (step {trained.get('step')}) | "
+                         + " | ".join(f"{trained[k]:.3f}" for k in metrics) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def load_head(cls: type, folder: str | Path):

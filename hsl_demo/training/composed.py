@@ -42,6 +42,9 @@ class ComposedTrainConfig(TrainConfig):
     dataset: str | None = None  # "fashioniq" or "shoes": train on its train split, not the demo catalog
     data_root: str | None = None  # the data set's folder (its published layout)
     texts: str = "templates"  # or "grammar": modification texts from the phrasing grammar
+    eval_every: int = 100  # with a catalog: held-out evaluation, early stopping (see HSLTrainConfig)
+    eval_items: int = 2000
+    patience: int = 5
 
 
 @dataclass
@@ -135,6 +138,42 @@ class DatasetTriplets:
         return TripletBatch(refs, texts, gallery, positives)
 
 
+class CatalogTriplets:
+    """Triplets over an indexed catalog's items (rows of its embeddings): from a triplet file or
+    from items that share attributes (training/catalog_data.py). A gallery column answers a
+    query when it is one of the query's targets; with `hard_negatives` the batch's references
+    join the gallery as negatives, as for the public data sets."""
+
+    def __init__(self, triplets: list, hard_negatives: bool = True):
+        self.triplets, self.hard_negatives = triplets, hard_negatives
+
+    def sample(self, size: int, rng: random.Random) -> TripletBatch:
+        picked = [self.triplets[k] for k in rng.sample(range(len(self.triplets)), min(size, len(self.triplets)))]
+        refs = [t.reference for t in picked]
+        targets = [rng.choice(t.targets) for t in picked]
+        gallery = targets + (refs if self.hard_negatives else [])
+        positives = torch.tensor([[g in t.targets for g in gallery] for t in picked])
+        return TripletBatch(refs, [t.text for t in picked], gallery, positives)
+
+
+def heldout_evaluation(pool, backbone, head, triplets: list, limit: int):
+    """R@1 / R@10 of held-out composed queries (a fixed sample of at most `limit`) over the whole
+    catalog: the composed query against every item's embedding."""
+    from .catalog_data import recall_in_top
+
+    picked = sorted(random.Random(0).sample(range(len(triplets)), min(limit, len(triplets))))
+    triplets = [triplets[i] for i in picked]
+    text = torch.from_numpy(backbone.encode_text([t.text for t in triplets]))
+    image = pool.embeds[[t.reference for t in triplets]]
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        head.eval()
+        return recall_in_top(head(image, text).embeds @ pool.embeds.t(), [set(t.targets) for t in triplets])
+
+    return evaluate
+
+
 def _check_resumable_adaptive(folder: Path, cfg: ComposedTrainConfig) -> None:
     """A hybrid stage resumes the head in `folder`: it must be the same kind (adaptive or not)."""
     if cfg.stage != "hybrid" or not (folder / "config.json").is_file():
@@ -151,7 +190,7 @@ def _check_resumable_adaptive(folder: Path, cfg: ComposedTrainConfig) -> None:
 
 
 def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig, log=print,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, catalog: str | Path | None = None, triplets: str | Path | None = None) -> dict:
     """Train the composed-query head on a frozen backbone and save it to `out`/composed.
 
     Stage "domain" starts from the untrained head (the equal-weight sum); stage "hybrid"
@@ -162,10 +201,17 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     stage is the demo catalog's attribute-text matching, and relative captions ("is blue")
     do not describe a target on their own. A hybrid run on a data set resumes from the head
     in `out`/composed as on the demo catalog.
+
+    With `catalog` (an indexed catalog folder), the queries are that catalog's: from the
+    `triplets` file, or pairs of items that differ in one or two attributes; the head starts
+    untrained, is scored on held-out queries and kept at its best evaluation, and `out` becomes
+    a complete model folder.
     """
+    if catalog is not None:
+        return _train_on_catalog(out, model, cfg, log, resume, catalog, triplets)
     from ..backbone import Backbone
     from ..models import load_head
-    from ..models.composed import ComposedHead, weight_loss, weight_targets
+    from ..models.composed import ComposedHead
 
     if cfg.stage not in COMPOSED_STAGES:
         raise ValueError(f"unknown stage {cfg.stage!r} (one of {', '.join(COMPOSED_STAGES)})")
@@ -209,6 +255,23 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     if resumed is None:
         head = ComposedHead(embed_dim=embeds.shape[1], hidden=cfg.hidden, adaptive=cfg.adaptive)
 
+    step = _composed_step(head, backbone, embeds, triplets, cfg, rng)
+
+    result = fit(head, step, cfg, name=f"composed {cfg.stage}", rng=rng, log=log,
+                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / f"composed-{cfg.stage}", resume=resume)
+    trained_by = f"hsl-demo train composed --stage {cfg.stage}" + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
+    info = {"trained_by": trained_by, "backbone": backbone.portable_id, "resumed_from": resumed,
+            "config": asdict(cfg), "losses": result.losses, "train_seconds": round(result.seconds)}
+    save_head(head, folder, info, card={
+        "trained_by": trained_by, "steps": cfg.steps, "batch": cfg.batch_size, "backbone": backbone.portable_id,
+        "weights": "adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)"})
+    log(f"saved the {cfg.stage}-stage composed head to {folder}")
+    return info
+
+
+def _composed_step(head, backbone, embeds: torch.Tensor, triplets, cfg: ComposedTrainConfig, rng: random.Random):
+    from ..models.composed import weight_loss, weight_targets
+
     def step(_: int) -> Step:
         batch = triplets.sample(cfg.batch_size, rng)
         image, gallery = embeds[batch.refs], embeds[batch.gallery]
@@ -221,13 +284,37 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
         return Step(loss, {"contrastive": contrastive.item(), "weights": weights.item(),
                            "mean w_text": query.w_text.mean().item()})
 
-    result = fit(head, step, cfg, name=f"composed {cfg.stage}", rng=rng, log=log,
-                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / f"composed-{cfg.stage}", resume=resume)
-    trained_by = f"hsl-demo train composed --stage {cfg.stage}" + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
-    info = {"trained_by": trained_by, "backbone": backbone.portable_id, "resumed_from": resumed,
-            "config": asdict(cfg), "losses": result.losses, "train_seconds": round(result.seconds)}
+    return step
+
+
+def _train_on_catalog(out, model, cfg: ComposedTrainConfig, log, resume: bool, catalog, triplet_file) -> dict:
+    from ..hub import start_model_folder
+    from ..models.composed import ComposedHead
+    from .catalog_data import attribute_triplets, heldout_table, open_training_catalog, read_triplet_file
+
+    rng = seed_everything(cfg.seed)
+    backbone, pool = open_training_catalog(catalog, model, log)
+    found = read_triplet_file(triplet_file, pool) if triplet_file else attribute_triplets(pool, seed=cfg.seed)
+    log(f"{len(found.train)} training and {len(found.heldout)} held-out composed queries ({found.source})")
+    head = ComposedHead(embed_dim=pool.embeds.shape[1], hidden=cfg.hidden, adaptive=cfg.adaptive)
+    step = _composed_step(head, backbone, pool.embeds, CatalogTriplets(found.train, cfg.hard_negatives), cfg, rng)
+    evaluate = heldout_evaluation(pool, backbone, head, found.heldout, cfg.eval_items)
+    baseline = evaluate()
+    log("[composed] untrained (equal-weight sum) on held-out queries: "
+        + " ".join(f"{k} {v:.3f}" for k, v in baseline.items()))
+    start_model_folder(backbone, out, "composed")
+    result = fit(head, step, cfg, name="composed", rng=rng, log=log,
+                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / "composed-catalog", resume=resume,
+                 evaluate=evaluate, eval_every=cfg.eval_every, keep_best="score", patience=cfg.patience)
+    info = {"trained_by": "hsl-demo train composed --catalog", "backbone": backbone.portable_id,
+            "config": asdict(cfg), "catalog": pool.describe(), "triplets": found.source,
+            "losses": result.losses, "train_seconds": round(result.seconds),
+            "evaluation": heldout_table(baseline, result)}
+    folder = Path(out) / "composed"
     save_head(head, folder, info, card={
-        "trained_by": trained_by, "steps": cfg.steps, "batch": cfg.batch_size, "backbone": backbone.portable_id,
-        "weights": "adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)"})
-    log(f"saved the {cfg.stage}-stage composed head to {folder}")
+        "trained_by": info["trained_by"], "steps": cfg.steps, "batch": cfg.batch_size,
+        "backbone": backbone.portable_id,
+        "weights": "adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)",
+        "catalog": pool.describe(), "evaluation": info["evaluation"]})
+    log(f"saved the composed head to {folder}")
     return info

@@ -13,6 +13,7 @@ import torch
 from ..data.attributes import Attributes
 from ..data.demo import all_combinations, held_out_combinations
 from ..models import save_head
+from ..models.hmrn import TERMS
 from .common import MENTIONS, multi_positive_infonce, text_writer
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
@@ -37,6 +38,9 @@ class HMRNTrainConfig(TrainConfig):
     reasoning_loss: float = 0.3
     global_loss: float = 0.1
     texts: str = "templates"  # or "grammar": region phrases from the phrasing grammar
+    eval_every: int = 100  # with a catalog: held-out evaluation, early stopping (see HSLTrainConfig)
+    eval_items: int = 500  # every (query set, item) pair runs the reasoning graph: keep it modest
+    patience: int = 5
 
 
 @dataclass
@@ -99,16 +103,23 @@ def _look_keys(items: list[Attributes]) -> set[tuple]:
     return {_query_key(a, m) for a in items for m in MENTIONS}
 
 
-def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=print, resume: bool = False) -> dict:
+def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=print, resume: bool = False,
+               catalog: str | Path | None = None) -> dict:
     """Train the HMRN head on a frozen backbone and save it to `out`/hmrn.
 
     Each training look gives one query per product (its caption, with colour and pattern
     mentioned as users do), in a shuffled order; the loss covers every round: at round n the
     first n queries are scored against every look of the batch. Another look counts as a
     positive when it answers every query so far.
+
+    With `catalog` (an indexed catalog whose items have boxes with captions), the looks are its
+    items and the queries their box captions; the head is scored on held-out items, kept at its
+    best evaluation, and `out` becomes a complete model folder.
     """
+    if catalog is not None:
+        return _train_on_catalog(out, model, cfg, log, resume, catalog)
     from ..backbone import Backbone
-    from ..models.hmrn import TERMS, HMRNHead
+    from ..models.hmrn import HMRNHead
 
     rng = seed_everything(cfg.seed)
     backbone = Backbone.load(model)
@@ -116,36 +127,23 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
     keys = [_look_keys(items) for items in pool.items]
     head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
                     reasoning_steps=cfg.reasoning_steps)
-    max_items = pool.mask.shape[1]
     write_text = text_writer(cfg.texts, rng, region=True)
 
-    def step(_: int) -> Step:
+    def sample():
         idx = rng.sample(range(len(pool.items)), min(cfg.batch_size, len(pool.items)))
-        texts, query_keys, counts = [], [], []
+        sets, query_keys = [], []
         for i in idx:
             items = list(pool.items[i])
             rng.shuffle(items)
             mentions = rng.choices(MENTIONS, cfg.mention_weights, k=len(items))
-            texts.extend(write_text(a, m, rng.random() < cfg.plural) for a, m in zip(items, mentions))
+            sets.append([write_text(a, m, rng.random() < cfg.plural) for a, m in zip(items, mentions)])
             query_keys.append([_query_key(a, m) for a, m in zip(items, mentions)])
-            counts.append(len(items))
-        # One row per (look, round): round n of a look is its first n queries. Every round of
-        # every look is scored against every look of the batch in one pass.
-        flat = torch.from_numpy(backbone.encode_text(texts))
-        offsets = [0, *itertools.accumulate(counts)]
-        rows = [(b, n) for b, c in enumerate(counts) for n in range(1, c + 1)]
-        queries = torch.zeros(len(rows), max_items, flat.shape[1])
-        query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
-        for r, (b, n) in enumerate(rows):
-            queries[r, :n] = flat[offsets[b]:offsets[b] + n]
-            query_mask[r, :n] = True
-        positives = torch.tensor([[all(k in keys[j] for k in query_keys[b][:n]) for j in idx] for b, n in rows])
-        s = head.scores(queries, query_mask, head.encode_images(pool.embeds[idx], pool.regions[idx], pool.mask[idx]))
-        scale = head.logit_scale.exp().clamp(max=100)
-        parts = torch.stack([multi_positive_infonce(scale * t, positives) for t in (s.local, s.global_, s.reasoning)])
-        loss = cfg.local_loss * parts[0] + cfg.global_loss * parts[1] + cfg.reasoning_loss * parts[2]
-        return Step(loss, {"loss": loss.item(), "local": parts[0].item(), "global": parts[1].item(),
-                           "reasoning": parts[2].item()})
+        # a look answers the first n queries of another when it answers each of them
+        answers = [[[all(k in keys[j] for k in qk[:n]) for j in idx] for n in range(1, len(qk) + 1)]
+                   for qk in query_keys]
+        return idx, sets, answers
+
+    step = _hmrn_step(head, backbone, pool.embeds, pool.regions, pool.mask, sample, cfg)
 
     result = fit(head, step, cfg, name="hmrn", rng=rng, log=log, checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn",
                  resume=resume)
@@ -154,5 +152,114 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
     save_head(head, Path(out) / "hmrn", info, card={
         "backbone": backbone.portable_id, "steps": cfg.steps, "batch": cfg.batch_size, "looks": cfg.looks,
         "weights": ", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights))})
+    log(f"saved HMRN head to {Path(out) / 'hmrn'}")
+    return info
+
+
+def _hmrn_step(head, backbone, embeds: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor, sample,
+               cfg: HMRNTrainConfig):
+    """The training step: `sample()` gives the batch's looks (rows), each look's queries in round
+    order, and for each look and round which looks of the batch answer it."""
+    max_items = mask.shape[1]
+
+    def step(_: int) -> Step:
+        idx, sets, answers = sample()
+        sets = [texts[:max_items] for texts in sets]
+        counts = [len(texts) for texts in sets]
+        # One row per (look, round): round n of a look is its first n queries. Every round of
+        # every look is scored against every look of the batch in one pass.
+        flat = torch.from_numpy(backbone.encode_text([t for texts in sets for t in texts]))
+        offsets = [0, *itertools.accumulate(counts)]
+        rows = [(b, n) for b, c in enumerate(counts) for n in range(1, c + 1)]
+        queries = torch.zeros(len(rows), max_items, flat.shape[1])
+        query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
+        for r, (b, n) in enumerate(rows):
+            queries[r, :n] = flat[offsets[b]:offsets[b] + n]
+            query_mask[r, :n] = True
+        positives = torch.tensor([answers[b][n - 1] for b, n in rows])
+        s = head.scores(queries, query_mask, head.encode_images(embeds[idx], regions[idx], mask[idx]))
+        scale = head.logit_scale.exp().clamp(max=100)
+        parts = torch.stack([multi_positive_infonce(scale * t, positives) for t in (s.local, s.global_, s.reasoning)])
+        loss = cfg.local_loss * parts[0] + cfg.global_loss * parts[1] + cfg.reasoning_loss * parts[2]
+        return Step(loss, {"loss": loss.item(), "local": parts[0].item(), "global": parts[1].item(),
+                           "reasoning": parts[2].item()})
+
+    return step
+
+
+def _catalog_sampler(pool, cfg: HMRNTrainConfig, rng: random.Random):
+    """Training items with captioned boxes; each one's captions in a random order. Another item
+    answers the first n queries when its captions include each of them."""
+    from .catalog_data import caption_rows, region_captions
+
+    rows = caption_rows(pool, heldout=False)
+    captions = {r: region_captions(pool.items[r]) for r in rows}
+    known = {r: {c.casefold() for c in cs} for r, cs in captions.items()}
+
+    def sample():
+        idx = rng.sample(rows, min(cfg.batch_size, len(rows)))
+        sets = [rng.sample(captions[i], len(captions[i])) for i in idx]
+        answers = [[[all(q.casefold() in known[j] for q in texts[:n]) or j == i for j in idx]
+                    for n in range(1, len(texts) + 1)] for i, texts in zip(idx, sets)]
+        return idx, sets, answers
+
+    return sample
+
+
+def _heldout_evaluation(pool, backbone, head, limit: int):
+    """Last-round R@1 / R@10 over held-out items (a fixed sample of at most `limit`): each item's
+    captions, in order, are the rounds; the full score (local, global, reasoning by round)."""
+    from .catalog_data import caption_rows, recall_figures, region_captions
+
+    rows = caption_rows(pool, heldout=True)
+    rows = sorted(random.Random(0).sample(rows, min(limit, len(rows))))
+    max_items = pool.mask.shape[1]
+    sets = [region_captions(pool.items[r])[:max_items] for r in rows]
+    flat = torch.from_numpy(backbone.encode_text([t for texts in sets for t in texts]))
+    queries = torch.zeros(len(rows), max_items, flat.shape[1])
+    query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
+    offsets = [0, *itertools.accumulate(len(t) for t in sets)]
+    for r, texts in enumerate(sets):
+        queries[r, :len(texts)] = flat[offsets[r]:offsets[r + 1]]
+        query_mask[r, :len(texts)] = True
+    known = [{c.casefold() for c in region_captions(pool.items[r])} for r in rows]
+    positives = torch.tensor([[a == b or all(t.casefold() in known[b] for t in sets[a]) for b in range(len(rows))]
+                              for a in range(len(rows))])
+    rounds = torch.tensor([[float(head.round_factor(len(t)))] for t in sets])
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        head.eval()
+        s = head.scores(queries, query_mask, head.encode_images(pool.embeds[rows], pool.regions[rows], pool.mask[rows]))
+        w_local, w_global, w_reasoning = head.term_weights
+        return recall_figures(w_local * s.local + w_global * s.global_ + w_reasoning * rounds * s.reasoning, positives)
+
+    return evaluate
+
+
+def _train_on_catalog(out, model, cfg: HMRNTrainConfig, log, resume: bool, catalog) -> dict:
+    from ..hub import start_model_folder
+    from ..models.hmrn import HMRNHead
+    from .catalog_data import heldout_table, open_training_catalog
+
+    rng = seed_everything(cfg.seed)
+    backbone, pool = open_training_catalog(catalog, model, log)
+    head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
+                    reasoning_steps=cfg.reasoning_steps)
+    step = _hmrn_step(head, backbone, pool.embeds, pool.regions, pool.mask, _catalog_sampler(pool, cfg, rng), cfg)
+    evaluate = _heldout_evaluation(pool, backbone, head, cfg.eval_items)
+    baseline = evaluate()
+    log("[hmrn] untrained on held-out items: " + " ".join(f"{k} {v:.3f}" for k, v in baseline.items()))
+    start_model_folder(backbone, out, "hmrn")
+    result = fit(head, step, cfg, name="hmrn", rng=rng, log=log, checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn",
+                 resume=resume, evaluate=evaluate, eval_every=cfg.eval_every, keep_best="score",
+                 patience=cfg.patience)
+    info = {"trained_by": "hsl-demo train hmrn --catalog", "backbone": backbone.portable_id, "config": asdict(cfg),
+            "catalog": pool.describe(), "losses": result.losses, "train_seconds": round(result.seconds),
+            "evaluation": heldout_table(baseline, result)}
+    save_head(head, Path(out) / "hmrn", info, card={
+        "backbone": backbone.portable_id, "steps": cfg.steps, "batch": cfg.batch_size, "looks": len(pool.items),
+        "weights": ", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights)),
+        "catalog": pool.describe(), "evaluation": info["evaluation"]})
     log(f"saved HMRN head to {Path(out) / 'hmrn'}")
     return info

@@ -9,6 +9,7 @@ model, the optimizer, the schedule and every random state, in safetensors and JS
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -58,6 +59,9 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # evaluations
     seconds: float = 0.0
     resumed_at: int = 0
+    best: dict | None = None  # with `keep_best`: the evaluation whose weights were kept (it has "step")
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int) -> random.Random:
@@ -76,8 +80,9 @@ def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.
 def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name: str, rng: random.Random,
         param_groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
         log: Callable[[str], None] = print, status: Callable[[], str] | None = None,
-        evaluate: Callable[[], dict] | None = None, eval_every: int = 0,
-        checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True) -> FitResult:
+        evaluate: Callable[[], dict] | None = None, eval_every: int = 0, keep_best: str | None = None,
+        patience: int = 0, checkpoint_dir: Path | None = None, resume: bool = False,
+        progress: bool = True) -> FitResult:
     """Train `model` for `cfg.steps` steps of `step`; returns the loss history and timings.
 
     `param_groups` default to every trainable parameter with `cfg.weight_decay`; groups may set
@@ -85,6 +90,10 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
     each log line; `evaluate()` runs every `eval_every` steps and at the end. With
     `checkpoint_dir` and `cfg.checkpoint_every`, the run is checkpointed there, and
     `resume=True` continues from the checkpoint found there.
+
+    Early stopping: with `keep_best` (a figure of `evaluate()`, higher is better), the model
+    ends with the weights of its best evaluation; with `patience` too, training stops after
+    that many evaluations without improvement.
     """
     from tqdm.auto import tqdm
 
@@ -126,18 +135,36 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
             model.train()
             result.history.append({"step": n, **figures})
             log(f"[{name}] step {n}: " + " ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+            if keep_best and _keep_if_best(model, result, {"step": n, **figures}, keep_best, patience):
+                result.stopped_early = True
+                log(f"[{name}] stopping early: no better {keep_best} in {patience} evaluations since step "
+                    f"{result.best['step']}")
+                break
         if checkpoint_dir and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
             result.seconds = time.time() - start
             _save_checkpoint(checkpoint_dir, name, cfg, model, opt, sched, rng, n, result)
     bar.close()
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
     model.eval()
     result.seconds = time.time() - start
     if checkpoint_dir is not None:  # finished: the checkpoint has done its job
         (checkpoint_dir / STATE_TENSORS).unlink(missing_ok=True)
         for folder in (checkpoint_dir, checkpoint_dir.parent if checkpoint_dir.parent.name == CHECKPOINT_DIR else None):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+                with contextlib.suppress(OSError):  # another trainer writing into the same model folder
+                    folder.rmdir()
     return result
+
+
+def _keep_if_best(model: nn.Module, result: FitResult, figures: dict, key: str, patience: int) -> bool:
+    """Keep the weights when `figures[key]` is the best so far; True when patience has run out."""
+    if result.best is None or figures[key] > result.best[key]:
+        result.best = figures
+        result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+    since = [h for h in result.history if h["step"] > result.best["step"]]
+    return bool(patience) and len(since) >= patience
 
 
 def _run_identity(name: str, cfg: TrainConfig) -> dict:
@@ -159,10 +186,12 @@ def _save_checkpoint(folder: Path, name: str, cfg: TrainConfig, model: nn.Module
     for index, state in opt_state["state"].items():
         for key, value in state.items():
             tensors[f"opt.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    for key, value in (result.best_state or {}).items():
+        tensors[f"best.{key}"] = value.contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
     version, internal, gauss = rng.getstate()
     meta = {"run": _run_identity(name, cfg), "step": step, "losses": result.losses, "history": result.history,
-            "seconds": result.seconds, "python_rng": [version, list(internal), gauss],
+            "seconds": result.seconds, "best": result.best, "python_rng": [version, list(internal), gauss],
             "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict()}
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / STATE_TENSORS, "wb") as f:
@@ -199,4 +228,5 @@ def _load_checkpoint(folder: Path, name: str, model: nn.Module, opt: torch.optim
     torch.set_rng_state(tensors["torch_rng"])
     version, internal, gauss = meta["python_rng"]
     rng.setstate((version, tuple(internal), gauss))
-    return FitResult(meta["losses"], meta["history"], meta["seconds"], meta["step"])
+    best_state = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")} or None
+    return FitResult(meta["losses"], meta["history"], meta["seconds"], meta["step"], meta.get("best"), best_state)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Trains the embedded demo model from scratch into RUN (default /root/hsl-demo-runs/demo-v2):
+# backbone, then the three heads on it, then both catalogs indexed with it, then every
+# evaluation. Safe to run again after an interruption: a finished stage is skipped, an
+# interrupted one resumes from its checkpoint. Nothing in checkpoints/ or assets/ is touched;
+# copy RUN/model and RUN/catalogs/* there once the figures are what you want.
+#
+#   nohup bash scripts/train_demo_model.sh [RUN] > RUN.log 2>&1 &
+set -euo pipefail
+RUN=${1:-/root/hsl-demo-runs/demo-v2}
+MODEL=${MODEL:-$RUN/model}  # the model folder: backbone, then heads written into it
+CKPT=$MODEL/.checkpoint
+mkdir -p "$RUN"
+hsl() { python -m hsl_demo "$@"; }
+stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+# train NAME CHECKPOINT DONE_FILE ARGS...: skipped when DONE_FILE exists, resumed when CHECKPOINT does
+train() {
+  local name=$1 checkpoint=$2 done_file=$3; shift 3
+  if [[ -e $done_file ]]; then stamp "$name: done already"; return; fi
+  local resume=()
+  [[ -e $CKPT/$checkpoint/train_state.safetensors ]] && resume=(--resume)
+  stamp "$name: start ${resume[*]}"
+  SECONDS=0
+  hsl train "$@" --out "$MODEL" --checkpoint-every 250 "${resume[@]}"
+  stamp "$name: finished in ${SECONDS}s"
+}
+
+train backbone backbone "$MODEL/open_clip_model.safetensors" backbone \
+  --architecture hsl-demo-small --texts grammar --hard-negatives 0.5 --look-crops 1500 --steps 3000
+# The heads train on a frozen backbone, each on one core: HSL beside the other two.
+export OMP_NUM_THREADS=1
+train hsl hsl "$MODEL/hsl/model.safetensors" hsl --model "$MODEL" --texts grammar \
+  --steps 4500 --batch-size 128 --variants 40 > "$RUN/hsl.log" 2>&1 &
+HSL_PID=$!
+train composed-domain composed-domain "$RUN/.composed-domain-done" composed --model "$MODEL" --texts grammar \
+  --stage domain
+touch "$RUN/.composed-domain-done"
+train composed-hybrid composed-hybrid "$RUN/.composed-hybrid-done" composed --model "$MODEL" --texts grammar \
+  --stage hybrid
+touch "$RUN/.composed-hybrid-done"
+train hmrn hmrn "$MODEL/hmrn/model.safetensors" hmrn --model "$MODEL" --texts grammar
+wait "$HSL_PID" || { stamp "hsl failed: see $RUN/hsl.log"; exit 1; }
+unset OMP_NUM_THREADS
+
+for catalog in products looks; do
+  if [[ ! -e $RUN/catalogs/$catalog/manifest.json ]]; then
+    stamp "index $catalog"
+    hsl index "assets/demo/$catalog/images" --metadata "assets/demo/$catalog/metadata.jsonl" \
+      --model "$MODEL" --out "$RUN/catalogs/$catalog"
+  fi
+done
+
+stamp "evaluate"
+P=$RUN/catalogs/products
+L=$RUN/catalogs/looks
+hsl evaluate --model "$MODEL" --catalog "$P" --queries assets/demo/products/queries.test.jsonl --ablation
+hsl evaluate --model "$MODEL" --catalog "$P" --queries assets/demo/products/queries.composed.test.jsonl --ablation
+hsl evaluate --model "$MODEL" --catalog "$L" --queries assets/demo/looks/queries.multi.test.jsonl --ablation
+for q in "crimson tee with stripes" "navy polka dot dress" "a scarf, green, with dots"; do
+  hsl search --model "$MODEL" --catalog "$P" -k 3 --text "$q"
+done
+hsl search --model "$MODEL" --catalog "$P" -k 3 --reference p00024 --text "make it blue and striped"
+hsl search --model "$MODEL" --catalog "$L" -k 5 --region "a red handbag" --region "white sneakers"
+stamp "all done"
