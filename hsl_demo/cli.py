@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import HslDemoError
 
@@ -51,6 +52,7 @@ def _trainer(what, name: str, help: str, model: bool = True) -> argparse.Argumen
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.composed_datasets import COMPOSED_DATASETS
     from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HMRN_VARIANTS, HSL_VARIANTS
 
     parser = argparse.ArgumentParser(
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
     c.add_argument("--fixed-weights", dest="adaptive", action="store_false", default=None,
                    help="ablation: the combiner without adaptive weights (w_image = w_text = 0.5)")
-    c.add_argument("--dataset", choices=("fashioniq", "shoes"),
+    c.add_argument("--dataset", choices=COMPOSED_DATASETS,
                    help="train on a public data set's train split (published layout) instead of the demo catalog; "
                    "hybrid stage only")
     c.add_argument("--data-root", help="with --dataset: the data set's folder")
@@ -119,10 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog name or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--queries", help="JSONL of {\"mode\", \"text\", \"targets\"} (or give --dataset)")
-    p.add_argument("--dataset", choices=("fashioniq", "shoes"),
+    p.add_argument("--dataset", choices=COMPOSED_DATASETS,
                    help="evaluate composed retrieval on a public data set in its published layout (or give --queries)")
     p.add_argument("--data-root", help="with --dataset: the data set's folder")
-    p.add_argument("--split", help="with --dataset: the split (default: val for fashioniq, eval for shoes)")
+    p.add_argument("--split", help="with --dataset: the split (default: val for fashioniq and cirr, eval for shoes, "
+                   "test for fashion200k)")
     p.add_argument("--variant", choices=sorted(set(HSL_VARIANTS + COMPOSED_VARIANTS + HMRN_VARIANTS)), default=None,
                    help="text queries: HSL terms to rank by (full, image, object, global; default full); "
                    "composed queries: adaptive, sum, image, text (default adaptive); drill-down (multi) "
@@ -141,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regions (rounds) kept per image, the largest first (default 10)")
     v.add_argument("--limit", type=_positive_int, default=None, help="convert at most this many images")
     v.add_argument("--seed", type=int, default=0, help="seed of the per-image round order (default 0)")
+
+    titles = {"fashioniq": "Fashion-IQ", "shoes": "Shoes", "cirr": "CIRR", "fashion200k": "Fashion200k"}
+    for name, title in titles.items():
+        d = what.add_parser(name, help=f"{title} (published layout) as catalog metadata, composed query files and "
+                            "triplets" + (", and text queries" if name == "fashion200k" else ""))
+        d.add_argument("--root", required=True, help=f"the {title} folder, as published")
+        d.add_argument("--out", required=True, help="folder to write metadata.jsonl, queries.*.jsonl, triplets.jsonl "
+                       "and images/ (links) into")
 
     p = sub.add_parser("serve", help="serve the web demo (what `python app.py` runs)",
                        description="The web demo: one model and two catalogs, loaded once and shared by every "
@@ -427,6 +438,9 @@ def _evaluate_dataset(args) -> None:
 def _cmd_convert(args) -> None:
     import shlex
 
+    if args.what != "visual-genome":
+        _convert_composed(args)
+        return
     from .data.visual_genome import write_visual_genome
 
     c = write_visual_genome(args.root, args.out, split_file=args.split_file, max_rounds=args.max_rounds,
@@ -449,6 +463,25 @@ def _cmd_convert(args) -> None:
                      if c["gallery"] else ""))
     print(f"  hsl-demo index {q(images)} --metadata {q(c['metadata'])} --out CATALOG")
     print(f"  hsl-demo evaluate --catalog CATALOG --queries {q(c['queries_file'])}")
+
+
+def _convert_composed(args) -> None:
+    import shlex
+
+    from .data.convert import TRIPLETS_FILE, write_composed_conversion
+
+    c = write_composed_conversion(args.what, args.root, args.out)
+    triplets = ", ".join(f"{n} {split}" for split, n in c["triplets"].items())
+    print(f"converted {c['images']} {args.what} images into {c['out']} (triplets: {triplets})")
+    for split, reason in c["skipped"].items():
+        print(f"  split {split} left out: {reason}")
+    q = shlex.quote
+    out = Path(c["out"])
+    print("next:")
+    print(f"  hsl-demo index {q(c['gallery'] or args.root)} --metadata {q(str(out / 'metadata.jsonl'))} --out CATALOG")
+    for name in c["query_files"]:
+        print(f"  hsl-demo evaluate --catalog CATALOG --queries {q(str(out / name))}")
+    print(f"  hsl-demo train composed --catalog CATALOG --triplets {q(str(out / TRIPLETS_FILE))} --out MODEL")
 
 
 def _cmd_push(args) -> None:

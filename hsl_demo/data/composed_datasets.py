@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")
+COMPOSED_DATASETS = ("fashioniq", "shoes", "cirr", "fashion200k")
 SHOES_SPLITS = {"train": "train", "eval": "eval", "test": "eval", "val": "eval"}
 SHOES_CAPTIONS = "relative_captions_shoes.json"
 SHOES_NAME_FILES = {"train": "train_im_names.txt", "eval": "eval_im_names.txt"}
@@ -187,14 +188,23 @@ def load_shoes(root: str | Path, split: str) -> ComposedSplit:
 
 
 def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None) -> list[ComposedSplit]:
-    """The evaluable splits of a data set: fashioniq (one per category, default split val) or
-    shoes (one, default split eval). A split without public targets is an error."""
+    """The evaluable splits of a data set: fashioniq (one per category, default split val),
+    shoes (one, default split eval), cirr (default val) or fashion200k (default test). A split
+    without public targets is an error."""
     if fmt == "fashioniq":
         splits = load_fashioniq(root, split or "val")
     elif fmt == "shoes":
         splits = [load_shoes(root, split or "eval")]
+    elif fmt == "cirr":
+        from .cirr import load_cirr
+
+        splits = [load_cirr(root, split or "val")]
+    elif fmt == "fashion200k":
+        from .fashion200k import load_fashion200k
+
+        splits = [load_fashion200k(root, split or "test")]
     else:
-        raise HslDemoError(f"unknown data set {fmt!r} (one of fashioniq, shoes)")
+        raise HslDemoError(f"unknown data set {fmt!r} (one of {', '.join(COMPOSED_DATASETS)})")
     if any(t.target is None for s in splits for t in s.triplets):
         raise HslDemoError(f"{fmt} {split}: the targets of this split are not public; evaluate on val")
     return splits

@@ -26,12 +26,11 @@ import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import HslDemoError
 from ..fileio import atomic_dir, read_json_list, write_jsonl
+from .convert import check_conversion_out, link_gallery
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ IMAGE_DATA_FILE = "image_data.json"
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
 METADATA_FILE = "metadata.jsonl"
 QUERIES_FILE = "queries.multi.jsonl"
-GALLERY_DIR = "images"  # links to the converted images only: what `hsl-demo index` should encode
 MAX_ROUNDS = 10  # Drill-down's number of turns
 MIN_BOX_SIDE = 1.0  # pixels; a box thinner than this after clipping is degenerate
 TITLE_PHRASES = 3
@@ -82,13 +80,14 @@ def write_visual_genome(root: str | Path, out_dir: str | Path, split_file: str |
     or None where links could not be made (index ROOT then).
     """
     out = Path(out_dir).expanduser()
-    _check_out(Path(root).expanduser(), out)
+    check_conversion_out(Path(root).expanduser(), out, "Visual Genome",
+                         lambda name: name in (METADATA_FILE, QUERIES_FILE))
     records, stats = _convert(root, split_file, max_rounds, min_rounds, seed, limit)
     queries = multi_queries_from_records(records, max_rounds)
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / METADATA_FILE, records)
         write_jsonl(tmp / QUERIES_FILE, queries)
-    gallery = _link_gallery(Path(root).expanduser(), out, records) if link_images else None
+    gallery = link_gallery(Path(root).expanduser(), out, [r["image"] for r in records]) if link_images else None
     return {**stats, "queries": len(queries), "out": str(out), "metadata": str(out / METADATA_FILE),
             "queries_file": str(out / QUERIES_FILE), "gallery": None if gallery is None else str(gallery)}
 
@@ -175,20 +174,6 @@ def _convert(root, split_file, max_rounds: int, min_rounds: int, seed: int,
                   "missing_images": len(missing), "missing_examples": [f"{i}.jpg" for i in missing[:3]],
                   "too_few_regions": few, "dropped_regions": dropped})
     return records, stats
-
-
-def _check_out(root: Path, out: Path) -> None:
-    """OUT is replaced as a whole (atomically), so it must not hold anything but an earlier
-    conversion, and must not be ROOT or a folder around it."""
-    root, out_abs = root.resolve(), out.resolve()
-    if out_abs == root or out_abs in root.parents:
-        raise HslDemoError(f"--out {out}: that folder holds the Visual Genome data; write to a folder of its own")
-    if out.is_dir():
-        ours = {METADATA_FILE, QUERIES_FILE, "images"}
-        others = sorted(p.name for p in out.iterdir() if p.name not in ours)
-        if others:
-            raise HslDemoError(f"--out {out}: not empty ({', '.join(others[:3])}...); it would be replaced, "
-                               "so give a new folder or an earlier conversion's")
 
 
 def _check_rounds(max_rounds: int, min_rounds: int) -> None:
@@ -337,28 +322,6 @@ def _read_split(path: Path) -> list[int]:
     if not ids:
         raise HslDemoError(f"{path}: empty split file (no image ids)")
     return ids
-
-
-def _link_gallery(root: Path, out: Path, records: list[dict]) -> Path | None:
-    """OUT/images/<same relative path>: a symbolic link per converted image (None where links fail)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{GALLERY_DIR}.tmp-", dir=out))
-    try:
-        base = root.resolve()
-        for r in records:
-            link = tmp / r["image"]
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(base / r["image"])
-        mask = os.umask(0)
-        os.umask(mask)
-        for folder in (tmp, *(p for p in tmp.iterdir() if p.is_dir() and not p.is_symlink())):
-            os.chmod(folder, 0o777 & ~mask)  # mkdtemp makes 0700
-        os.replace(tmp, out / GALLERY_DIR)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        log.warning("could not link the converted images into %s (%s); index %s instead", out / GALLERY_DIR,
-                    e.strerror or e, root)
-        return None
-    return out / GALLERY_DIR
 
 
 # ---- a tiny fixture in the published layout ---------------------------------------------------

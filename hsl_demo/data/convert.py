@@ -1,0 +1,148 @@
+"""The writer of `hsl-demo convert`: a public data set in its published layout becomes what the
+rest of the tool reads, in one folder OUT (replaced as a whole, atomically):
+
+- OUT/metadata.jsonl: one record per image ("id", "image" relative to ROOT, "split", texts), for
+  `hsl-demo index OUT/images --metadata OUT/metadata.jsonl`;
+- OUT/images/: a symbolic link per converted image, so indexing encodes just these;
+- query files for `hsl-demo evaluate --queries` (composed: queries.composed.SPLIT.jsonl; text:
+  queries.SPLIT.jsonl; drill-down: queries.multi.jsonl);
+- OUT/triplets.jsonl (composed data sets): every published triplet with its split, for
+  `hsl-demo train composed --catalog CATALOG --triplets OUT/triplets.jsonl`.
+
+Composed layouts: fashioniq, shoes (hsl_demo/data/composed_datasets.py), cirr (cirr.py),
+fashion200k (fashion200k.py). Visual Genome has its own converter (visual_genome.py) and
+shares the output checks and links here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import HslDemoError
+from ..fileio import atomic_dir, write_jsonl
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.jsonl"
+TRIPLETS_FILE = "triplets.jsonl"
+GALLERY_DIR = "images"  # links to the converted images only: what `hsl-demo index` should encode
+COMPOSED_FORMATS = ("fashioniq", "shoes", "cirr", "fashion200k")
+FORMAT_SPLITS = {"fashioniq": ("train", "val", "test"), "shoes": ("train", "eval"),
+                 "cirr": ("train", "val", "test1"), "fashion200k": ("train", "test")}
+
+
+def check_conversion_out(root: Path, out: Path, dataset: str, ours=lambda name: False) -> None:
+    """OUT is replaced as a whole, so it must hold nothing but an earlier conversion (names for
+    which `ours(name)` is true, plus the gallery links), and must not be ROOT or around it."""
+    root, out_abs = root.resolve(), out.resolve()
+    if out_abs == root or out_abs in root.parents:
+        raise HslDemoError(f"--out {out}: that folder holds the {dataset} data; write to a folder of its own")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not (p.name == GALLERY_DIR or ours(p.name)))
+        if others:
+            raise HslDemoError(f"--out {out}: not empty ({', '.join(others[:3])}...); it would be replaced, "
+                               "so give a new folder or an earlier conversion's")
+
+
+def link_gallery(root: Path, out: Path, images: list[str]) -> Path | None:
+    """OUT/images/<same relative path>: a symbolic link per image path (relative to ROOT); None
+    where links cannot be made (index ROOT then)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{GALLERY_DIR}.tmp-", dir=out))
+    try:
+        base = root.resolve()
+        for rel in images:
+            link = tmp / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(base / rel)
+        mask = os.umask(0)
+        os.umask(mask)
+        for folder in (tmp, *(p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink())):
+            os.chmod(folder, 0o777 & ~mask)  # mkdtemp makes 0700
+        old = out / GALLERY_DIR
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)  # an earlier conversion's links (check_conversion_out allowed only that)
+        os.replace(tmp, old)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("could not link the converted images into %s (%s); index %s instead", out / GALLERY_DIR,
+                    e.strerror or e, root)
+        return None
+    return out / GALLERY_DIR
+
+
+def _load_split(fmt: str, root: Path, split: str):
+    from .cirr import load_cirr
+    from .composed_datasets import load_fashioniq, load_shoes
+    from .fashion200k import load_fashion200k
+
+    if fmt == "fashioniq":
+        return load_fashioniq(root, split)
+    return [{"shoes": load_shoes, "cirr": load_cirr, "fashion200k": load_fashion200k}[fmt](root, split)]
+
+
+def _ours(name: str) -> bool:
+    return name in (METADATA_FILE, TRIPLETS_FILE) or (name.startswith("queries.") and name.endswith(".jsonl"))
+
+
+def write_composed_conversion(fmt: str, root: str | Path, out: str | Path, link_images: bool = True) -> dict:
+    """Convert a composed data set (every split that is there) into OUT (see the module docstring).
+    Returns counts: images, triplets per split, query files written, skipped splits."""
+    from .composed_datasets import join_captions
+
+    if fmt not in COMPOSED_FORMATS:
+        raise HslDemoError(f"unknown data set {fmt!r} (one of {', '.join(COMPOSED_FORMATS)})")
+    root, out = Path(root).expanduser(), Path(out).expanduser()
+    check_conversion_out(root, out, fmt, _ours)
+    records: dict[str, dict] = {}
+    triplets: list[dict] = []
+    query_files: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    base = root.resolve()
+    for split in FORMAT_SPLITS[fmt]:
+        try:
+            parts = _load_split(fmt, root, split)
+        except HslDemoError as e:
+            skipped[split] = str(e)
+            continue
+        for part in parts:
+            for image_id in part.gallery + [t.reference for t in part.triplets]:
+                if image_id not in records and image_id in part.images:
+                    rel = part.images[image_id].resolve().relative_to(base).as_posix()
+                    records[image_id] = {"id": image_id, "image": rel, "title": image_id, "split": split,
+                                         "dataset": fmt, **({"group": part.name} if part.name != fmt else {})}
+            for t in part.triplets:
+                if t.target is None:
+                    continue
+                text = join_captions(t.captions)
+                triplets.append({"reference": t.reference, "text": text, "targets": [t.target], "split": split})
+                if split != "train":
+                    query_files.setdefault(f"queries.composed.{split}.jsonl", []).append(
+                        {"mode": "composed", "reference": t.reference, "text": text, "targets": [t.target],
+                         **({"kind": part.name} if part.name != fmt else {})})
+        if fmt == "fashion200k":
+            from .fashion200k import read_labels, text_queries
+
+            for path, caption in read_labels(root, split).items():
+                record = records.setdefault(path, {"id": path, "image": path, "split": split, "dataset": fmt})
+                record.update(title=caption, captions=[caption])
+            if split != "train":
+                query_files[f"queries.{split}.jsonl"] = text_queries(root, split)
+    if not records:
+        raise HslDemoError(f"{root}: no {fmt} split could be read ({'; '.join(skipped.values())})")
+    for split, reason in skipped.items():
+        log.warning("%s: split %s left out (%s)", fmt, split, reason)
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / METADATA_FILE, records.values())
+        write_jsonl(tmp / TRIPLETS_FILE, triplets)
+        for name, queries in query_files.items():
+            write_jsonl(tmp / name, queries)
+    gallery = link_gallery(root, out, [r["image"] for r in records.values()]) if link_images else None
+    per_split: dict[str, int] = {}
+    for t in triplets:
+        per_split[t["split"]] = per_split.get(t["split"], 0) + 1
+    return {"images": len(records), "triplets": per_split, "query_files": sorted(query_files), "out": str(out),
+            "gallery": None if gallery is None else str(gallery), "skipped": skipped}
