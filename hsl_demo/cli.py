@@ -46,6 +46,8 @@ def _trainer(what, name: str, help: str, model: bool = True) -> argparse.Argumen
         t.add_argument("--catalog", metavar="DIR",
                        help="train on an indexed catalog's features and metadata instead of the demo world "
                        "(needs --out: it becomes a complete model folder); --model defaults to the catalog's")
+        t.add_argument("--eval-every", type=_positive_int, default=None, metavar="N",
+                       help="with --catalog: score the held-out items every N steps (default 100; hsl 200)")
         t.add_argument("--patience", type=_positive_int, default=None, metavar="N",
                        help="with --catalog: stop after N held-out evaluations without improvement (default 5)")
     return t
@@ -187,7 +189,7 @@ def _cmd_train(args) -> None:
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
-             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience")
+             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience", "eval_every")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:
@@ -206,8 +208,8 @@ def _cmd_train(args) -> None:
         if any(getattr(args, k, None) is not None for k in ("variants", "looks", "texts", "dataset", "stage")):
             raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --looks, --texts, "
                                "--dataset and --stage go with the demo world")
-    elif getattr(args, "patience", None) is not None or getattr(args, "triplets", None) is not None:
-        raise HslDemoError("--patience and --triplets go with --catalog")
+    elif any(getattr(args, k, None) is not None for k in ("patience", "eval_every", "triplets")):
+        raise HslDemoError("--eval-every, --patience and --triplets go with --catalog")
     if getattr(args, "model", None) is not None and args.out is None:
         # the default folder holds the embedded backbone's heads: one for another backbone goes elsewhere
         raise HslDemoError("--model needs --out (a model folder for that backbone's heads)")

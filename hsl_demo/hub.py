@@ -177,6 +177,53 @@ def _heads_in_subfolders(folder: Path) -> list[str]:
                   if (folder / m.head / "config.json").is_file() and (folder / m.head / "model.safetensors").is_file())
 
 
+@dataclass
+class HeadStatus:
+    """What a model folder says about one of its heads (its training.json): how it was trained,
+    on which catalog, and how it scored on that catalog's held-out items."""
+
+    name: str
+    trained: bool  # False: absent, so the mode runs the untrained head (the backbone's cosine)
+    trained_by: str = ""
+    catalog: dict | None = None  # name, items, heldout_items, fingerprint, model
+    untrained_score: dict | None = None  # held-out R@1 / R@10 of the untrained head
+    trained_score: dict | None = None  # ... of the kept trained head (with its "step")
+
+    def summary(self) -> str:
+        """One line for the app footer and the model card."""
+        if not self.trained:
+            return f"{self.name}: untrained (the backbone's similarity alone)"
+        if self.catalog is None:
+            return f"{self.name}: trained by `{self.trained_by or 'an unknown command'}` on the demo world"
+        line = (f"{self.name}: trained on catalog `{self.catalog.get('name')}` ({self.catalog.get('items')} items, "
+                f"fingerprint {self.catalog.get('fingerprint')})")
+        if self.untrained_score and self.trained_score:
+            figures = [k for k in self.untrained_score if k.startswith("R@")]
+            line += "; held-out " + ", ".join(f"{k} {self.untrained_score[k]:.3f} \u2192 {self.trained_score[k]:.3f}"
+                                              for k in figures) + " (untrained \u2192 trained)"
+        return line
+
+
+def head_statuses(folder: Path | None) -> list[HeadStatus]:
+    """Every registered head's status in a model folder (all untrained for a bare open_clip model)."""
+    from . import modes
+
+    present = set(read_model_index(folder).heads) if folder is not None else set()
+    statuses = []
+    for mode in modes.MODES.values():
+        if mode.head not in present:
+            statuses.append(HeadStatus(mode.head, False))
+            continue
+        try:
+            info = json.loads((folder / mode.head / "training.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+        table = info.get("evaluation") if isinstance(info, dict) else None
+        statuses.append(HeadStatus(mode.head, True, str(info.get("trained_by", "")), info.get("catalog"),
+                                   (table or {}).get("untrained"), (table or {}).get("trained")))
+    return statuses
+
+
 def publishable_files(folder: Path) -> list[Path]:
     """The files of a model folder that `push` uploads, relative to it: *.json, *.safetensors
     and README.md, at any depth (pickled weights, logs and the rest stay home). Symbolic links
@@ -211,6 +258,9 @@ def model_card(folder: Path, repo_id: str) -> str:
         settings = ", ".join(f"{k} {v}" for k, v in head_cfg.items() if not isinstance(v, (dict, list)))
         mode = modes.by_head(name)
         lines.append(f"- `{name}/`: {mode.head_summary}; the {mode.title} mode ({settings}).")
+    trained = [status for status in head_statuses(folder) if status.trained]
+    if trained:
+        lines += ["", "## Training and evaluation", ""] + [f"- {status.summary()}" for status in trained]
     if not heads:
         lines.append("None: the backbone alone (global cosine search).")
     lines += [

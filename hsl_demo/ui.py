@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import modes, viz
 from .errors import HslDemoError
+from .hub import head_statuses
 from .images import open_image
 from .search import DrillDownSession, Retriever, SearchResult
 from .thumbnails import Thumbnails
@@ -347,6 +348,8 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
 
         gr.Markdown(
             f"<small>Device: {backbone.device.type} · dtype: {str(backbone.dtype).removeprefix('torch.')} · "
-            f"model: `{backbone.model_id}` · drill-down ranking: {looks.hmrn_variant}</small>"
+            f"model: `{backbone.model_id}` · drill-down ranking: {looks.hmrn_variant}<br>"
+            f"Heads: {' · '.join(status.summary() for status in head_statuses(backbone.folder))}</small>",
+            elem_id="heads-status",
         )
     return demo

@@ -1,5 +1,5 @@
-"""`train hsl|composed|hmrn --catalog DIR`: every head trained from an indexed catalog alone
-(its features and metadata), scored on held-out items, written as a complete model folder."""
+"""`train hsl|composed|hmrn --catalog DIR`: what each head learns from, held-out items, early
+stopping, and what is refused. The three trainings end to end are tests/test_tutorial.py."""
 
 from __future__ import annotations
 
@@ -56,28 +56,6 @@ def byo(tmp_path_factory, tiny_backbone):
     return root
 
 
-def test_each_head_trains_from_a_catalog_into_a_complete_model_folder(byo):
-    from hsl_demo.search import Retriever, load_heads
-
-    out = byo / "trained"
-    # a local model folder is recorded by its name alone (never a builder's path): give --model
-    common = ["--model", str(byo / "model"), "--out", str(out), "--steps", "4", "--batch-size", "8"]
-    for head, catalog in (("hsl", "products"), ("composed", "products"), ("hmrn", "looks")):
-        proc = run_cli("train", head, "--catalog", str(byo / catalog), *common)
-        assert proc.returncode == 0, proc.stderr
-        info = json.loads((out / head / "training.json").read_text())
-        assert info["trained_by"] == f"hsl-demo train {head} --catalog"
-        assert info["catalog"]["name"] == catalog and len(info["catalog"]["fingerprint"]) == 16
-        table = info["evaluation"]
-        assert set(table["untrained"]) == {"R@1", "R@10", "score"} and table["trained"]["step"] == 4
-        assert "| untrained |" in (out / head / "README.md").read_text()
-    # the catalog's backbone was copied, so the folder loads on its own with the three heads
-    assert json.loads((out / "model_index.json").read_text())["heads"].keys() == {"hsl", "composed", "hmrn"}
-    retriever = Retriever.from_pretrained(str(out), str(byo / "products"), device="cpu")
-    assert set(load_heads(retriever.backbone)) == {"hsl", "composed", "hmrn"}
-    assert len(retriever.search_text("a red striped scarf", k=3)) == 3
-
-
 def test_composed_queries_from_shared_attributes_differ_exactly_where_the_text_says(byo, tiny_backbone):
     from hsl_demo.training.catalog_data import attribute_triplets, open_training_catalog
 
@@ -119,7 +97,7 @@ def test_catalog_training_refuses_what_would_mix_or_overwrite(byo, tmp_path):
     assert_clean_error(run_cli("train", "hsl", "--catalog", catalog, "--out", str(tmp_path / "o"), "--texts",
                                "grammar"), "--texts")
     assert_clean_error(run_cli("train", "hsl", "--patience", "3", "--out", str(tmp_path / "o")),
-                       "--patience and --triplets go with --catalog")
+                       "--eval-every, --patience and --triplets go with --catalog")
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
