@@ -144,10 +144,10 @@ def test_evaluate_counts_what_users_would_have_been_told(tmp_path):
     queries = tmp_path / "q.jsonl"
     lines = [{"mode": "modify", "reference": "p00024", "text": "", "targets": ["p00025"]},
              {"mode": "modify", "reference": "p00000", "text": " ", "targets": ["p00001"]},
-             {"mode": "modify", "reference": "p00000", "text": "make it crimson", "targets": ["p00001"]}]
+             {"mode": "modify", "reference": "p00000", "text": "make it zebra", "targets": ["p00001"]}]
     queries.write_text("".join(json.dumps(q) + "\n" for q in lines))
     proc = run_cli("evaluate", "--queries", str(queries), "--json")
     assert json.loads(proc.stdout)["notices"] == {
         "no modification text: searching by the reference image alone": 2,
-        "the model was never trained on 'crimson': its results for it may mean little": 1}
+        "the model was never trained on 'zebra': its results for it may mean little": 1}
     assert "hsl-demo: warning: 2 queries of q.jsonl: no modification text" in proc.stderr
