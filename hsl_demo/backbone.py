@@ -297,7 +297,8 @@ def _text_forward(backbone: Backbone, ids: torch.Tensor):
 
 def save_backbone(model: torch.nn.Module, model_cfg: dict, folder: str | Path, info: dict | None = None) -> None:
     """Write a backbone in open_clip's Hub format: open_clip_config.json and
-    open_clip_model.safetensors (float16 on disk to keep the repo small; loads as float32)."""
+    open_clip_model.safetensors (float16 on disk to keep the repo small; loads as float32).
+    The preprocessing is the model's own (`visual.preprocess_cfg`), else OpenAI's."""
     from safetensors.torch import save
 
     from .fileio import atomic_file, write_json
@@ -305,13 +306,14 @@ def save_backbone(model: torch.nn.Module, model_cfg: dict, folder: str | Path, i
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     visual = model_cfg.get("vision_cfg", {})
+    own = getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}
     config = {
         "model_cfg": model_cfg,
         "preprocess_cfg": {
-            "mean": list(open_clip.OPENAI_DATASET_MEAN),
-            "std": list(open_clip.OPENAI_DATASET_STD),
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
+            "mean": list(own.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            "std": list(own.get("std", open_clip.OPENAI_DATASET_STD)),
+            "interpolation": own.get("interpolation", "bicubic"),
+            "resize_mode": own.get("resize_mode", "shortest"),
             "size": visual.get("image_size", 224),
         },
     }
