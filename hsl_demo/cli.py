@@ -205,6 +205,8 @@ def _cmd_train(args) -> None:
         if args.out is None:  # the default folder holds the shipped heads; a catalog's head is a new model
             raise HslDemoError("--catalog needs --out (the model folder to write: the catalog's backbone and "
                                "the trained heads)")
+        if getattr(args, "triplets", None) is not None and not Path(args.triplets).is_file():
+            raise HslDemoError(f"--triplets {args.triplets}: no such file")
         if any(getattr(args, k, None) is not None for k in ("variants", "looks", "texts", "dataset", "stage")):
             raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --looks, --texts, "
                                "--dataset and --stage go with the demo world")

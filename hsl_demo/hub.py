@@ -135,7 +135,7 @@ def start_model_folder(backbone, out: str | Path, keep_out: str) -> Path:
     import shutil
 
     from .backbone import save_backbone
-    from .fileio import atomic_file
+    from .fileio import atomic_dir
 
     out = Path(out).expanduser()
     if (out / "open_clip_config.json").is_file():
@@ -151,21 +151,20 @@ def start_model_folder(backbone, out: str | Path, keep_out: str) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HslDemoError(f"--out {out} exists and is not a model folder (no open_clip_config.json); give a new "
                            "or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if backbone.folder is None:  # an open_clip name (and tag): write its weights in the folder format
-        import open_clip
+    with atomic_dir(out) as tmp:  # all or nothing: a half-copied folder would pass for a model folder
+        if backbone.folder is None:  # an open_clip name (and tag): write its weights in the folder format
+            import open_clip
 
-        name = backbone.model_id.partition(":")[0]
-        save_backbone(backbone.model, open_clip.get_model_config(name), out, {"source": backbone.portable_id})
-        return out
-    for name in BACKBONE_FILES:
-        if (backbone.folder / name).is_file():
-            with atomic_file(out / name, "wb") as f, open(backbone.folder / name, "rb") as src:
-                shutil.copyfileobj(src, f)
-    for head in read_model_index(backbone.folder).heads:
-        if head != keep_out:
-            shutil.copytree(backbone.folder / head, out / head, ignore=shutil.ignore_patterns(".*"))
-    write_model_index(out)
+            name = backbone.model_id.partition(":")[0]
+            save_backbone(backbone.model, open_clip.get_model_config(name), tmp, {"source": backbone.portable_id})
+            return out
+        for name in BACKBONE_FILES:
+            if (backbone.folder / name).is_file():
+                shutil.copyfile(backbone.folder / name, tmp / name)
+        for head in read_model_index(backbone.folder).heads:
+            if head != keep_out:
+                shutil.copytree(backbone.folder / head, tmp / head, ignore=shutil.ignore_patterns(".*"))
+        write_model_index(tmp)
     return out
 
 

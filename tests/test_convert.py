@@ -65,6 +65,9 @@ def test_cirr_and_fashion200k_read_as_published_for_training_and_evaluation(tmp_
     (test,) = load_composed_dataset("fashion200k", tmp_path / "f200k")
     assert {t.captions[0] for t in test.triplets} == {"replace red with blue", "replace blue with black",
                                                       "replace black with red"}
+    run_cli("convert", "fashion200k", "--root", str(tmp_path / "f200k"), "--out", str(tmp_path / "out"))
+    first = read_jsonl(tmp_path / "out" / "queries.composed.test.jsonl")[0]
+    assert len(first["targets"]) == 2  # both photos with the target's caption count (TIRG)
 
 
 def test_fashion200k_pairs_differ_in_exactly_one_word():
@@ -101,4 +104,28 @@ def test_conversion_never_replaces_a_folder_it_did_not_write(tmp_path):
     assert_clean_error(run_cli("convert", "cirr", "--root", str(tmp_path / "data"), "--out", str(tmp_path)),
                        "holds the cirr data")
     assert_clean_error(run_cli("convert", "shoes", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "o")),
-                       "no shoes split could be read")
+                       "no shoes split found (train: no train_im_names.txt")
+    # an images/ folder holding a real file is someone's, not an earlier conversion's links
+    assert run_cli("convert", "cirr", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "o2")).returncode == 0
+    (tmp_path / "o2" / "images" / "precious.jpg").write_bytes(b"mine")
+    assert_clean_error(run_cli("convert", "cirr", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "o2")),
+                       "not empty (images")
+    assert (tmp_path / "o2" / "images" / "precious.jpg").read_bytes() == b"mine"
+    # a split that is there but broken is an error, not a split left out
+    (tmp_path / "data" / "cirr" / "captions" / "cap.rc2.val.json").write_text("[{")
+    assert_clean_error(run_cli("convert", "cirr", "--root", str(tmp_path / "data"), "--out", str(tmp_path / "o3")),
+                       "cap.rc2.val.json: not valid JSON")
+
+
+def test_linked_image_folders_convert_as_they_are_written(tmp_path):
+    """NLVR2's train/, dev/ and test1/ are often links to another disk."""
+    write_cirr_fixture(tmp_path / "elsewhere")
+    root = tmp_path / "cirr"
+    root.mkdir()
+    (root / "cirr").symlink_to(tmp_path / "elsewhere" / "cirr")
+    for folder in ("train", "dev", "test1"):
+        (root / folder).symlink_to(tmp_path / "elsewhere" / folder)
+    proc = run_cli("convert", "cirr", "--root", str(root), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    records = read_jsonl(tmp_path / "out" / "metadata.jsonl")
+    assert records[0]["image"].startswith("train/") and len(records) == 36

@@ -77,15 +77,23 @@ def test_a_triplet_file_names_items_of_the_catalog(byo, tmp_path):
     from hsl_demo.training.catalog_data import open_training_catalog, read_triplet_file
 
     _, pool = open_training_catalog(byo / "products", str(byo / "model"), log=lambda m: None)
-    good = tmp_path / "t.jsonl"
-    good.write_text('{"reference": "sku001", "text": "in blue", "targets": ["sku003"]}\n'
-                    '{"reference": "sku000", "text": "in green", "target": "sku004", "split": "test"}\n')
-    found = read_triplet_file(good, pool)
+    plain = tmp_path / "t.jsonl"  # no split field: held out with the reference item (sku000 is a test item)
+    plain.write_text('{"reference": "sku001", "text": "in blue", "targets": ["sku003"]}\n'
+                     '{"reference": "sku000", "text": "in green", "target": "sku004"}\n')
+    found = read_triplet_file(plain, pool)
     assert [t.targets for t in found.train] == [[pool.catalog.row("sku003")]]
     assert found.heldout[0].text == "in green"
+    split = tmp_path / "split.jsonl"  # a converted data set's: its val triplets are never read
+    split.write_text("".join(json.dumps({"reference": f"sku{i:03d}", "text": "in red", "targets": ["sku005"],
+                                         "split": "train"}) + "\n" for i in range(1, 5))
+                     + json.dumps({"reference": "sku000", "text": "val query", "targets": ["sku002"],
+                                   "split": "val"}) + "\n")
+    found = read_triplet_file(split, pool)
+    assert len(found.train) + len(found.heldout) == 4 and found.heldout
+    assert all(t.text == "in red" for t in found.train + found.heldout)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"reference": "sku001", "text": "in blue", "targets": ["nope"]}\n')
-    with pytest.raises(HslDemoError, match="line 1: no item 'nope'"):
+    with pytest.raises(HslDemoError, match="record 1: no item 'nope'"):
         read_triplet_file(bad, pool)
 
 
@@ -141,3 +149,17 @@ def test_held_out_items_follow_the_split_field_or_a_stable_hash():
     held = heldout_rows(items)
     assert 150 < held.sum() < 250
     assert heldout_rows(list(reversed(items))).tolist() == list(reversed(held.tolist()))
+
+
+def test_a_model_no_step_improves_ends_as_it_started():
+    """The untrained model's figures are the evaluation to beat (`baseline`)."""
+    from hsl_demo.training.loop import Step, TrainConfig, fit
+
+    model = torch.nn.Linear(2, 1)
+    start = model.weight.detach().clone()
+    seen = []
+    result = fit(model, lambda n: Step(model.weight.sum(), {"loss": 0.0}), TrainConfig(steps=6, warmup=1, lr=0.1),
+                 name="t", rng=random.Random(0), log=seen.append, evaluate=lambda: {"score": 0.1}, eval_every=2,
+                 keep_best="score", baseline={"score": 0.5}, progress=False)
+    assert result.best == {"step": 0, "score": 0.5} and torch.equal(model.weight, start)
+    assert any("no evaluation beat the untrained model" in m for m in seen)

@@ -15,6 +15,7 @@ in the published protocol's global setting the reference stays in the gallery.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -38,10 +39,10 @@ def load_cirr(root: str | Path, split: str) -> ComposedSplit:
         raise HslDemoError(f"{split_path}: expected a non-empty JSON object of image name -> relative path")
     images: dict[str, Path] = {}
     for name, rel in names.items():
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root.resolve()):
+        # NLVR2's folders are often links to elsewhere: judge the path as written, not resolved
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise HslDemoError(f"{split_path}: {name}: path {rel!r} leads outside the CIRR folder")
-        images[name] = path
+        images[name] = root / os.path.normpath(rel)
     missing = [n for n, p in images.items() if not p.is_file()]
     if missing:
         raise HslDemoError(f"CIRR {split}: {len(missing)} of {len(images)} images are not on disk "
@@ -72,6 +73,8 @@ def _read_json(path: Path, kind: type, what: str):
         value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HslDemoError(f"{path}: not valid JSON ({type(e).__name__})") from None
+    except OSError as e:
+        raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
     if not isinstance(value, kind):
         raise HslDemoError(f"{path}: expected {what}")
     return value

@@ -42,10 +42,20 @@ def check_conversion_out(root: Path, out: Path, dataset: str, ours=lambda name: 
     if out_abs == root or out_abs in root.parents:
         raise HslDemoError(f"--out {out}: that folder holds the {dataset} data; write to a folder of its own")
     if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if not (p.name == GALLERY_DIR or ours(p.name)))
+        others = sorted(p.name for p in out.iterdir()
+                        if not (ours(p.name) or (p.name == GALLERY_DIR and _links_only(p))))
         if others:
             raise HslDemoError(f"--out {out}: not empty ({', '.join(others[:3])}...); it would be replaced, "
                                "so give a new folder or an earlier conversion's")
+
+
+def _links_only(folder: Path) -> bool:
+    """Whether `folder` holds nothing but folders and symbolic links (an earlier conversion's
+    gallery), so replacing it loses no file."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    # os.walk does not descend into linked folders; a plain file anywhere is someone's
+    return all((Path(here) / f).is_symlink() for here, _, files in os.walk(folder) for f in files)
 
 
 def link_gallery(root: Path, out: Path, images: list[str]) -> Path | None:
@@ -62,16 +72,27 @@ def link_gallery(root: Path, out: Path, images: list[str]) -> Path | None:
         os.umask(mask)
         for folder in (tmp, *(p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink())):
             os.chmod(folder, 0o777 & ~mask)  # mkdtemp makes 0700
-        old = out / GALLERY_DIR
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)  # an earlier conversion's links (check_conversion_out allowed only that)
-        os.replace(tmp, old)
+        os.replace(tmp, out / GALLERY_DIR)  # OUT itself was just written anew, without a gallery
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         log.warning("could not link the converted images into %s (%s); index %s instead", out / GALLERY_DIR,
                     e.strerror or e, root)
         return None
     return out / GALLERY_DIR
+
+
+def _split_files(fmt: str, root: Path, split: str) -> list[Path]:
+    """The files whose presence means the data set has `split` (a split without them is left
+    out; one with them must read cleanly)."""
+    if fmt == "fashioniq":
+        return sorted((root / "captions").glob(f"cap.*.{split}.json"))
+    if fmt == "shoes":
+        from .composed_datasets import SHOES_NAME_FILES
+
+        return [root / SHOES_NAME_FILES[split]]
+    if fmt == "cirr":
+        return [root / "cirr" / "captions" / f"cap.rc2.{split}.json"]
+    return sorted((root / "labels").glob(f"*_{split}_detect_all.txt"))
 
 
 def _load_split(fmt: str, root: Path, split: str):
@@ -101,38 +122,44 @@ def write_composed_conversion(fmt: str, root: str | Path, out: str | Path, link_
     triplets: list[dict] = []
     query_files: dict[str, list[dict]] = {}
     skipped: dict[str, str] = {}
-    base = root.resolve()
     for split in FORMAT_SPLITS[fmt]:
-        try:
-            parts = _load_split(fmt, root, split)
-        except HslDemoError as e:
-            skipped[split] = str(e)
+        present = [p for p in _split_files(fmt, root, split) if p.is_file()]
+        if not present:
+            skipped[split] = f"no {', '.join(p.name for p in _split_files(fmt, root, split)) or 'files'}"
             continue
+        captions: dict[str, str] = {}
+        if fmt == "fashion200k":
+            from .fashion200k import load_fashion200k, read_labels, same_caption, text_queries
+
+            captions = read_labels(root, split)
+            parts, by_caption = [load_fashion200k(root, split, captions=captions)], same_caption(captions)
+        else:
+            parts = _load_split(fmt, root, split)
         for part in parts:
             for image_id in part.gallery + [t.reference for t in part.triplets]:
                 if image_id not in records and image_id in part.images:
-                    rel = part.images[image_id].resolve().relative_to(base).as_posix()
-                    records[image_id] = {"id": image_id, "image": rel, "title": image_id, "split": split,
-                                         "dataset": fmt, **({"group": part.name} if part.name != fmt else {})}
+                    # relative to ROOT as written: image folders are often links to elsewhere
+                    rel = Path(os.path.relpath(part.images[image_id], root)).as_posix()
+                    records[image_id] = {"id": image_id, "image": rel, "split": split, "dataset": fmt,
+                                         **({"group": part.name} if part.name != fmt else {})}
             for t in part.triplets:
                 if t.target is None:
                     continue
                 text = join_captions(t.captions)
-                triplets.append({"reference": t.reference, "text": text, "targets": [t.target], "split": split})
+                # Fashion200k: any image with the target's caption is the target (TIRG's protocol)
+                targets = by_caption[captions[t.target]] if captions else [t.target]
+                triplets.append({"reference": t.reference, "text": text, "targets": targets, "split": split})
                 if split != "train":
                     query_files.setdefault(f"queries.composed.{split}.jsonl", []).append(
-                        {"mode": "composed", "reference": t.reference, "text": text, "targets": [t.target],
+                        {"mode": "composed", "reference": t.reference, "text": text, "targets": targets,
                          **({"kind": part.name} if part.name != fmt else {})})
-        if fmt == "fashion200k":
-            from .fashion200k import read_labels, text_queries
-
-            for path, caption in read_labels(root, split).items():
-                record = records.setdefault(path, {"id": path, "image": path, "split": split, "dataset": fmt})
-                record.update(title=caption, captions=[caption])
-            if split != "train":
-                query_files[f"queries.{split}.jsonl"] = text_queries(root, split)
+        for path, caption in captions.items():
+            record = records.setdefault(path, {"id": path, "image": path, "split": split, "dataset": fmt})
+            record.update(title=caption, captions=[caption])
+        if captions and split != "train":
+            query_files[f"queries.{split}.jsonl"] = text_queries(captions)
     if not records:
-        raise HslDemoError(f"{root}: no {fmt} split could be read ({'; '.join(skipped.values())})")
+        raise HslDemoError(f"{root}: no {fmt} split found ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
     for split, reason in skipped.items():
         log.warning("%s: split %s left out (%s)", fmt, split, reason)
     with atomic_dir(out) as tmp:

@@ -45,10 +45,7 @@ def read_labels(root: str | Path, split: str) -> dict[str, str]:
     captions: dict[str, str] = {}
     missing = []
     for path in (f for f in files if f.is_file()):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise HslDemoError(f"{path}: not UTF-8 text") from None
+        lines = _read_lines(path)
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -70,6 +67,15 @@ def read_labels(root: str | Path, split: str) -> dict[str, str]:
     if not captions:
         raise HslDemoError(f"Fashion200k {split}: none of the labelled images is on disk below {root}")
     return captions
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise HslDemoError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
 
 
 def replace_text(source: str, target: str) -> str:
@@ -97,18 +103,18 @@ def one_word_pairs(captions: dict[str, str], seed: int = 0) -> list[tuple[str, s
     return pairs
 
 
-def load_fashion200k(root: str | Path, split: str, seed: int = 0) -> ComposedSplit:
-    """The composed queries of Fashion200k `split` over its images (see the module docstring)."""
+def load_fashion200k(root: str | Path, split: str, seed: int = 0,
+                     captions: dict[str, str] | None = None) -> ComposedSplit:
+    """The composed queries of Fashion200k `split` over its images (see the module docstring);
+    `captions`: the split's labels when already read."""
     root = Path(root)
     split = ALIASES.get(split, split)
-    captions = read_labels(root, split)
-    by_caption: dict[str, list[str]] = {}
-    for path, caption in captions.items():
-        by_caption.setdefault(caption, []).append(path)
+    captions = captions if captions is not None else read_labels(root, split)
+    by_caption = same_caption(captions)
     triplets = []
     queries = root / TEST_QUERIES
     if split == "test" and queries.is_file():
-        for n, line in enumerate(queries.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_read_lines(queries), 1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -126,12 +132,18 @@ def load_fashion200k(root: str | Path, split: str, seed: int = 0) -> ComposedSpl
     return ComposedSplit("fashion200k", {p: root / p for p in captions}, list(captions), triplets)
 
 
-def text_queries(root: str | Path, split: str) -> list[dict]:
-    """Text-to-image queries of `split`: each caption, with every image that has it as a target."""
+def same_caption(captions: dict[str, str]) -> dict[str, list[str]]:
+    """Caption -> every image PATH with it (TIRG counts any of them as the target)."""
     by_caption: dict[str, list[str]] = {}
-    for path, caption in read_labels(root, split).items():
+    for path, caption in captions.items():
         by_caption.setdefault(caption, []).append(path)
-    return [{"mode": "text", "text": c, "targets": paths} for c, paths in by_caption.items()]
+    return by_caption
+
+
+def text_queries(captions: dict[str, str]) -> list[dict]:
+    """Text-to-image queries of a split (its labels): each caption, with every image that has it
+    as a target."""
+    return [{"mode": "text", "text": c, "targets": paths} for c, paths in same_caption(captions).items()]
 
 
 def write_fashion200k_fixture(root: str | Path, colors=("red", "blue", "black"), patterns=("plain", "striped"),

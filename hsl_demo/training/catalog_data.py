@@ -29,19 +29,22 @@ from ..errors import HslDemoError
 
 TEXT_FIELDS = ("title", "description", "descriptions", "caption", "captions", "text", "texts")
 # Fields that are never attributes of an item (identity, files, texts, structure).
-NOT_ATTRIBUTES = frozenset({"id", "image", "split", "items", "url", *TEXT_FIELDS})
+NOT_ATTRIBUTES = frozenset({"id", "image", "split", "items", "url", "dataset", "group", *TEXT_FIELDS})
 ATTRIBUTE_FIELDS = ("category", "color", "colour", "pattern", "material", "style", "brand", "size")
 MAX_ATTRIBUTE_LENGTH = 40  # longer strings are texts, not attribute values
 HELDOUT_FRACTION = 0.1
 
 
 def item_texts(item: dict) -> list[str]:
-    """The item's texts, in `TEXT_FIELDS` order, without duplicates or empty strings."""
+    """The item's texts, in `TEXT_FIELDS` order, without duplicates or empty strings. A title
+    that `hsl-demo index` made from the file name (none was given) is not a text."""
+    made_up = Path(str(item.get("image", ""))).stem.replace("_", " ")
     found: list[str] = []
     for name in TEXT_FIELDS:
         value = item.get(name)
         values = value if isinstance(value, list) else [value]
-        found.extend(v.strip() for v in values if isinstance(v, str) and v.strip())
+        found.extend(v.strip() for v in values if isinstance(v, str) and v.strip()
+                     and not (name == "title" and v == made_up))
     return list(dict.fromkeys(found))
 
 
@@ -49,9 +52,15 @@ def heldout_rows(items: list[dict], fraction: float = HELDOUT_FRACTION) -> np.nd
     """Boolean (N,): which items are held out (see the module docstring)."""
     if any("split" in item for item in items):
         return np.array([item.get("split", "train") != "train" for item in items])
-    cut = int(fraction * 2**32)
-    return np.array([int.from_bytes(hashlib.sha1(item["id"].encode()).digest()[:4], "big") < cut
-                     for item in items])
+    ranks = np.array([_id_hash(item["id"]) for item in items])
+    heldout = ranks < int(fraction * 2**32)
+    if not heldout.any() and len(items) > 1:  # a small catalog: hold out its lowest-hash item
+        heldout[ranks.argmin()] = True
+    return heldout
+
+
+def _id_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big")
 
 
 def catalog_fingerprint(catalog) -> str:
@@ -69,10 +78,13 @@ class CatalogPool:
 
     catalog: object  # hsl_demo.catalog.Catalog
     embeds: torch.Tensor  # (N, D) unit vectors
-    regions: torch.Tensor  # (N, R, D) dequantised, as the re-rank sees them
-    mask: torch.Tensor  # (N, R)
     heldout: np.ndarray  # (N,) bool
     fingerprint: str = ""
+
+    def regions(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, R, D) region features, dequantised as the re-rank sees them, and their (n, R) mask:
+        read per batch, so a large catalog's int8 regions are never all held as floats."""
+        return self.catalog.region_features(np.asarray(rows, dtype=np.int64))
 
     @property
     def items(self) -> list[dict]:
@@ -104,13 +116,12 @@ def open_training_catalog(spec: str | Path, model: str | None, log=print):
                            "elsewhere)") from None
     catalog.check_model(backbone)
     log(f"reading the features of {len(catalog)} items from catalog {catalog.name!r}")
-    regions, mask = catalog.region_features(np.arange(len(catalog)))
     embeds = torch.from_numpy(np.ascontiguousarray(catalog.embeddings, dtype=np.float32))
     heldout = heldout_rows(catalog.items)
     if heldout.all() or not heldout.any():
         raise HslDemoError(f"catalog {catalog.name!r}: {'every' if heldout.all() else 'no'} item is held out; "
                            "give items a \"split\" field (\"train\" for training items) or index more items")
-    return backbone, CatalogPool(catalog, embeds, regions, mask, heldout, catalog_fingerprint(catalog))
+    return backbone, CatalogPool(catalog, embeds, heldout, catalog_fingerprint(catalog))
 
 
 def neighbours(pool: CatalogPool, rows: list[int], k: int, allowed: set[int]) -> list[list[int]]:
@@ -144,6 +155,10 @@ class CatalogTriplet:
     reference: int  # catalog row
     text: str
     targets: list[int]  # catalog rows
+    target_set: frozenset[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.target_set = frozenset(self.targets)
 
 
 @dataclass
@@ -152,16 +167,31 @@ class Triplets:
     heldout: list[CatalogTriplet] = field(default_factory=list)
     source: str = ""
 
+    def fingerprint(self) -> str:
+        """Which queries these are (a resumed run must train on the same)."""
+        h = hashlib.sha256()
+        for t in self.train + self.heldout:
+            h.update(f"{t.reference}\0{t.text}\0{sorted(t.targets)}\n".encode())
+        return h.hexdigest()[:16]
+
 
 def read_triplet_file(path: str | Path, pool: CatalogPool) -> Triplets:
-    """A JSONL of {"reference": ID, "text": "...", "targets": [ID, ...]} ("target": ID also works;
-    an optional "split" decides train or held-out, else the reference item's split)."""
+    """A JSONL of {"reference": ID, "text": "...", "targets": [ID, ...]} ("target": ID also works).
+
+    With a "split" field (a converted data set's triplets.jsonl): only "train" triplets are
+    used, and a stable tenth of them (by reference id) is held out for early stopping, so the
+    file's val/test triplets stay unseen for `evaluate`. Without one, a triplet is held out
+    when its reference item is."""
     from ..fileio import load_jsonl
 
     records = load_jsonl(Path(path))
     found = Triplets(source=Path(path).name)
+    has_split = any("split" in r for r in records)
+    ranked: list[tuple[int, CatalogTriplet]] = []
     for line, r in enumerate(records, 1):
-        where = f"{path}: line {line}"
+        where = f"{path}: record {line}"
+        if has_split and r.get("split", "train") != "train":
+            continue
         targets = r.get("targets", [r["target"]] if "target" in r else None)
         if not isinstance(r.get("reference"), str) or not isinstance(r.get("text"), str) or not r["text"].strip():
             raise HslDemoError(f"{where}: needs \"reference\" (an item id) and \"text\" (a non-empty string)")
@@ -171,23 +201,31 @@ def read_triplet_file(path: str | Path, pool: CatalogPool) -> Triplets:
         if len(rows) < len(targets) + 1:
             missing = next(i for i in [r["reference"], *targets] if i not in pool.catalog)
             raise HslDemoError(f"{where}: no item {missing!r} in catalog {pool.catalog.name!r}")
-        held = r["split"] != "train" if "split" in r else bool(pool.heldout[rows[0]])
-        (found.heldout if held else found.train).append(CatalogTriplet(rows[0], r["text"].strip(), rows[1:]))
+        triplet = CatalogTriplet(rows[0], r["text"].strip(), rows[1:])
+        if has_split:
+            ranked.append((_id_hash(r["reference"]), triplet))
+        else:
+            (found.heldout if pool.heldout[rows[0]] else found.train).append(triplet)
+    if ranked:  # a stable tenth of the references, and at least the first of them, held out
+        cut = max(int(HELDOUT_FRACTION * 2**32), min(rank for rank, _ in ranked) + 1)
+        for rank, triplet in ranked:
+            (found.heldout if rank < cut else found.train).append(triplet)
     return _checked(found, pool)
 
 
 def attribute_fields(items: list[dict]) -> list[str]:
     """The fields that hold an item's attributes: `ATTRIBUTE_FIELDS` present in the items, else
     every other field whose values are short strings in most items."""
-    known = [f for f in ATTRIBUTE_FIELDS if sum(isinstance(it.get(f), str) for it in items) > len(items) // 2]
+    def varies(f: str) -> bool:  # in most items, with two values at least
+        values = [it[f] for it in items if isinstance(it.get(f), str)]
+        return len(values) > len(items) // 2 and len(set(values)) >= 2
+
+    known = [f for f in ATTRIBUTE_FIELDS if varies(f)]
     if known:
         return known
-    counts: dict[str, int] = {}
-    for it in items:
-        for k, v in it.items():
-            if k not in NOT_ATTRIBUTES and isinstance(v, str) and 0 < len(v) <= MAX_ATTRIBUTE_LENGTH:
-                counts[k] = counts.get(k, 0) + 1
-    return sorted(k for k, n in counts.items() if n > len(items) // 2)
+    names = {k for it in items for k, v in it.items()
+             if k not in NOT_ATTRIBUTES and isinstance(v, str) and 0 < len(v) <= MAX_ATTRIBUTE_LENGTH}
+    return sorted(k for k in names if varies(k))
 
 
 def modification_text(fields: list[str], target: dict) -> str:
@@ -195,10 +233,11 @@ def modification_text(fields: list[str], target: dict) -> str:
     return "change " + " and ".join(f"the {f.replace('_', ' ')} to {target[f]}" for f in fields)
 
 
-def attribute_triplets(pool: CatalogPool, max_changed: int = 2, seed: int = 0) -> Triplets:
+def attribute_triplets(pool: CatalogPool, max_changed: int = 2, seed: int = 0, per_item: int = 6) -> Triplets:
     """Triplets from items that share attributes: for each item (reference) and each set of one or
     two fields, the items that differ exactly there are the targets of one query (one random
-    new value per reference and field set). Train and held-out by the reference item."""
+    new value per reference and field set; at most `per_item` field sets per reference, drawn at
+    random). Train and held-out by the reference item."""
     import itertools
 
     fields = attribute_fields(pool.items)
@@ -212,19 +251,22 @@ def attribute_triplets(pool: CatalogPool, max_changed: int = 2, seed: int = 0) -
             by_values.setdefault(v, []).append(row)
     rng = random.Random(seed)
     found = Triplets(source=f"attributes: {', '.join(fields)}")
-    for changed in range(1, min(max_changed, len(fields)) + 1):
-        for which in itertools.combinations(range(len(fields)), changed):
-            kept = [i for i in range(len(fields)) if i not in which]
-            groups: dict[tuple, list[tuple]] = {}
-            for combo in by_values:  # combinations that agree on the kept fields
-                groups.setdefault(tuple(combo[i] for i in kept), []).append(combo)
-            for combo, rows in by_values.items():
-                others = [c for c in groups[tuple(combo[i] for i in kept)] if all(c[i] != combo[i] for i in which)]
-                for row in rows if others else ():
-                    target = rng.choice(others)
-                    text = modification_text([fields[i] for i in which], dict(zip(fields, target)))
-                    triplet = CatalogTriplet(row, text, by_values[target])
-                    (found.heldout if pool.heldout[row] else found.train).append(triplet)
+    field_sets = [w for n in range(1, min(max_changed, len(fields)) + 1)
+                  for w in itertools.combinations(range(len(fields)), n)]
+    chosen = {row: set(rng.sample(range(len(field_sets)), min(per_item, len(field_sets))))
+              for rows in by_values.values() for row in rows}
+    for index, which in enumerate(field_sets):
+        kept = [i for i in range(len(fields)) if i not in which]
+        groups: dict[tuple, list[tuple]] = {}
+        for combo in by_values:  # combinations that agree on the kept fields
+            groups.setdefault(tuple(combo[i] for i in kept), []).append(combo)
+        for combo, rows in by_values.items():
+            others = [c for c in groups[tuple(combo[i] for i in kept)] if all(c[i] != combo[i] for i in which)]
+            for row in (r for r in rows if index in chosen[r]) if others else ():
+                target = rng.choice(others)
+                text = modification_text([fields[i] for i in which], dict(zip(fields, target)))
+                triplet = CatalogTriplet(row, text, by_values[target])
+                (found.heldout if pool.heldout[row] else found.train).append(triplet)
     return _checked(found, pool)
 
 
@@ -265,7 +307,7 @@ def recall_figures(scores: torch.Tensor, positives: torch.Tensor, ks: tuple[int,
     return figures
 
 
-def recall_in_top(scores: torch.Tensor, targets: list[set[int]], ks: tuple[int, ...] = (1, 10)) -> dict:
+def recall_in_top(scores: torch.Tensor, targets: list[frozenset[int]], ks: tuple[int, ...] = (1, 10)) -> dict:
     """`recall_figures` over a whole catalog, without a (queries, items) positives matrix: a hit
     when one of the query's target rows is among its top k columns."""
     top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices.tolist()

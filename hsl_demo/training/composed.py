@@ -152,24 +152,35 @@ class CatalogTriplets:
         refs = [t.reference for t in picked]
         targets = [rng.choice(t.targets) for t in picked]
         gallery = targets + (refs if self.hard_negatives else [])
-        positives = torch.tensor([[g in t.targets for g in gallery] for t in picked])
+        positives = torch.tensor([[g in t.target_set for g in gallery] for t in picked])
         return TripletBatch(refs, [t.text for t in picked], gallery, positives)
 
 
-def heldout_evaluation(pool, backbone, head, triplets: list, limit: int):
+def heldout_evaluation(pool, backbone, head, triplets: list, limit: int, chunk: int = 256):
     """R@1 / R@10 of held-out composed queries (a fixed sample of at most `limit`) over the whole
-    catalog: the composed query against every item's embedding."""
+    catalog, the reference itself left out (unless it is a target), as CIRR's protocol does:
+    the composed query against every item's embedding, `chunk` queries at a time."""
     from .catalog_data import recall_in_top
 
     picked = sorted(random.Random(0).sample(range(len(triplets)), min(limit, len(triplets))))
     triplets = [triplets[i] for i in picked]
     text = torch.from_numpy(backbone.encode_text([t.text for t in triplets]))
-    image = pool.embeds[[t.reference for t in triplets]]
+    refs = torch.tensor([t.reference for t in triplets])
+    drop = torch.tensor([t.reference not in t.target_set for t in triplets])
 
     @torch.no_grad()
     def evaluate() -> dict:
         head.eval()
-        return recall_in_top(head(image, text).embeds @ pool.embeds.t(), [set(t.targets) for t in triplets])
+        hits: dict[str, float] = {}
+        for start in range(0, len(triplets), chunk):
+            part = slice(start, start + chunk)
+            scores = head(pool.embeds[refs[part]], text[part]).embeds @ pool.embeds.t()
+            rows = torch.arange(len(scores))[drop[part]]
+            scores[rows, refs[part][drop[part]]] = float("-inf")
+            figures = recall_in_top(scores, [t.target_set for t in triplets[part]])
+            for k, v in figures.items():
+                hits[k] = hits.get(k, 0.0) + v * len(scores)
+        return {k: v / len(triplets) for k, v in hits.items()}
 
     return evaluate
 
@@ -245,7 +256,8 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     resumed = None
     if cfg.stage == "hybrid" and (folder / "training.json").is_file():
         previous = json.loads((folder / "training.json").read_text())
-        if previous.get("config", {}).get("stage") in ("domain", "hybrid"):
+        if previous.get("config", {}).get("stage") in ("domain", "hybrid") and "--catalog" not in str(
+                previous.get("trained_by", "")):
             head = load_head(ComposedHead, folder)
             resumed = previous["config"]["stage"]
             if head.embed_dim != embeds.shape[1]:
@@ -305,7 +317,8 @@ def _train_on_catalog(out, model, cfg: ComposedTrainConfig, log, resume: bool, c
     start_model_folder(backbone, out, "composed")
     result = fit(head, step, cfg, name="composed", rng=rng, log=log,
                  checkpoint_dir=Path(out) / CHECKPOINT_DIR / "composed-catalog", resume=resume,
-                 evaluate=evaluate, eval_every=cfg.eval_every, keep_best="score", patience=cfg.patience)
+                 evaluate=evaluate, eval_every=cfg.eval_every, keep_best="score", patience=cfg.patience,
+                 baseline=baseline, identity={"catalog": pool.fingerprint, "triplets": found.fingerprint()})
     info = {"trained_by": "hsl-demo train composed --catalog", "backbone": backbone.portable_id,
             "config": asdict(cfg), "catalog": pool.describe(), "triplets": found.source,
             "losses": result.losses, "train_seconds": round(result.seconds),

@@ -13,7 +13,7 @@ import torch
 from ..data.attributes import Attributes
 from ..data.demo import all_combinations, held_out_combinations
 from ..models import save_head
-from ..models.hmrn import TERMS
+from ..models.hmrn import TERMS, HMRNScores
 from .common import MENTIONS, multi_positive_infonce, text_writer
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
@@ -143,7 +143,8 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
                    for qk in query_keys]
         return idx, sets, answers
 
-    step = _hmrn_step(head, backbone, pool.embeds, pool.regions, pool.mask, sample, cfg)
+    step = _hmrn_step(head, backbone, lambda idx: (pool.embeds[idx], pool.regions[idx], pool.mask[idx]),
+                      pool.mask.shape[1], sample, cfg)
 
     result = fit(head, step, cfg, name="hmrn", rng=rng, log=log, checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn",
                  resume=resume)
@@ -156,11 +157,22 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
     return info
 
 
-def _hmrn_step(head, backbone, embeds: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor, sample,
-               cfg: HMRNTrainConfig):
+def pad_query_sets(flat: torch.Tensor, sets: list[tuple[int, int]],
+                   max_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, max_items, D) query sets and their (Q, max_items) mask: set q is the `n` rows of `flat`
+    from `start`, for each (start, n) of `sets`."""
+    queries = torch.zeros(len(sets), max_items, flat.shape[1])
+    mask = torch.zeros(len(sets), max_items, dtype=torch.bool)
+    for r, (start, n) in enumerate(sets):
+        queries[r, :n] = flat[start:start + n]
+        mask[r, :n] = True
+    return queries, mask
+
+
+def _hmrn_step(head, backbone, features, max_items: int, sample, cfg: HMRNTrainConfig):
     """The training step: `sample()` gives the batch's looks (rows), each look's queries in round
-    order, and for each look and round which looks of the batch answer it."""
-    max_items = mask.shape[1]
+    order, and for each look and round which looks of the batch answer it; `features(rows)`
+    gives their (embeddings, regions, mask)."""
 
     def step(_: int) -> Step:
         idx, sets, answers = sample()
@@ -171,13 +183,9 @@ def _hmrn_step(head, backbone, embeds: torch.Tensor, regions: torch.Tensor, mask
         flat = torch.from_numpy(backbone.encode_text([t for texts in sets for t in texts]))
         offsets = [0, *itertools.accumulate(counts)]
         rows = [(b, n) for b, c in enumerate(counts) for n in range(1, c + 1)]
-        queries = torch.zeros(len(rows), max_items, flat.shape[1])
-        query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
-        for r, (b, n) in enumerate(rows):
-            queries[r, :n] = flat[offsets[b]:offsets[b] + n]
-            query_mask[r, :n] = True
+        queries, query_mask = pad_query_sets(flat, [(offsets[b], n) for b, n in rows], max_items)
         positives = torch.tensor([answers[b][n - 1] for b, n in rows])
-        s = head.scores(queries, query_mask, head.encode_images(embeds[idx], regions[idx], mask[idx]))
+        s = head.scores(queries, query_mask, head.encode_images(*features(idx)))
         scale = head.logit_scale.exp().clamp(max=100)
         parts = torch.stack([multi_positive_infonce(scale * t, positives) for t in (s.local, s.global_, s.reasoning)])
         loss = cfg.local_loss * parts[0] + cfg.global_loss * parts[1] + cfg.reasoning_loss * parts[2]
@@ -206,33 +214,36 @@ def _catalog_sampler(pool, cfg: HMRNTrainConfig, rng: random.Random):
     return sample
 
 
-def _heldout_evaluation(pool, backbone, head, limit: int):
+def _heldout_evaluation(pool, backbone, head, limit: int, chunk: int = 32):
     """Last-round R@1 / R@10 over held-out items (a fixed sample of at most `limit`): each item's
-    captions, in order, are the rounds; the full score (local, global, reasoning by round)."""
+    captions, in order, are the rounds; the full score at that round. Query sets are scored in
+    chunks: the reasoning graph runs on every (query set, item) pair."""
     from .catalog_data import caption_rows, recall_figures, region_captions
 
     rows = caption_rows(pool, heldout=True)
     rows = sorted(random.Random(0).sample(rows, min(limit, len(rows))))
-    max_items = pool.mask.shape[1]
+    max_items = pool.catalog.region_mask.shape[1]
     sets = [region_captions(pool.items[r])[:max_items] for r in rows]
     flat = torch.from_numpy(backbone.encode_text([t for texts in sets for t in texts]))
-    queries = torch.zeros(len(rows), max_items, flat.shape[1])
-    query_mask = torch.zeros(len(rows), max_items, dtype=torch.bool)
-    offsets = [0, *itertools.accumulate(len(t) for t in sets)]
-    for r, texts in enumerate(sets):
-        queries[r, :len(texts)] = flat[offsets[r]:offsets[r + 1]]
-        query_mask[r, :len(texts)] = True
+    offsets = list(itertools.accumulate((len(t) for t in sets), initial=0))
+    queries, query_mask = pad_query_sets(flat, [(offsets[r], len(t)) for r, t in enumerate(sets)], max_items)
     known = [{c.casefold() for c in region_captions(pool.items[r])} for r in rows]
     positives = torch.tensor([[a == b or all(t.casefold() in known[b] for t in sets[a]) for b in range(len(rows))]
                               for a in range(len(rows))])
-    rounds = torch.tensor([[float(head.round_factor(len(t)))] for t in sets])
 
     @torch.no_grad()
     def evaluate() -> dict:
         head.eval()
-        s = head.scores(queries, query_mask, head.encode_images(pool.embeds[rows], pool.regions[rows], pool.mask[rows]))
-        w_local, w_global, w_reasoning = head.term_weights
-        return recall_figures(w_local * s.local + w_global * s.global_ + w_reasoning * rounds * s.reasoning, positives)
+        images = head.encode_images(pool.embeds[rows], *pool.regions(rows))
+        scores = torch.zeros(len(rows), len(rows))
+        for start in range(0, len(rows), chunk):
+            part = slice(start, start + chunk)
+            s = head.scores(queries[part], query_mask[part], images)
+            for n in query_mask[part].sum(1).unique().tolist():  # the full score at each set's own round
+                same = (query_mask[part].sum(1) == n).nonzero().squeeze(1)
+                scores[start + same] = head.combine(HMRNScores(s.local[same], s.global_[same], s.reasoning[same],
+                                                               s.per_query[same]), n)
+        return recall_figures(scores, positives)
 
     return evaluate
 
@@ -246,14 +257,16 @@ def _train_on_catalog(out, model, cfg: HMRNTrainConfig, log, resume: bool, catal
     backbone, pool = open_training_catalog(catalog, model, log)
     head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
                     reasoning_steps=cfg.reasoning_steps)
-    step = _hmrn_step(head, backbone, pool.embeds, pool.regions, pool.mask, _catalog_sampler(pool, cfg, rng), cfg)
+    step = _hmrn_step(head, backbone, lambda idx: (pool.embeds[idx], *pool.regions(idx)),
+                      pool.catalog.region_mask.shape[1], _catalog_sampler(pool, cfg, rng), cfg)
     evaluate = _heldout_evaluation(pool, backbone, head, cfg.eval_items)
     baseline = evaluate()
     log("[hmrn] untrained on held-out items: " + " ".join(f"{k} {v:.3f}" for k, v in baseline.items()))
     start_model_folder(backbone, out, "hmrn")
-    result = fit(head, step, cfg, name="hmrn", rng=rng, log=log, checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn",
-                 resume=resume, evaluate=evaluate, eval_every=cfg.eval_every, keep_best="score",
-                 patience=cfg.patience)
+    result = fit(head, step, cfg, name="hmrn", rng=rng, log=log,
+                 checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hmrn-catalog", resume=resume, evaluate=evaluate,
+                 eval_every=cfg.eval_every, keep_best="score", patience=cfg.patience, baseline=baseline,
+                 identity={"catalog": pool.fingerprint})
     info = {"trained_by": "hsl-demo train hmrn --catalog", "backbone": backbone.portable_id, "config": asdict(cfg),
             "catalog": pool.describe(), "losses": result.losses, "train_seconds": round(result.seconds),
             "evaluation": heldout_table(baseline, result)}

@@ -55,7 +55,7 @@ class HSLTrainConfig(TrainConfig):
     # with --catalog: evaluate on held-out items every so many steps, keep the best, stop after
     # `patience` evaluations without improvement
     eval_every: int = 200
-    eval_items: int = 2000
+    eval_items: int = 1000
     patience: int = 5
 
 
@@ -76,19 +76,27 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
         backbone = Backbone.load(model)
         attrs, embeds, regions = frozen_training_pool(backbone, cfg, cfg.seed + 3, log)
         region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
+        sample = _demo_batches(attrs, cfg, rng)
+
+        def features(idx):
+            return embeds[idx], regions[idx], region_mask[idx]
     else:
         backbone, pool = open_training_catalog(catalog, model, log)
-        embeds, regions, region_mask = pool.embeds, pool.regions, pool.mask
+        embeds = pool.embeds
+        sample = _catalog_batches(pool, cfg, rng)
+
+        def features(idx):
+            return (pool.embeds[idx], *pool.regions(idx))
     head = HSLHead(embed_dim=embeds.shape[1], dim=cfg.dim, levels=cfg.levels, heads=cfg.heads,
                    object_aggregation=cfg.object_aggregation, dropout=cfg.dropout)
-    sample = _demo_batches(attrs, cfg, rng) if pool is None else _catalog_batches(pool, cfg, rng)
 
     def step(_: int) -> Step:
         idx, texts, positives = sample()  # positives: (image, text)
         text_feats = backbone.text_features(texts)
-        img = head.encode_image_side(embeds[idx], regions[idx], region_mask[idx])
+        global_embeds, regions_, mask = features(idx)
+        img = head.encode_image_side(global_embeds, regions_, mask)
         txt = head.encode_text_side(text_feats.tokens.cpu(), text_feats.mask.cpu())
-        global_cos = text_feats.embeds.cpu() @ embeds[idx].t()
+        global_cos = text_feats.embeds.cpu() @ global_embeds.t()
         terms = head.similarities(txt, img, global_cos)  # (text, image, terms)
         scale = head.logit_scale.exp().clamp(max=100)
         loss = multi_positive_infonce(scale * head.combine(terms).t(), positives)
@@ -112,10 +120,12 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
             + " ".join(f"{k} {v:.3f}" for k, v in baseline.items()))
         start_model_folder(backbone, out, "hsl")
     folder = Path(out) / "hsl"
+    checkpoint = "hsl" if pool is None else "hsl-catalog"
     result = fit(head, step, cfg, name="hsl", rng=rng, log=log, param_groups=groups,
-                 status=lambda: f"weights: {weights()}", checkpoint_dir=Path(out) / CHECKPOINT_DIR / "hsl",
+                 status=lambda: f"weights: {weights()}", checkpoint_dir=Path(out) / CHECKPOINT_DIR / checkpoint,
                  resume=resume, evaluate=evaluate, eval_every=cfg.eval_every if evaluate else 0,
-                 keep_best="score" if evaluate else None, patience=cfg.patience)
+                 keep_best="score" if evaluate else None, patience=cfg.patience, baseline=baseline,
+                 identity={"catalog": pool.fingerprint} if pool else None)
     trained_by = "hsl-demo train hsl" + (" --catalog" if pool else "")
     info = {"trained_by": trained_by, "backbone": backbone.portable_id, "config": asdict(cfg),
             "losses": result.losses, "train_seconds": round(result.seconds)}
@@ -178,7 +188,7 @@ def _heldout_evaluation(pool, backbone, head, cfg: HSLTrainConfig):
     @torch.no_grad()
     def evaluate() -> dict:
         head.eval()
-        image = head.encode_image_side(pool.embeds[rows], pool.regions[rows], pool.mask[rows])
+        image = head.encode_image_side(pool.embeds[rows], *pool.regions(rows))
         scores = []
         for f, start in zip(feats, range(0, len(texts), 256)):
             text = head.encode_text_side(f.tokens.cpu(), f.mask.cpu())

@@ -81,8 +81,8 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
         param_groups: list[dict] | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
         log: Callable[[str], None] = print, status: Callable[[], str] | None = None,
         evaluate: Callable[[], dict] | None = None, eval_every: int = 0, keep_best: str | None = None,
-        patience: int = 0, checkpoint_dir: Path | None = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
+        patience: int = 0, baseline: dict | None = None, checkpoint_dir: Path | None = None,
+        resume: bool = False, identity: dict | None = None, progress: bool = True) -> FitResult:
     """Train `model` for `cfg.steps` steps of `step`; returns the loss history and timings.
 
     `param_groups` default to every trainable parameter with `cfg.weight_decay`; groups may set
@@ -93,7 +93,11 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
 
     Early stopping: with `keep_best` (a figure of `evaluate()`, higher is better), the model
     ends with the weights of its best evaluation; with `patience` too, training stops after
-    that many evaluations without improvement.
+    that many evaluations without improvement. `baseline` (the untrained model's figures) is
+    the evaluation to beat: if no step does, the model ends as it started.
+
+    `identity` adds what else a resumed run must share with the checkpointed one (the data
+    it trains on, e.g. a catalog's fingerprint).
     """
     from tqdm.auto import tqdm
 
@@ -107,8 +111,11 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
         if checkpoint_dir is None or not (checkpoint_dir / STATE_TENSORS).is_file():
             raise HslDemoError(f"--resume: no checkpoint in {checkpoint_dir} (a run writes one every "
                                "--checkpoint-every steps)")
-        result = _load_checkpoint(checkpoint_dir, name, model, opt, sched, rng, cfg)
+        result = _load_checkpoint(checkpoint_dir, name, model, opt, sched, rng, cfg, identity)
         log(f"[{name}] resuming at step {result.resumed_at + 1}/{cfg.steps} from {checkpoint_dir}")
+    elif keep_best and baseline is not None:
+        result.best = {"step": 0, **baseline}
+        result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
     start = time.time() - result.seconds
     first = result.resumed_at + 1
@@ -135,17 +142,20 @@ def fit(model: nn.Module, step: Callable[[int], Step], cfg: TrainConfig, *, name
             model.train()
             result.history.append({"step": n, **figures})
             log(f"[{name}] step {n}: " + " ".join(f"{k} {v:.3f}" for k, v in figures.items()))
-            if keep_best and _keep_if_best(model, result, {"step": n, **figures}, keep_best, patience):
+            if keep_best and _keep_if_best(model, result, {"step": n, **figures}, keep_best, patience) \
+                    and n < cfg.steps:
                 result.stopped_early = True
                 log(f"[{name}] stopping early: no better {keep_best} in {patience} evaluations since step "
                     f"{result.best['step']}")
                 break
         if checkpoint_dir and cfg.checkpoint_every and n % cfg.checkpoint_every == 0 and n < cfg.steps:
             result.seconds = time.time() - start
-            _save_checkpoint(checkpoint_dir, name, cfg, model, opt, sched, rng, n, result)
+            _save_checkpoint(checkpoint_dir, name, cfg, model, opt, sched, rng, n, result, identity)
     bar.close()
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
+        if result.best["step"] == 0:
+            log(f"[{name}] no evaluation beat the untrained model: it is kept as it started")
     model.eval()
     result.seconds = time.time() - start
     if checkpoint_dir is not None:  # finished: the checkpoint has done its job
@@ -167,14 +177,15 @@ def _keep_if_best(model: nn.Module, result: FitResult, figures: dict, key: str, 
     return bool(patience) and len(since) >= patience
 
 
-def _run_identity(name: str, cfg: TrainConfig) -> dict:
-    """What a resumed run must share with the checkpointed one (not its length or logging)."""
-    skip = {"steps", "checkpoint_every", "log_every"}
-    return {"trainer": name, **{k: v for k, v in asdict(cfg).items() if k not in skip}}
+def _run_identity(name: str, cfg: TrainConfig, identity: dict | None = None) -> dict:
+    """What a resumed run must share with the checkpointed one (not its length, logging or how
+    often it is evaluated)."""
+    skip = {"steps", "checkpoint_every", "log_every", "eval_every", "eval_items", "patience"}
+    return {"trainer": name, **{k: v for k, v in asdict(cfg).items() if k not in skip}, **(identity or {})}
 
 
 def _save_checkpoint(folder: Path, name: str, cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer,
-                     sched, rng: random.Random, step: int, result: FitResult) -> None:
+                     sched, rng: random.Random, step: int, result: FitResult, identity: dict | None = None) -> None:
     """One safetensors file, written atomically: the tensors, and the rest as JSON in its metadata
     (so weights and step counter can never come from two different steps)."""
     from safetensors.torch import save
@@ -190,7 +201,7 @@ def _save_checkpoint(folder: Path, name: str, cfg: TrainConfig, model: nn.Module
         tensors[f"best.{key}"] = value.contiguous()
     tensors["torch_rng"] = torch.get_rng_state()
     version, internal, gauss = rng.getstate()
-    meta = {"run": _run_identity(name, cfg), "step": step, "losses": result.losses, "history": result.history,
+    meta = {"run": _run_identity(name, cfg, identity), "step": step, "losses": result.losses, "history": result.history,
             "seconds": result.seconds, "best": result.best, "python_rng": [version, list(internal), gauss],
             "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,7 @@ def _save_checkpoint(folder: Path, name: str, cfg: TrainConfig, model: nn.Module
 
 
 def _load_checkpoint(folder: Path, name: str, model: nn.Module, opt: torch.optim.Optimizer, sched,
-                     rng: random.Random, cfg: TrainConfig) -> FitResult:
+                     rng: random.Random, cfg: TrainConfig, identity: dict | None = None) -> FitResult:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -210,7 +221,7 @@ def _load_checkpoint(folder: Path, name: str, model: nn.Module, opt: torch.optim
         tensors = load_file(path)
     except Exception as e:  # safetensors' own error types: a truncated or foreign file
         raise HslDemoError(f"{path}: not a readable training checkpoint ({type(e).__name__})") from None
-    wanted, found = _run_identity(name, cfg), meta.get("run", {})
+    wanted, found = _run_identity(name, cfg, identity), meta.get("run", {})
     if found != wanted:
         changed = sorted(k for k in set(wanted) | set(found) if wanted.get(k) != found.get(k))
         raise HslDemoError(f"the checkpoint in {folder} is of another run (it differs in {', '.join(changed)}); "
