@@ -396,7 +396,7 @@ def _print_rounds(table: dict, n_queries: int, retriever, mode) -> None:
 
 
 def _evaluate_dataset(args) -> None:
-    """`evaluate --dataset`: composed retrieval on Fashion-IQ or Shoes, beside the published figures."""
+    """`evaluate --dataset`: composed retrieval on a public data set, beside the published figures."""
     from .data.composed_datasets import load_composed_dataset
     from .defaults import COMPOSED_VARIANTS
 
@@ -418,8 +418,9 @@ def _evaluate_dataset(args) -> None:
     variants = COMPOSED_VARIANTS if args.ablation else (args.variant or "adaptive",)
     results = evaluate_composed_splits(backbone, head, args.dataset, splits, variants)
     ks = COMPOSED_DATASET_KS[args.dataset]
-    split = args.split or ("val" if args.dataset == "fashioniq" else "eval")
-    published = {"source": PUBLISHED_COMPOSED["source"], **PUBLISHED_COMPOSED[args.dataset]}
+    split = args.split or {"fashioniq": "val", "cirr": "val", "shoes": "eval", "fashion200k": "test"}[args.dataset]
+    published = ({"source": PUBLISHED_COMPOSED["source"], **PUBLISHED_COMPOSED[args.dataset]}
+                 if args.dataset in PUBLISHED_COMPOSED else None)
     if args.json:
         body = results if args.ablation else results[variants[0]]
         print(json.dumps({"dataset": args.dataset, "split": split, "ks": list(ks), "model": backbone.model_id,
@@ -435,8 +436,9 @@ def _evaluate_dataset(args) -> None:
             cells = [variant, name, *(f"{100 * m[f'R@{k}']:.2f}" for k in ks), str(m["queries"]),
                      f"{m['mean_w_text']:.2f}"]
             print("| " + " | ".join(cells) + " |")
-    print(f"| {published['source']} | average | " + " | ".join(f"{100 * published[f'R@{k}']:.2f}" for k in ks)
-          + " | | |")
+    if published:
+        print(f"| {published['source']} | average | "
+              + " | ".join(f"{100 * published[f'R@{k}']:.2f}" for k in ks) + " | | |")
 
 
 def _cmd_convert(args) -> None:

@@ -61,6 +61,10 @@ def test_cirr_and_fashion200k_read_as_published_for_training_and_evaluation(tmp_
     with pytest.raises(HslDemoError, match="leads outside the CIRR folder"):
         load_composed_dataset("cirr", tmp_path / "cirr", "val")
 
+    proc = run_cli("evaluate", "--dataset", "cirr", "--data-root", str(tmp_path / "cirr"), "--split", "train", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ks"] == [1, 5, 10, 50] and json.loads(proc.stdout)["published"] is None
+
     write_fashion200k_fixture(tmp_path / "f200k")
     (test,) = load_composed_dataset("fashion200k", tmp_path / "f200k")
     assert {t.captions[0] for t in test.triplets} == {"replace red with blue", "replace blue with black",
