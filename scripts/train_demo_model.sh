@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the embedded demo model from scratch into RUN (default /root/hsl-demo-runs/demo-v2):
-# backbone, then the three heads on it, then both catalogs indexed with it, then every
-# evaluation. Safe to run again after an interruption: a finished stage is skipped, an
+# backbone, then the three heads on it (and the fixed-weight composed ablation), then both
+# catalogs indexed with it, then every evaluation. Safe to run again after an interruption: a finished stage is skipped, an
 # interrupted one resumes from its checkpoint. Nothing in checkpoints/ or assets/ is touched;
 # copy RUN/model and RUN/catalogs/* there once the figures are what you want.
 #
@@ -43,6 +43,24 @@ train hmrn hmrn "$MODEL/hmrn/model.safetensors" hmrn --model "$MODEL" --texts gr
 wait "$HSL_PID" || { stamp "hsl failed: see $RUN/hsl.log"; exit 1; }
 unset OMP_NUM_THREADS
 
+# The "combiner without weights" ablation: the same two composed stages with --fixed-weights,
+# into a copy of the model folder without its composed head.
+FIXED=$RUN/fixed
+if [[ ! -e $RUN/.fixed-done ]]; then
+  if [[ ! -e $FIXED/open_clip_config.json ]]; then
+    rm -rf "$FIXED" && cp -r "$MODEL" "$FIXED" && rm -rf "$FIXED/composed" "$FIXED/.checkpoint"
+  fi
+  for stage in domain hybrid; do
+    if [[ ! -e $RUN/.fixed-$stage-done ]]; then
+      resume=(); [[ -e $FIXED/.checkpoint/composed-$stage/train_state.safetensors ]] && resume=(--resume)
+      hsl train composed --model "$MODEL" --out "$FIXED" --texts grammar --stage $stage --fixed-weights \
+        --checkpoint-every 250 "${resume[@]}"
+      touch "$RUN/.fixed-$stage-done"
+    fi
+  done
+  touch "$RUN/.fixed-done"
+fi
+
 for catalog in products looks; do
   if [[ ! -e $RUN/catalogs/$catalog/manifest.json ]]; then
     stamp "index $catalog"
@@ -56,6 +74,7 @@ P=$RUN/catalogs/products
 L=$RUN/catalogs/looks
 hsl evaluate --model "$MODEL" --catalog "$P" --queries assets/demo/products/queries.test.jsonl --ablation
 hsl evaluate --model "$MODEL" --catalog "$P" --queries assets/demo/products/queries.composed.test.jsonl --ablation
+hsl evaluate --model "$FIXED" --catalog "$P" --queries assets/demo/products/queries.composed.test.jsonl
 hsl evaluate --model "$MODEL" --catalog "$L" --queries assets/demo/looks/queries.multi.test.jsonl --ablation
 for q in "crimson tee with stripes" "navy polka dot dress" "a scarf, green, with dots"; do
   hsl search --model "$MODEL" --catalog "$P" -k 3 --text "$q"
