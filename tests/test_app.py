@@ -104,7 +104,7 @@ def test_modify_without_text_warns_and_searches_by_the_image(served):
     (gallery, _), logs = call(client, None, "p00024", "  ", 5, api_name="/modify")
     assert any("reference image alone" in m for m in logs), logs
     assert captions(gallery)[0].startswith("#1 Red t-shirt"), captions(gallery)
-    assert all(c.split(maxsplit=1)[1].startswith("Red ") for c in captions(gallery)), captions(gallery)
+    assert all(c.split(maxsplit=1)[1].startswith("Red ") for c in captions(gallery)[:4]), captions(gallery)
 
 
 @pytest.mark.parametrize("name, content, message", [

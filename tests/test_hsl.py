@@ -160,7 +160,7 @@ def demo_retriever():
 def test_the_shipped_model_has_a_trained_head_with_precomputed_features(demo_retriever):
     r = demo_retriever
     assert r.hsl is not None and r.hsl.levels >= 2
-    assert (r.hsl.weights[1:] > 0).sum() >= 2  # the trained levels count
+    assert (r.hsl.weights[1:] > 0).sum() >= 1  # a trained level counts (level 1 image: README)
     assert r.catalog.manifest["heads"]["hsl"]["fingerprint"] == head_fingerprint(r.hsl)
     assert r.hsl_store.bytes_per_item() <= 8192
 

@@ -85,9 +85,9 @@ def test_words_the_model_never_saw_are_named_in_a_notice(retriever, tiny_backbon
 def test_the_cli_prints_unknown_words_as_a_warning():
     from conftest import run_cli
 
-    proc = run_cli("search", "--text", "navy polka dot dress", "-k", "2")
+    proc = run_cli("search", "--text", "zebra polka dot dress", "-k", "2")
     assert proc.returncode == 0
-    assert "hsl-demo: warning: the model was never trained on 'navy'" in proc.stderr
+    assert "hsl-demo: warning: the model was never trained on 'zebra'" in proc.stderr
 
 
 def test_each_mode_returns_the_breakdown_type_it_registers(retriever):
