@@ -160,9 +160,9 @@ def _umask() -> int:
     return mask
 
 
-def read_json_list(path: str | Path, what: str) -> list:
-    """A JSON file that must hold a list (`what` it holds goes into the messages); any problem
-    is a one-line HslDemoError."""
+def read_json(path: str | Path, what: str, kind: type = dict):
+    """A JSON file that must hold a `kind` (a list or an object; `what` it holds goes into the
+    messages); any problem is a one-line HslDemoError."""
     path = Path(path)
     if not path.is_file():
         raise HslDemoError(f"{path}: no such file ({what})")
@@ -175,6 +175,12 @@ def read_json_list(path: str | Path, what: str) -> list:
         raise HslDemoError(f"{path}: not UTF-8 text") from None
     except OSError as e:
         raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
-    if not isinstance(data, list):
-        raise HslDemoError(f"{path}: expected a JSON list ({what}), found a {type(data).__name__}")
+    if not isinstance(data, kind):
+        expected = "list" if kind is list else "object"
+        raise HslDemoError(f"{path}: expected a JSON {expected} ({what}), found a {type(data).__name__}")
     return data
+
+
+def read_json_list(path: str | Path, what: str) -> list:
+    """A JSON file that must hold a list: `read_json` with kind list."""
+    return read_json(path, what, list)

@@ -14,12 +14,12 @@ in the published protocol's global setting the reference stays in the gallery.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
 from ..errors import HslDemoError
+from ..fileio import read_json, read_json_list
 from .composed_datasets import ComposedSplit, Triplet, _changes, _check_root, _field_str, _write_json
 
 SPLITS = ("train", "val", "test1")
@@ -34,7 +34,7 @@ def load_cirr(root: str | Path, split: str) -> ComposedSplit:
     if split not in SPLITS:
         raise HslDemoError(f"CIRR has no split {split!r} (one of {', '.join(SPLITS)})")
     split_path = root / "cirr" / "image_splits" / f"split.rc2.{split}.json"
-    names = _read_json(split_path, dict, "a JSON object of image name -> relative path")
+    names = read_json(split_path, "CIRR image split: image name -> relative path", dict)
     if not names or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in names.items()):
         raise HslDemoError(f"{split_path}: expected a non-empty JSON object of image name -> relative path")
     images: dict[str, Path] = {}
@@ -48,7 +48,7 @@ def load_cirr(root: str | Path, split: str) -> ComposedSplit:
         raise HslDemoError(f"CIRR {split}: {len(missing)} of {len(images)} images are not on disk "
                            f"(e.g. {names[missing[0]]} below {root})")
     cap_path = root / "cirr" / "captions" / f"cap.rc2.{split}.json"
-    records = _read_json(cap_path, list, "a JSON list of triplets")
+    records = read_json_list(cap_path, "CIRR captions")
     triplets = []
     for i, r in enumerate(records):
         where = f"{cap_path}: entry {i}"
@@ -64,20 +64,6 @@ def load_cirr(root: str | Path, split: str) -> ComposedSplit:
     if not triplets:
         raise HslDemoError(f"{cap_path}: empty split (no triplets)")
     return ComposedSplit("cirr", images, list(names), triplets)
-
-
-def _read_json(path: Path, kind: type, what: str):
-    if not path.is_file():
-        raise HslDemoError(f"{path}: no such file")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HslDemoError(f"{path}: not valid JSON ({type(e).__name__})") from None
-    except OSError as e:
-        raise HslDemoError(f"{path}: unreadable ({e.strerror or e})") from None
-    if not isinstance(value, kind):
-        raise HslDemoError(f"{path}: expected {what}")
-    return value
 
 
 def write_cirr_fixture(root: str | Path, colors=("red", "blue", "black"), patterns=("plain", "striped"),
