@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,6 +30,7 @@ from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
 from .features import dequantize
 from .fileio import load_jsonl
+from .results import RegionMark
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,18 @@ class Catalog:
             dequantize(self.regions[rows], self.region_scale[rows]),
             torch.from_numpy(self.region_mask[rows]),
         )
+
+    def region_mark(self, row: int, region: int, label: str) -> RegionMark | None:
+        """Where region `region` of item `row` lies on its photo, labelled: the item's
+        `region`-th box, or, for an item indexed without boxes, a cell of its region grid
+        (None when the region count is not a square grid)."""
+        boxes = [part["box"] for part in self.items[row].get("items", []) if "box" in part]
+        if boxes:
+            return RegionMark(label, box=tuple(float(v) for v in boxes[region])) if region < len(boxes) else None
+        n = math.isqrt(int(self.region_mask[row].sum()))
+        if n * n != int(self.region_mask[row].sum()) or region >= n * n:
+            return None
+        return RegionMark(label, cell=(region // n, region % n, n))
 
     @cached_property
     def embeddings(self) -> np.ndarray:

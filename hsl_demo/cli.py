@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--looks-catalog", default=None, help="looks catalog for Drill down: name or folder "
                    "($HSL_DEMO_LOOKS_CATALOG; default looks)")
     p.add_argument("--device", default=argparse.SUPPRESS, help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--concurrency", type=_positive_int, default=4, help="searches run at once (default 4)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="searches run at once, in every tab "
+                   "(default 4)")
+    p.add_argument("--charts", choices=("native", "png"), default="native",
+                   help="native: charts drawn in the browser (default); png: matplotlib images drawn per request "
+                   "(what the app did before; kept for bench/bench_load.py's comparison)")
 
     p = sub.add_parser("push", help="publish a trained model folder to the Hugging Face Hub, with a model card")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder (backbone + heads), e.g. checkpoints/demo")
@@ -515,7 +519,7 @@ def _cmd_serve(args) -> None:
     looks.hmrn_store()  # the drill-down index, built now rather than in the first visitor's round
     from .ui import serve
 
-    serve(products, looks, concurrency=args.concurrency)
+    serve(products, looks, concurrency=args.concurrency, charts=args.charts)
 
 
 class _OneLineWarnings(logging.Handler):

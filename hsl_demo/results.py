@@ -39,6 +39,21 @@ class Breakdown(Protocol):
     def to_dict(self) -> dict: ...
 
 
+@dataclass(frozen=True)
+class RegionMark:
+    """Where on a result's photo it matched, and what matched there: a box in the photo's
+    pixels (a catalog region with a box), or a cell (row, col) of the n x n grid the
+    backbone's patch tokens were pooled to, over the centred square it saw."""
+
+    label: str
+    box: tuple[float, float, float, float] | None = None
+    cell: tuple[int, int, int] | None = None  # (row, col, n)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, **({"box": list(self.box)} if self.box else {}),
+                **({"cell": list(self.cell)} if self.cell else {})}
+
+
 @dataclass
 class SearchResult:
     rank: int
@@ -48,10 +63,14 @@ class SearchResult:
     image: Path
     breakdown: Breakdown
     metadata: dict = field(default_factory=dict)
+    marks: list[RegionMark] = field(default_factory=list)  # the regions that matched (Describe, Drill down)
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "id": self.id, "title": self.title, "score": rounded(self.score),
-                "image": str(self.image), "levels": self.breakdown.to_dict()}
+        out = {"rank": self.rank, "id": self.id, "title": self.title, "score": rounded(self.score),
+               "image": str(self.image), "levels": self.breakdown.to_dict()}
+        if self.marks:
+            out["marks"] = [m.to_dict() for m in self.marks]
+        return out
 
 
 @dataclass

@@ -12,7 +12,6 @@ its results, each with a typed breakdown of its score, and its notices.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,8 @@ def clean_text(text: object, what: str = "the query", empty_ok: bool = False) ->
 
 class Retriever:
     """A backbone, its heads and a catalog, checked to belong together. Safe to share between
-    threads: a search changes nothing on it (the drill-down index is built once, on first use)."""
+    threads: a search changes nothing on it (the drill-down index is built on first use; the
+    app builds it before it serves)."""
 
     def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
                  hsl: HSLHead | None = None, composed: ComposedHead | None = None, hmrn: HMRNHead | None = None):
@@ -71,7 +71,6 @@ class Retriever:
         self.hmrn = (hmrn or HMRNHead(embed_dim=backbone.embed_dim)).eval()
         self.hmrn_variant = "full" if hmrn is not None else "local+global"
         self._hmrn_cache: drill_down.HmrnStore | None = None
-        self._hmrn_lock = threading.Lock()  # this retriever's own: builds its drill-down index once
         self.hsl_store = describe.image_side(catalog, hsl) if hsl is not None else None
 
     @classmethod
@@ -85,15 +84,19 @@ class Retriever:
         backbone = Backbone.load(model or default_model(), device=device)
         return cls(backbone, opened, candidates, **load_heads(backbone))
 
-    def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown]) -> list[SearchResult]:
-        """Catalog rows, best first, as results with their scores and breakdowns."""
+    def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown],
+                regions: list[list[tuple[int, str]]] | None = None) -> list[SearchResult]:
+        """Catalog rows, best first, as results with their scores and breakdowns; `regions`:
+        per result, the (region, label) pairs to mark on its photo."""
         out = []
-        for i, (row, score, breakdown) in enumerate(zip(rows.tolist(), scores.tolist(), breakdowns)):
+        regions = regions or [[] for _ in breakdowns]
+        for i, (row, score, breakdown, marked) in enumerate(zip(rows.tolist(), scores.tolist(), breakdowns, regions)):
             item = self.catalog.items[row]
             out.append(SearchResult(
                 rank=i + 1, id=item["id"], title=item.get("title", item["id"]), score=float(score),
                 image=self.catalog.image_path(row), breakdown=breakdown,
                 metadata={k: v for k, v in item.items() if k not in ("id", "title", "image")},
+                marks=[m for m in (self.catalog.region_mark(row, r, label) for r, label in marked) if m is not None],
             ))
         return out
 
@@ -134,9 +137,8 @@ class Retriever:
         above HMRN_CACHE_ITEMS, which compute the image side per round for their candidates."""
         if len(self.catalog) > HMRN_CACHE_ITEMS:
             return None
-        with self._hmrn_lock:
-            if self._hmrn_cache is None:
-                self._hmrn_cache = drill_down.image_side(self.catalog, self.hmrn)
+        if self._hmrn_cache is None:  # no lock: the app builds it before serving; racing first calls build equal ones
+            self._hmrn_cache = drill_down.image_side(self.catalog, self.hmrn)
         return self._hmrn_cache
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:

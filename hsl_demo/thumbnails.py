@@ -12,15 +12,18 @@ import hashlib
 import shutil
 import tempfile
 import weakref
+from collections import deque
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import HslDemoError
 from .fileio import atomic_file
 from .images import open_image
+from .results import RegionMark
 
 THUMBNAIL_SIDE = 256  # pixels, the longest side: a gallery cell, and the reference preview
+MAX_MARKED = 5000  # marked thumbnails kept (about 10 KB each); the oldest go first
 PLACEHOLDER_GREY = (235, 235, 235)
 
 
@@ -28,30 +31,100 @@ class Thumbnails:
     """Thumbnails made on first use, in a folder of their own (a fresh temporary folder,
     removed with this object, unless `folder` is given)."""
 
-    def __init__(self, folder: str | Path | None = None, side: int = THUMBNAIL_SIDE):
+    def __init__(self, folder: str | Path | None = None, side: int = THUMBNAIL_SIDE, max_marked: int = MAX_MARKED):
         if folder is None:
             folder = tempfile.mkdtemp(prefix="hsl-demo-thumbnails-")
             weakref.finalize(self, shutil.rmtree, folder, True)
         self.folder = Path(folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.side = side
+        self.side, self.max_marked = side, max_marked
+        self._marked: deque[Path] = deque()  # marked thumbnails this object wrote, oldest first
 
     def of(self, image: str | Path) -> str:
         """The thumbnail of a catalog photo (made now if it is new or the photo changed)."""
+        path = self.folder / f"{self._key(image)}.webp"
+        if not path.is_file():
+            self._save(self._thumbnail(image)[0], path)
+        return str(path)
+
+    def marked(self, image: str | Path, marks: list[RegionMark]) -> str:
+        """The thumbnail with `marks` drawn on it: a labelled box per region. Made once per photo
+        and set of marks; the oldest marked thumbnails are removed past `max_marked` of them."""
+        if not marks:
+            return self.of(image)
+        key = self._key(image, repr([(m.label, m.box, m.cell) for m in marks]))
+        path = self.folder / f"{key}.webp"
+        if not path.is_file():
+            thumb, source_size = self._thumbnail(image)
+            self._save(draw_marks(thumb, source_size, marks), path)
+            self._marked.append(path)
+            while len(self._marked) > self.max_marked:
+                try:
+                    oldest = self._marked.popleft()
+                except IndexError:  # another request emptied it first
+                    break
+                oldest.unlink(missing_ok=True)  # one this object wrote
+        return str(path)
+
+    @staticmethod
+    def _key(image: str | Path, extra: str = "") -> str:
         image = Path(image)
         try:
             stat = image.stat()
             version = f"{stat.st_mtime_ns}:{stat.st_size}"
         except OSError:
             version = "missing"
-        key = hashlib.sha256(f"{image.resolve()}|{version}".encode()).hexdigest()[:32]
-        path = self.folder / f"{key}.webp"
-        if not path.is_file():
-            try:
-                thumb = open_image(image)
-            except HslDemoError:  # gone or unreadable since indexing: a grey square, never the file
-                thumb = Image.new("RGB", (self.side, self.side), PLACEHOLDER_GREY)
-            thumb.thumbnail((self.side, self.side))
-            with atomic_file(path, "wb") as f:  # concurrent requests for one photo: one complete file
-                thumb.save(f, "WEBP", quality=85)
-        return str(path)
+        return hashlib.sha256(f"{image.resolve()}|{version}|{extra}".encode()).hexdigest()[:32]
+
+    def _thumbnail(self, image: str | Path) -> tuple[Image.Image, tuple[int, int]]:
+        """The photo reduced to `side`, and the size of the photo it came from (in which region
+        boxes are given)."""
+        try:
+            thumb = open_image(image)
+            source_size = thumb.info.get("source_size", thumb.size)
+        except HslDemoError:  # gone or unreadable since indexing: a grey square, never the file
+            thumb = Image.new("RGB", (self.side, self.side), PLACEHOLDER_GREY)
+            source_size = thumb.size
+        thumb.thumbnail((self.side, self.side))
+        return thumb, source_size
+
+    @staticmethod
+    def _save(thumb: Image.Image, path: Path) -> None:
+        with atomic_file(path, "wb") as f:  # concurrent requests for one photo: one complete file
+            thumb.convert("RGB").save(f, "WEBP", quality=85)
+
+
+MARK_COLOURS = ["#ff2d55", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
+
+
+Box = tuple[float, float, float, float]
+
+
+def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, int]) -> Box:
+    """The mark's box in the pixels of an image of `size` made from a photo of `source_size`."""
+    w, h = size
+    if mark.box is not None:
+        sx, sy = w / source_size[0], h / source_size[1]
+        x0, y0, x1, y1 = mark.box
+        return x0 * sx, y0 * sy, x1 * sx, y1 * sy
+    row, col, n = mark.cell or (0, 0, 1)
+    side = min(w, h)  # the backbone saw the centred square (resize, then centre crop)
+    left, top, cell = (w - side) / 2, (h - side) / 2, side / n
+    return left + col * cell, top + row * cell, left + (col + 1) * cell, top + (row + 1) * cell
+
+
+def draw_marks(thumb: Image.Image, source_size: tuple[int, int], marks: list[RegionMark]) -> Image.Image:
+    """A copy of `thumb` with each mark as a coloured box and its label on a tag above it."""
+    out = thumb.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=max(8, out.width // 22))
+    for i, mark in enumerate(marks):
+        colour = MARK_COLOURS[i % len(MARK_COLOURS)]
+        x0, y0, x1, y1 = mark_box(mark, out.size, source_size)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=max(2, out.width // 100))
+        left, top, right, bottom = draw.textbbox((0, 0), mark.label, font=font)
+        tag_y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y0
+        tag_x = min(max(x0, 0), max(out.width - (right - left) - 4, 0))
+        draw.rectangle((tag_x, tag_y, tag_x + right - left + 4, tag_y + bottom - top + 4), fill=colour)
+        draw.text((tag_x + 2 - left, tag_y + 2 - top), mark.label, fill="black", font=font)
+    return out

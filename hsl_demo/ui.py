@@ -4,19 +4,24 @@
 - Modify: a reference product (uploaded, or picked from the catalog) changed by a text.
 - Drill down: a look described one product per round (HMRN), over the looks catalog.
 
-Every result list is a gallery captioned "#rank title · score", explained by a chart
-(hsl_demo.viz). Bad input ends in a message (gr.Error / gr.Warning), never a traceback.
+Every result list is a gallery of thumbnails captioned "#rank title · score", the regions
+that matched marked on them, and explained by charts the browser draws (hsl_demo.charts; the
+matplotlib PNGs of hsl_demo.viz with `--charts png`). Every search has a link that runs it
+again (?q=..., ?ref=...&mod=..., ?rounds=...|...). Bad input ends in a message (gr.Error /
+gr.Warning), never a traceback.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import gradio as gr
 from PIL import Image
 
-from . import modes, viz
+from . import charts, modes
 from .errors import HslDemoError
 from .hub import head_statuses
 from .images import open_image
@@ -29,6 +34,8 @@ MODIFY_EXAMPLES = [("p00024", "make it blue and striped"), ("p00216", "with dots
 DRILL_EXAMPLES = ["a red handbag", "white sneakers", "a checked scarf", "yellow dotted sandals"]
 DRILL_K = 12  # results per drill-down round
 PICKS = 12  # catalog products offered as references in the Modify tab
+CHART_MODES = ("native", "png")  # drawn in the browser, or matplotlib PNGs drawn per request
+ROUNDS_SEPARATOR = "|"  # between the drill-down queries of a link's ?rounds=
 
 
 @contextmanager
@@ -70,15 +77,36 @@ def image_upload(**kwargs) -> gr.Image:
     return image
 
 
-def mode_chart(mode: modes.Mode, results: list[SearchResult], highlight: int | None = None):
-    """The chart the mode registers for its breakdown (hsl_demo.viz)."""
-    return getattr(viz, mode.chart)(results, highlight)
+class ChartRenderer:
+    """The charts of the app: native plots the browser draws from rows (default), or the
+    matplotlib PNGs of hsl_demo.viz (`png`, kept to measure what they cost)."""
+
+    def __init__(self, mode: str = "native"):
+        if mode not in CHART_MODES:
+            raise ValueError(f"unknown chart mode {mode!r} ({', '.join(CHART_MODES)})")
+        self.native = mode == "native"
+
+    def component(self, name: str, **kwargs):
+        """The (empty) output component of chart `name` (a function of hsl_demo.charts / viz)."""
+        return charts.component(name, **kwargs) if self.native else gr.Plot(show_label=False, **kwargs)
+
+    def render(self, name: str, results: list[SearchResult], selected: int | None = None, **extra):
+        """Chart `name` of `results` (the top ones, and the `selected` one when it is further down)."""
+        shown, highlight = charts.shown(results or [], selected)
+        if self.native:
+            return charts.as_update(getattr(charts, name)(shown, highlight, **extra))
+        from . import viz  # matplotlib, imported only when PNG charts are asked for
+
+        return getattr(viz, name)(shown, highlight)
+
+
+DEFAULT_K = 12
 
 
 def results_slider(**kwargs) -> gr.Slider:
     """The "Results" (k) slider, whose API callers get a one-line message, not a traceback in
     the server log, for a missing, non-numeric or out-of-range value."""
-    slider = gr.Slider(1, 50, value=12, step=1, label="Results", **kwargs)
+    slider = gr.Slider(1, 50, value=DEFAULT_K, step=1, label="Results", **kwargs)
     preprocess = slider.preprocess
 
     def checked(payload):
@@ -98,8 +126,21 @@ def caption(r: SearchResult) -> str:
 
 
 def gallery_items(results: list[SearchResult] | None, thumbnails: Thumbnails) -> list[tuple[str, str]]:
-    """A results gallery: (thumbnail file, "#rank title · score") per result."""
-    return [(thumbnails.of(r.image), caption(r)) for r in results or []]
+    """A results gallery: (thumbnail file with the matched regions marked, "#rank title · score")
+    per result."""
+    return [(thumbnails.marked(r.image, r.marks), caption(r)) for r in results or []]
+
+
+def search_link(request: gr.Request | None, **params: str) -> str:
+    """The address of the app with `params` as its query: the page the visitor is on (the
+    Referer of their request, as their browser sees it behind any proxy), else this server."""
+    page = ""
+    if request is not None:
+        page = request.headers.get("referer") or str(getattr(request, "url", "") or "")
+    parts = urlsplit(page)
+    path = parts.path.split("/gradio_api/")[0] or "/"  # a request to the API itself: the app's page
+    base = f"{parts.scheme}://{parts.netloc}{path}" if parts.netloc else "/"
+    return f"{base}?{urlencode(params)}"
 
 
 def breakdown_table(results: list[SearchResult]) -> dict:
@@ -147,31 +188,35 @@ def example_products(retriever: Retriever, n: int = PICKS) -> list[str]:
 class Handlers:
     """The event handlers: small functions from component values to component values."""
 
-    def __init__(self, products: Retriever, looks: Retriever, thumbnails: Thumbnails):
+    def __init__(self, products: Retriever, looks: Retriever, thumbnails: Thumbnails, charts: ChartRenderer):
         self.products, self.looks = products, looks
-        self.thumbnails = thumbnails
+        self.thumbnails, self.charts = thumbnails, charts
         self.picks = example_products(products)
 
     # Describe ---------------------------------------------------------------------------
-    def describe(self, text: str, k: float):
+    def describe(self, text: str, k: float, request: gr.Request = None):
         with as_messages():
             response = self.products.search_text(text, k=int(k))
         notify(response.notices)
         results = response.results
-        chart = mode_chart(modes.describe.MODE, *viz.shown(results))
-        return gallery_items(results, self.thumbnails), chart, breakdown_table(results), results
+        link = search_link(request, q=" ".join(text.split()), k=str(int(k)))
+        return (gallery_items(results, self.thumbnails), self.charts.render(modes.describe.MODE.chart, results),
+                breakdown_table(results), results, link)
 
     def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
-        return mode_chart(modes.describe.MODE, *viz.shown(results, evt.index)) if results else gr.skip()
+        return self.charts.render(modes.describe.MODE.chart, results, evt.index) if results else gr.skip()
 
     # Modify -----------------------------------------------------------------------------
-    def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float):
+    def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float, request: gr.Request = None):
         reference = self._reference(image, ref_id)
         with as_messages():
             response = self.products.search_composed(reference, text, k=int(k))
         notify(response.notices)
         results = response.results
-        return gallery_items(results, self.thumbnails), mode_chart(modes.modify.MODE, *viz.shown(results)), results
+        link = (search_link(request, ref=reference, mod=" ".join((text or "").split()), k=str(int(k)))
+                if isinstance(reference, str) else "(an uploaded photo has no link: pick a catalog product)")
+        return (gallery_items(results, self.thumbnails), self.charts.render(modes.modify.MODE.chart, results),
+                results, link)
 
     def _reference(self, image: str | None, ref_id: str | None) -> str | Image.Image:
         """The catalog id when one is set (picked or clicked), else the uploaded photo."""
@@ -203,64 +248,110 @@ class Handlers:
     def use_result(self, results: list[SearchResult] | None, evt: gr.SelectData):
         if not results or not 0 <= evt.index < len(results):
             return gr.skip(), gr.skip(), gr.skip()
-        return *self._as_reference(results[evt.index].id), mode_chart(modes.modify.MODE, *viz.shown(results, evt.index))
+        return *self._as_reference(results[evt.index].id), self.charts.render(modes.modify.MODE.chart, results,
+                                                                              evt.index)
 
     # Drill down -------------------------------------------------------------------------
-    def drill_add(self, text: str | None, session: DrillDownSession | None):
+    def drill_add(self, text: str | None, session: DrillDownSession | None, request: gr.Request = None):
         session = session or self.looks.session(DRILL_K)
         with as_messages():
             notify(session.add(text).notices)
-        return *self.drill_view(session), session
+        return *self.drill_view(session, request), session
 
-    def drill_undo(self, session: DrillDownSession | None):
+    def drill_undo(self, session: DrillDownSession | None, request: gr.Request = None):
         session = session or self.looks.session(DRILL_K)
         notify(session.undo().notices)
-        return *self.drill_view(session), session
+        return *self.drill_view(session, request), session
 
-    def drill_reset(self, session: DrillDownSession | None):
+    def drill_reset(self, session: DrillDownSession | None, request: gr.Request = None):
         if session is not None:
             session.reset()
-        return *self.drill_view(session), session
+        return *self.drill_view(session, request), session
 
     def drill_select(self, session: DrillDownSession | None, evt: gr.SelectData):
         if session is None or session.current is None:
             return gr.skip(), gr.skip()
-        return self.drill_charts(session.current.results, evt.index)
+        return self.drill_charts(session, evt.index)
 
-    def drill_view(self, session: DrillDownSession | None) -> tuple:
+    def drill_view(self, session: DrillDownSession | None, request: gr.Request | None = None) -> tuple:
         results = session.current.results if session is not None and session.current else []
-        return gallery_items(results, self.thumbnails), rounds_markdown(session), *self.drill_charts(results)
+        link = search_link(request, rounds=ROUNDS_SEPARATOR.join(session.queries)) if results else ""
+        return gallery_items(results, self.thumbnails), rounds_markdown(session), *self.drill_charts(session), link
 
-    @staticmethod
-    def drill_charts(results: list[SearchResult], selected: int | None = None) -> tuple:
-        if not results:
+    def drill_charts(self, session: DrillDownSession | None, selected: int | None = None) -> tuple:
+        if session is None or session.current is None:
             return None, None
-        shown = viz.shown(results, selected)
-        return mode_chart(modes.drill_down.MODE, *shown), viz.rank_chart(*shown)
+        results = session.current.results
+        extra = {"queries": session.queries} if self.charts.native else {}
+        return (self.charts.render(modes.drill_down.MODE.chart, results, selected),
+                self.charts.render("rank_chart", results, selected, **extra))
+
+    # Links ------------------------------------------------------------------------------
+    def run_link_rounds(self, rounds: list[str], request: gr.Request | None = None):
+        """Drill down through a link's rounds, one per round, in a fresh session."""
+        session = self.looks.session(DRILL_K)
+        with as_messages():
+            for text in rounds[: session.max_rounds]:
+                notify(session.add(text).notices)
+        return *self.drill_view(session, request), session
+
+
+@dataclass(frozen=True)
+class LinkSearch:
+    """The search a page address asks for: ?q=...[&k=N] (Describe), ?ref=ID&mod=...
+    (Modify), ?rounds=a|b|c (Drill down)."""
+
+    tab: str  # the id of the tab it runs in
+    k: int
+    text: str = ""
+    reference: str = ""
+    rounds: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, params: dict[str, str]) -> LinkSearch | None:
+        k = params.get("k", "")
+        k = int(k) if k.isdigit() and 1 <= int(k) <= 50 else DEFAULT_K
+        if params.get("rounds", "").strip():
+            return cls("drill", k, rounds=tuple(t for t in params["rounds"].split(ROUNDS_SEPARATOR) if t.strip()))
+        if params.get("ref", "").strip():
+            return cls("modify", k, text=params.get("mod", ""), reference=params["ref"].strip())
+        if params.get("q", "").strip():
+            return cls("describe", k, text=params["q"])
+        return None
 
 
 def _results_gallery(elem_id: str) -> gr.Gallery:
     return gr.Gallery(label="Results", columns=6, height="auto", object_fit="contain", elem_id=elem_id)
 
 
-def serve(products: Retriever, looks: Retriever | None = None, concurrency: int = 4, **launch) -> gr.Blocks:
+def _link_box(elem_id: str) -> gr.Textbox:
+    return gr.Textbox(label="Link to this search", interactive=False, buttons=["copy"], elem_id=elem_id,
+                      placeholder="search first: the link runs the same search for whoever opens it")
+
+
+def serve(products: Retriever, looks: Retriever | None = None, concurrency: int = 4, charts: str = "native",
+          **launch) -> gr.Blocks:
     """Build the app and serve it over HTTP (Gradio's `launch` arguments pass through).
+    `concurrency`: searches run at once, in every tab.
 
     Gradio may serve uploads, its own cache and one folder more: the thumbnails of catalog
     photos, which the app writes itself (never a catalog's image folders or a parent of them).
     """
     thumbnails = Thumbnails()
-    demo = build_demo(products, looks, thumbnails)
+    demo = build_demo(products, looks, thumbnails, charts)
     demo.queue(default_concurrency_limit=max(1, concurrency)).launch(
         allowed_paths=[str(thumbnails.folder)], max_file_size="20mb", **launch)
     return demo
 
 
-def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: Thumbnails | None = None) -> gr.Blocks:
+def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: Thumbnails | None = None,
+               charts: str = "native") -> gr.Blocks:
     """The app. `products` serves Describe and Modify, `looks` (default: `products`) Drill
-    down; both are loaded once and shared by every session. Gallery images are `thumbnails`."""
+    down; both are loaded once and shared by every session. Gallery images are `thumbnails`;
+    `charts`: native (drawn in the browser) or png (matplotlib, drawn by the server)."""
     looks = looks or products
-    h = Handlers(products, looks, thumbnails or Thumbnails())
+    renderer = ChartRenderer(charts)
+    h = Handlers(products, looks, thumbnails or Thumbnails(), renderer)
     private = {"api_visibility": "private"}
     backbone = products.backbone
 
@@ -270,81 +361,108 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
             f"Catalogs: **{products.catalog.name}** ({len(products.catalog)} products) for Describe and Modify, "
             f"**{looks.catalog.name}** ({len(looks.catalog)} looks) for Drill down."
         )
-        with gr.Tab(modes.describe.MODE.title):
-            with gr.Row():
-                text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
-                                  elem_id="describe-text")
-                k = results_slider(scale=1)
-            search = gr.Button("Search", variant="primary", elem_id="describe-search")
-            gr.Examples(EXAMPLES, inputs=[text])
-            gr.Markdown("<small>Click a result to highlight it in the chart.</small>")
-            gallery = _results_gallery("describe-gallery")
-            chart = gr.Plot(label="Why they ranked", show_label=False, elem_id="describe-chart")
-            with gr.Accordion("Scores as a table: similarity × weight per level and granularity", open=False):
-                table = gr.Dataframe(label="Breakdown", interactive=False, wrap=True)
-            found = gr.State()
-            outputs = [gallery, chart, table, found]
-            search.click(h.describe, [text, k], outputs, api_name="describe")
-            text.submit(h.describe, [text, k], outputs, **private)
-            gallery.select(h.describe_select, [found], [chart], **private)
+        with gr.Tabs() as tabs:
+            with gr.Tab(modes.describe.MODE.title, id="describe"):
+                with gr.Row():
+                    text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
+                                      elem_id="describe-text")
+                    k = results_slider(scale=1)
+                search = gr.Button("Search", variant="primary", elem_id="describe-search")
+                gr.Examples(EXAMPLES, inputs=[text])
+                gr.Markdown("<small>The box on each photo: the region that matched the description best. "
+                            "Click a result to highlight it in the chart.</small>")
+                gallery = _results_gallery("describe-gallery")
+                chart = renderer.component(modes.describe.MODE.chart, elem_id="describe-chart")
+                with gr.Accordion("Scores as a table: similarity × weight per level and granularity", open=False):
+                    table = gr.Dataframe(label="Breakdown", interactive=False, wrap=True)
+                link = _link_box("describe-link")
+                found = gr.State()
+                describe_out = [gallery, chart, table, found, link]
+                search.click(h.describe, [text, k], describe_out, api_name="describe")
+                text.submit(h.describe, [text, k], describe_out, **private)
+                gallery.select(h.describe_select, [found], [chart], **private)
 
-        with gr.Tab(modes.modify.MODE.title):
-            gr.Markdown("Start from a product (upload a photo, or pick one), say what to change. Click a result "
-                        "to make it the next reference and walk through the catalog step by step.")
-            with gr.Row():
-                with gr.Column(scale=1):
-                    reference = image_upload(label="Reference", type="filepath", image_mode=None,
-                                             sources=["upload", "clipboard"], height=260,
-                                             elem_id="modify-reference")
-                    ref_id = gr.Textbox(label="Reference product id (set by picking; an upload clears it)",
-                                        placeholder="e.g. p00024")
-                with gr.Column(scale=2):
-                    picks = gr.Gallery([h.pick_item(i) for i in h.picks], label="…or pick a product",
-                                       columns=6, height="auto", allow_preview=False, object_fit="contain")
-            with gr.Row():
-                change = gr.Textbox(label="Modification", placeholder="e.g. make it blue and striped", scale=4,
-                                    elem_id="modify-text")
-                mk = results_slider(scale=1)
-            modify = gr.Button("Search", variant="primary", elem_id="modify-search")
-            gr.Examples([[*h._as_reference(i)[::-1], t] for i, t in MODIFY_EXAMPLES if i in products.catalog],
-                        inputs=[reference, ref_id, change])
-            gr.Markdown("<small>Click a result to make it the reference.</small>")
-            mgallery = _results_gallery("modify-gallery")
-            mchart = gr.Plot(label="Image side vs text side", show_label=False, elem_id="modify-chart")
-            mfound = gr.State()
-            outputs = [mgallery, mchart, mfound]
-            modify.click(h.modify, [reference, ref_id, change, mk], outputs, api_name="modify")
-            change.submit(h.modify, [reference, ref_id, change, mk], outputs, **private)
-            picks.select(h.pick, None, [ref_id, reference], **private)
-            mgallery.select(h.use_result, [mfound], [ref_id, reference, mchart], **private)
-            reference.upload(lambda: "", None, ref_id, **private)
-            reference.clear(lambda: "", None, ref_id, **private)
+            with gr.Tab(modes.modify.MODE.title, id="modify"):
+                gr.Markdown("Start from a product (upload a photo, or pick one), say what to change. Click a "
+                            "result to make it the next reference and walk through the catalog step by step.")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        reference = image_upload(label="Reference", type="filepath", image_mode=None,
+                                                 sources=["upload", "clipboard"], height=260,
+                                                 elem_id="modify-reference")
+                        ref_id = gr.Textbox(label="Reference product id (set by picking; an upload clears it)",
+                                            placeholder="e.g. p00024")
+                    with gr.Column(scale=2):
+                        picks = gr.Gallery([h.pick_item(i) for i in h.picks], label="…or pick a product",
+                                           columns=6, height="auto", allow_preview=False, object_fit="contain")
+                with gr.Row():
+                    change = gr.Textbox(label="Modification", placeholder="e.g. make it blue and striped", scale=4,
+                                        elem_id="modify-text")
+                    mk = results_slider(scale=1)
+                modify = gr.Button("Search", variant="primary", elem_id="modify-search")
+                gr.Examples([[*h._as_reference(i)[::-1], t] for i, t in MODIFY_EXAMPLES if i in products.catalog],
+                            inputs=[reference, ref_id, change])
+                gr.Markdown("<small>Click a result to make it the reference.</small>")
+                mgallery = _results_gallery("modify-gallery")
+                mchart = renderer.component(modes.modify.MODE.chart, elem_id="modify-chart")
+                mlink = _link_box("modify-link")
+                mfound = gr.State()
+                modify_out = [mgallery, mchart, mfound, mlink]
+                modify.click(h.modify, [reference, ref_id, change, mk], modify_out, api_name="modify")
+                change.submit(h.modify, [reference, ref_id, change, mk], modify_out, **private)
+                picks.select(h.pick, None, [ref_id, reference], **private)
+                mgallery.select(h.use_result, [mfound], [ref_id, reference, mchart], **private)
+                reference.upload(lambda: "", None, ref_id, **private)
+                reference.clear(lambda: "", None, ref_id, **private)
 
-        with gr.Tab(modes.drill_down.MODE.title):
-            gr.Markdown("Describe a look one product at a time: each round adds a region query and re-ranks "
-                        f"the looks with all the queries so far (at most {looks.hmrn.max_rounds} rounds).")
-            with gr.Row():
-                query = gr.Textbox(label="Add a product of the look", placeholder="e.g. a red handbag", scale=4,
-                                   elem_id="drill-query")
-                add = gr.Button("Add", variant="primary", scale=0, elem_id="drill-add")
-                undo = gr.Button("Undo", scale=0)
-                reset = gr.Button("Reset", scale=0)
-            gr.Examples(DRILL_EXAMPLES, inputs=[query])
-            rounds = gr.Markdown(rounds_markdown(None), label="Rounds", elem_id="drill-rounds")
-            gr.Markdown("<small>Click a result to highlight it in the charts.</small>")
-            dgallery = _results_gallery("drill-gallery")
-            with gr.Row():
-                scores = gr.Plot(label="Scores of this round", show_label=False, elem_id="drill-scores")
-                moves = gr.Plot(label="Rank across rounds", show_label=False, elem_id="drill-moves")
-            session = gr.State()
-            outputs = [dgallery, rounds, scores, moves, session]
-            add.click(h.drill_add, [query, session], outputs, api_name="drill_add").success(
-                lambda: "", None, query, **private)
-            query.submit(h.drill_add, [query, session], outputs, **private).success(
-                lambda: "", None, query, **private)
-            undo.click(h.drill_undo, [session], outputs, api_name="drill_undo")
-            reset.click(h.drill_reset, [session], outputs, api_name="drill_reset")
-            dgallery.select(h.drill_select, [session], [scores, moves], **private)
+            with gr.Tab(modes.drill_down.MODE.title, id="drill"):
+                gr.Markdown("Describe a look one product at a time: each round adds a region query and re-ranks "
+                            f"the looks with all the queries so far (at most {looks.hmrn.max_rounds} rounds). "
+                            "The boxes on each look: the region each query matched, labelled with the query.")
+                with gr.Row():
+                    query = gr.Textbox(label="Add a product of the look", placeholder="e.g. a red handbag", scale=4,
+                                       elem_id="drill-query")
+                    add = gr.Button("Add", variant="primary", scale=0, elem_id="drill-add")
+                    undo = gr.Button("Undo", scale=0)
+                    reset = gr.Button("Reset", scale=0)
+                gr.Examples(DRILL_EXAMPLES, inputs=[query])
+                rounds = gr.Markdown(rounds_markdown(None), label="Rounds", elem_id="drill-rounds")
+                gr.Markdown("<small>Click a result to highlight it in the charts.</small>")
+                dgallery = _results_gallery("drill-gallery")
+                with gr.Row():
+                    scores = renderer.component(modes.drill_down.MODE.chart, elem_id="drill-scores")
+                    moves = renderer.component("rank_chart", elem_id="drill-moves")
+                dlink = _link_box("drill-link")
+                session = gr.State()
+                drill_out = [dgallery, rounds, scores, moves, dlink, session]
+                add.click(h.drill_add, [query, session], drill_out, api_name="drill_add").success(
+                    lambda: "", None, query, **private)
+                query.submit(h.drill_add, [query, session], drill_out, **private).success(
+                    lambda: "", None, query, **private)
+                undo.click(h.drill_undo, [session], drill_out, api_name="drill_undo")
+                reset.click(h.drill_reset, [session], drill_out, api_name="drill_reset")
+                dgallery.select(h.drill_select, [session], [scores, moves], **private)
+
+        def open_link(request: gr.Request) -> dict:
+            """A page opened with a search in its address (see LinkSearch) shows that search run."""
+            search = LinkSearch.of(dict(request.query_params)) if request is not None else None
+            if search is None:
+                return {}
+            updates: dict = {tabs: gr.Tabs(selected=search.tab)}
+            if search.tab == "describe":
+                updates |= {text: search.text, k: search.k}
+                updates |= dict(zip(describe_out, h.describe(search.text, search.k, request)))
+            elif search.tab == "modify":
+                updates |= dict(zip([ref_id, reference], h._as_reference(search.reference)
+                                    if search.reference in products.catalog else (search.reference, None)))
+                updates |= {change: search.text, mk: search.k}
+                updates |= dict(zip(modify_out, h.modify(None, search.reference, search.text, search.k, request)))
+            else:
+                updates |= dict(zip(drill_out, h.run_link_rounds(list(search.rounds), request)))
+            return updates
+
+        demo.load(open_link, None, [tabs, text, k, *describe_out, ref_id, reference, change, mk, *modify_out,
+                                    *drill_out], **private)
 
         gr.Markdown(
             f"<small>Device: {backbone.device.type} · dtype: {str(backbone.dtype).removeprefix('torch.')} · "

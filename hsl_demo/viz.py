@@ -19,33 +19,11 @@ matplotlib.use("Agg")  # no display: the charts are rendered to PNG for the brow
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-COLORS = {
-    "global": "#8c8c8c",  # the backbone's global cosine (HSL) and HMRN's global level
-    "level1": "#1f77b4",
-    "level2": "#2ca02c",
-    "level3": "#9467bd",
-    "level4": "#8c564b",
-    "image": "#ff7f0e",  # composed queries: the reference image side
-    "text": "#7b3fb0",  # composed queries: the modification text side
-    "local": "#17becf",
-    "reasoning": "#d62728",
-    "final": "#333333",
-}
+from .charts import COLORS  # noqa: E402  (one palette for the browser charts and these figures)
+
 GRANULARITY_HATCH = {"object": "", "image": "///"}  # object: solid, image: hatched
 HIGHLIGHT = "#fff2a8"
-TOP = 8  # results shown in a chart
 LABEL_CHARS = 30
-
-
-def shown(results: Sequence, selected: int | None = None, top: int = TOP) -> tuple[list, int | None]:
-    """The results a chart shows (the top `top`, plus the selected one when it is further
-    down) and the index of the selected one among them (None: nothing selected)."""
-    rows = list(results[:top])
-    if selected is None or not 0 <= selected < len(results):
-        return rows, None
-    if selected < top:
-        return rows, selected
-    return [*rows, results[selected]], len(rows)
 
 
 def _label(result) -> str:

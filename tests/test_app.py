@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
 from hsl_demo.thumbnails import Thumbnails
-from hsl_demo.ui import Handlers
+from hsl_demo.ui import ChartRenderer, Handlers, LinkSearch
 
 
 def select(index: int):
@@ -59,12 +59,19 @@ def assert_serving(client):
 
 def test_describe_endpoint_returns_ranked_products(served):
     client = client_of(served)
-    gallery, chart, why = client.predict("green dotted scarf", 5, api_name="/describe")
+    gallery, chart, why, link = client.predict("green dotted scarf", 5, api_name="/describe")
     assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5"]
     assert captions(gallery)[0].startswith("#1 Green dotted")
     assert sum("Green dotted scarf" in c for c in captions(gallery)[:3]) == 2
     assert " · 0." in captions(gallery)[0]  # "#rank title · score"
-    assert chart["type"] == "matplotlib" and chart["plot"].startswith("data:image/")
+    # the chart goes as rows for the browser to draw: one stacked bar segment per result and term
+    plot = chart["value"]
+    assert plot["mark"] == "bar" and plot["columns"][:3] == ["result", "term", "contribution"]
+    rows = [dict(zip(plot["columns"], row)) for row in plot["data"]]
+    assert {r["result"] for r in rows} == {"#1", "#2", "#3", "#4", "#5"}
+    first = [r for r in rows if r["result"] == "#1"]
+    assert sum(r["contribution"] for r in first) == pytest.approx(first[0]["final"], abs=1e-3)  # segments add up
+    assert link.endswith("/?q=green+dotted+scarf&k=5")
     # the breakdown table: one row per result, the final score and each level's terms
     assert why["headers"][:4] == ["rank", "title", "final", "global"]
     assert {"level1 object", "level2 image"} <= set(why["headers"])
@@ -81,10 +88,12 @@ def test_empty_description_is_an_error_message_not_a_crash(served):
 
 def test_modify_a_catalog_reference(served):
     client = client_of(served)
-    gallery, chart = client.predict(None, "p00024", "make it blue and striped", 6, api_name="/modify")
+    gallery, chart, link = client.predict(None, "p00024", "make it blue and striped", 6, api_name="/modify")
     assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5", "#6"]
     assert all("Blue striped" in c for c in captions(gallery)[:3]), captions(gallery)
-    assert chart["type"] == "matplotlib"
+    assert chart["value"]["mark"] == "point" and len(chart["value"]["data"]) == 6
+    assert "query weights: image 0." in chart["label"]
+    assert link.endswith("/?ref=p00024&mod=make+it+blue+and+striped&k=6")
 
 
 def test_modify_an_uploaded_photo(served, tmp_path):
@@ -94,14 +103,15 @@ def test_modify_an_uploaded_photo(served, tmp_path):
     photo = tmp_path / "my tee.jpg"
     shutil.copy(products.catalog.image_path(products.catalog.row("p00024")), photo)
     client = client_of(served)
-    gallery, _ = client.predict(handle_file(str(photo)), "", "make it blue and striped", 5, api_name="/modify")
+    gallery, _, link = client.predict(handle_file(str(photo)), "", "make it blue and striped", 5, api_name="/modify")
+    assert "no link" in link  # an upload is not in the catalog, so a link cannot name it
     assert ranks(gallery) == ["#1", "#2", "#3", "#4", "#5"]
     assert all("Blue striped" in c for c in captions(gallery)[:3]), captions(gallery)
 
 
 def test_modify_without_text_warns_and_searches_by_the_image(served):
     client = client_of(served)
-    (gallery, _), logs = call(client, None, "p00024", "  ", 5, api_name="/modify")
+    (gallery, _, _), logs = call(client, None, "p00024", "  ", 5, api_name="/modify")
     assert any("reference image alone" in m for m in logs), logs
     assert captions(gallery)[0].startswith("#1 Red t-shirt"), captions(gallery)
     assert all(c.split(maxsplit=1)[1].startswith("Red ") for c in captions(gallery)[:4]), captions(gallery)
@@ -141,24 +151,27 @@ def test_bad_references_are_messages(served, image, ref_id, message):
 
 def test_drill_down_rounds_accumulate_within_a_session(served):
     client = client_of(served)
-    gallery, rounds, scores, moves = client.predict("a red handbag", api_name="/drill_add")
+    gallery, rounds, scores, moves, link = client.predict("a red handbag", api_name="/drill_add")
     assert ranks(gallery)[:3] == ["#1", "#2", "#3"] and "1. a red handbag" in rounds
-    gallery, rounds, scores, moves = client.predict("white sneakers", api_name="/drill_add")
+    gallery, rounds, scores, moves, link = client.predict("white sneakers", api_name="/drill_add")
     assert "1. a red handbag" in rounds and "2. white sneakers" in rounds and "(2 of at most" in rounds
     assert captions(gallery)[0].startswith("#1 Look")
-    assert scores["type"] == moves["type"] == "matplotlib"
+    assert scores["value"]["mark"] == "bar" and moves["value"]["mark"] == "line"
+    moved = [dict(zip(moves["value"]["columns"], row)) for row in moves["value"]["data"]]
+    assert {m["round"] for m in moved} == {"round 1", "round 2"} and moves["sort"] == ["round 1", "round 2"]
+    assert link.endswith("/?rounds=a+red+handbag%7Cwhite+sneakers")
     # undo drops the last round, reset all of them
-    _, rounds, _, _ = client.predict(api_name="/drill_undo")
-    assert "1. a red handbag" in rounds and "white sneakers" not in rounds
-    gallery, rounds, scores, moves = client.predict(api_name="/drill_reset")
-    assert gallery == [] and "No rounds yet" in rounds and scores is None and moves is None
+    _, rounds, _, _, link = client.predict(api_name="/drill_undo")
+    assert "1. a red handbag" in rounds and "white sneakers" not in rounds and link.endswith("=a+red+handbag")
+    gallery, rounds, scores, moves, link = client.predict(api_name="/drill_reset")
+    assert gallery == [] and "No rounds yet" in rounds and scores is None and moves is None and link == ""
 
 
 def test_drill_down_sessions_are_isolated(served):
     alice, bob = client_of(served), client_of(served)
     alice.predict("a red handbag", api_name="/drill_add")
-    _, bob_rounds, _, _ = bob.predict("white sneakers", api_name="/drill_add")
-    _, alice_rounds, _, _ = alice.predict("a checked scarf", api_name="/drill_add")
+    _, bob_rounds, *_ = bob.predict("white sneakers", api_name="/drill_add")
+    _, alice_rounds, *_ = alice.predict("a checked scarf", api_name="/drill_add")
     assert "1. white sneakers" in bob_rounds and "handbag" not in bob_rounds and "(1 of" in bob_rounds
     assert "1. a red handbag" in alice_rounds and "2. a checked scarf" in alice_rounds
     assert "sneakers" not in alice_rounds
@@ -166,47 +179,106 @@ def test_drill_down_sessions_are_isolated(served):
 
 def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
     client = client_of(served)
-    (_, rounds, _, _), logs = call(client, api_name="/drill_undo")
+    (_, rounds, *_), logs = call(client, api_name="/drill_undo")
     assert logs == ["no round to undo"] and "No rounds yet" in rounds
-    (_, rounds, _, _), logs = call(client, "   ", api_name="/drill_add")
+    (_, rounds, *_), logs = call(client, "   ", api_name="/drill_add")
     assert any("empty region query" in m for m in logs) and "No rounds yet" in rounds
     client.predict("a red handbag", api_name="/drill_add")
-    (_, rounds, _, _), logs = call(client, "A red  handbag", api_name="/drill_add")
+    (_, rounds, *_), logs = call(client, "A red  handbag", api_name="/drill_add")
     assert any("already asked in round 1" in m for m in logs) and "(1 of" in rounds
     queries = ["white sneakers", "a checked scarf", "a blue coat", "black jeans", "a green cap", "a yellow dress",
                "a pink purse", "grey socks", "an orange umbrella"]
     for q in queries:  # up to the maximum of 10 rounds
-        _, rounds, _, _ = client.predict(q, api_name="/drill_add")
+        _, rounds, *_ = client.predict(q, api_name="/drill_add")
     assert "(10 of at most 10)" in rounds
     with pytest.raises(Exception, match="at most 10 rounds"):
         client.predict("a purple kimono", api_name="/drill_add")
-    _, rounds, _, _ = client.predict(api_name="/drill_undo")  # the session survived the refusal
+    _, rounds, *_ = client.predict(api_name="/drill_undo")  # the session survived the refusal
     assert "(9 of at most 10)" in rounds
     assert_serving(client)
 
 
 def test_clicks_pick_a_reference_and_highlight_a_result(served):
     """The gallery select handlers (browser-only events, so called directly here)."""
-    from matplotlib.figure import Figure
-
     _, products, looks = served
-    h = Handlers(products, looks, Thumbnails())
+    h = Handlers(products, looks, Thumbnails(), ChartRenderer())
     assert h.picks[0] == "p00024" and len(h.picks) == 12 and len(set(h.picks)) == 12
     ref_id, photo = h.pick(select(0))
     catalog = products.catalog
     assert ref_id == "p00024" and photo == h.thumbnails.of(catalog.image_path(catalog.row("p00024")))
     assert Path(photo).parent == h.thumbnails.folder  # a thumbnail, never the catalog's own file
-    _, _, results = h.modify(None, "p00024", "make it blue and striped", 5)
+    _, _, results, _ = h.modify(None, "p00024", "make it blue and striped", 5)
     # clicking result #2 makes it the reference: the next search starts from its id
     ref_id, photo, chart = h.use_result(results, select(1))
-    assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image) and isinstance(chart, Figure)
+    assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image)
+    assert "▶ #2" in chart.value["data"][1]  # highlighted in the chart
     assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
-    _, _, _, found = h.describe("green dotted scarf", 12)
+    _, _, _, found, _ = h.describe("green dotted scarf", 12)
     chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
-    assert chart.axes[0].get_yticklabels()[-1].get_text().startswith("#11")
+    assert chart.value["data"][-1][0] == "▶ #11" and chart.sort[-1] == "▶ #11"
     *_, session = h.drill_add("a red handbag", None)
     scores, moves = h.drill_select(session, select(0))
-    assert isinstance(scores, Figure) and isinstance(moves, Figure)
+    assert scores.value["data"][0][0] == "▶ #1" and any(row[2] == "▶ #1" for row in moves.value["data"])
+
+
+def test_png_charts_are_the_matplotlib_figures(served):
+    """--charts png: the charts the app drew before, kept to measure what they cost."""
+    from matplotlib.figure import Figure
+
+    _, products, looks = served
+    h = Handlers(products, looks, Thumbnails(), ChartRenderer("png"))
+    _, chart, *_ = h.describe("green dotted scarf", 5)
+    assert isinstance(chart, Figure)
+    *_, session = h.drill_add("a red handbag", None)
+    assert all(isinstance(c, Figure) for c in h.drill_charts(session))
+    with pytest.raises(ValueError, match="unknown chart mode"):
+        ChartRenderer("svg")
+
+
+def test_results_show_the_region_that_matched(served):
+    """Describe marks the argmax region of the HSL object term on each result (a cell of the
+    4x4 grid of a product photo), Drill down the region each query attended to (a look's box),
+    labelled with the query; the gallery serves them as marked thumbnails."""
+    from PIL import Image
+
+    _, products, looks = served
+    h = Handlers(products, looks, Thumbnails(), ChartRenderer())
+    gallery, _, _, found, _ = h.describe("green dotted scarf", 4)
+    assert all(len(r.marks) == 1 and r.marks[0].cell is not None and r.marks[0].cell[2] == 4 for r in found)
+    with Image.open(gallery[0][0]) as marked, Image.open(h.thumbnails.of(found[0].image)) as plain:
+        assert marked.size == plain.size and marked.tobytes() != plain.tobytes()
+    session = looks.session(3)
+    session.add("a red handbag")
+    session.add("white sneakers")
+    for result in session.current.results:
+        assert [m.label for m in result.marks] == ["1. a red handbag", "2. white sneakers"]
+        row = looks.catalog.row(result.id)
+        boxes = [tuple(map(float, part["box"])) for part in looks.catalog.items[row]["items"]]
+        assert all(m.box in boxes for m in result.marks)
+    top = session.current.results[0]  # l0400-ish: a red handbag and white sneakers, each box on its own product
+    items = looks.catalog.items[looks.catalog.row(top.id)]["items"]
+    parts = {tuple(map(float, p["box"])): p["category"] for p in items}
+    assert [parts[m.box] for m in top.marks] == ["handbag", "sneaker"]
+    assert top.to_dict()["marks"][0]["label"] == "1. a red handbag"
+
+
+@pytest.mark.parametrize("query, tab", [
+    ("?q=green+dotted+scarf&k=5", "describe"),
+    ("?ref=p00024&mod=make+it+blue+and+striped", "modify"),
+    ("?rounds=a+red+handbag|white+sneakers", "drill"),
+    ("?k=5", None),
+])
+def test_links_reproduce_a_search(query, tab):
+    from urllib.parse import parse_qsl
+
+    search = LinkSearch.of(dict(parse_qsl(query[1:])))
+    assert (search.tab if search else None) == tab
+    if tab == "describe":
+        assert search.text == "green dotted scarf" and search.k == 5
+    if tab == "modify":
+        assert (search.reference, search.text, search.k) == ("p00024", "make it blue and striped", 12)
+    if tab == "drill":
+        assert search.rounds == ("a red handbag", "white sneakers")
 
 
 @pytest.mark.parametrize("flag, value, fragment", [

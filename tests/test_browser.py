@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, launch_demo
 
+from hsl_demo.thumbnails import MARK_COLOURS
+
 CHROMIUM = Path(os.environ.get("HSL_DEMO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -29,21 +31,37 @@ TIMEOUT_MS = 90_000  # a search on a busy 2-core CI machine, with the first mode
 
 pytestmark = pytest.mark.slow
 
+
+def rgb(colour: str) -> list[int]:
+    return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+
 # Result thumbnails inside a component that the browser has fetched and decoded.
 LOADED_IMAGES_JS = """sel => [...document.querySelectorAll(sel + ' img')]
     .filter(i => i.complete && i.naturalWidth > 0).length"""
-# A gr.Plot has drawn: a decoded <img> (matplotlib), or a sized canvas / svg (other backends),
-# not counting the icon in the component's label.
+# A native plot has drawn: Vega-Lite rendered in the browser (a .vega-embed holding a sized
+# canvas or svg), with a legend and marks, not a server-made image.
 CHART_DRAWN_JS = """sel => {
     const el = document.querySelector(sel);
-    if (!el) return false;
-    const images = [...el.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0);
-    const drawn = [...el.querySelectorAll('canvas, svg')]
-        .filter(e => !e.closest('label') && e.getBoundingClientRect().width > 100);
-    return images.length + drawn.length > 0;
+    if (!el || el.querySelector('img')) return false;
+    const embed = el.querySelector('.vega-embed');
+    if (!embed) return false;
+    return [...embed.querySelectorAll('canvas, svg')].some(e => e.getBoundingClientRect().width > 100);
 }"""
-CHART_SOURCE_JS = """sel => [...document.querySelectorAll(sel + ' img, ' + sel + ' canvas, ' + sel + ' svg')]
-    .filter(e => !e.closest('label')).map(e => e.src || e.outerHTML.length).join(' ')"""
+# How many pixels of a gallery image are near a colour (the region marks are drawn in known ones).
+MARK_PIXELS_JS = """async ([sel, index, rgb]) => {
+    const img = document.querySelectorAll(sel + ' img')[index];
+    const bitmap = await createImageBitmap(await (await fetch(img.src)).blob());
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    const px = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4)
+        if (Math.abs(px[i] - rgb[0]) + Math.abs(px[i + 1] - rgb[1]) + Math.abs(px[i + 2] - rgb[2]) < 60) n++;
+    return n;
+}"""
+CHART_SOURCE_JS = """sel => [...document.querySelectorAll(sel + ' canvas')].map(c => c.toDataURL().length).join(' ')
+    + [...document.querySelectorAll(sel + ' svg')].map(e => e.outerHTML.length).join(' ')"""
 IMAGE_SOURCES_JS = "sel => [...document.querySelectorAll(sel + ' img')].map(i => i.src)"
 
 
@@ -144,6 +162,9 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     wait_images(page, "#describe-gallery", 12)
     assert first_caption(page, "#describe-gallery").startswith("#1 Green dotted")
     wait_chart(page, "#describe-chart")
+    # the region mark on the #1 result: its box and tag, in the first mark colour (no such pink in
+    # a green dotted scarf photo)
+    assert page.evaluate(MARK_PIXELS_JS, ["#describe-gallery", 0, rgb(MARK_COLOURS[0])]) > 50
     shot = screenshot(page, shots_dir, "describe", "#describe-chart")
     assert shot.stat().st_size <= MAX_PNG_BYTES * 1.5
 
@@ -177,7 +198,13 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     (gallery1, scores1, moves1), (gallery2, scores2, moves2) = seen
     assert gallery1 != gallery2, "the gallery did not change with the second round"
     assert scores1 != scores2 and moves1 != moves2, "the charts did not change with the second round"
+    # both rounds' marks on the #1 look (a red handbag, white sneakers): one box per query colour
+    marks = [page.evaluate(MARK_PIXELS_JS, ["#drill-gallery", 0, rgb(c)]) for c in MARK_COLOURS[:2]]
+    assert min(marks) > 50, marks
     screenshot(page, shots_dir, "drill_down", "#drill-scores")
+    link = page.locator("#drill-link textarea, #drill-link input").first.input_value()
+    assert link.startswith(app_url.rstrip("/")) and link.endswith("?rounds=a+red+handbag%7Cwhite+sneakers"), link
+    top_look = first_caption(page, "#drill-gallery")
 
     # Bad input: an empty description is an error toast, and the app keeps serving.
     page.get_by_role("tab", name="Describe").click()
@@ -192,6 +219,17 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     wait_images(page, "#describe-gallery", 12)
     assert "Green dotted" not in first_caption(page, "#describe-gallery")
     wait_chart(page, "#describe-chart")
+
+    # The link of the drill-down search, opened in a new page: the same tab, rounds and ranking.
+    shared = browser.new_page(viewport=VIEWPORT)
+    shared.set_default_timeout(TIMEOUT_MS)
+    shared.on("pageerror", lambda e: js_errors.append(str(e)))
+    shared.goto(link)
+    shared.locator("#drill-rounds").get_by_text("(2 of at most").wait_for(timeout=TIMEOUT_MS)
+    wait_images(shared, "#drill-gallery", 12)
+    assert first_caption(shared, "#drill-gallery").split(" · ")[0] == top_look.split(" · ")[0]
+    wait_chart(shared, "#drill-moves")
+    shared.close()
 
     assert not js_errors, js_errors
     page.close()

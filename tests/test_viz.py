@@ -8,7 +8,7 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from hsl_demo import viz
+from hsl_demo import charts, viz
 from hsl_demo.modes.describe import HslBreakdown
 from hsl_demo.modes.drill_down import DrillDownBreakdown
 from hsl_demo.modes.modify import ComposedBreakdown
@@ -25,7 +25,7 @@ def hsl_results(n: int) -> list[SearchResult]:
         Term(0.7 - 0.01 * i, 0.05),
         [{"object": Term(0.6, 0.0), "image": Term(0.65, 0.2)},
          {"object": Term(0.7, 0.0), "image": Term(0.72 - 0.02 * i, 0.75)}],
-        0.71 - 0.02 * i)) for i in range(n)]
+        0.705 - 0.0155 * i)) for i in range(n)]  # the weighted sum of the terms
 
 
 def composed_results(n: int) -> list[SearchResult]:
@@ -99,10 +99,10 @@ def test_rank_chart_has_a_line_per_result_and_a_point_per_round(rounds):
 
 def test_a_selected_result_is_highlighted_even_below_the_top():
     results = hsl_results(12)
-    shown, index = viz.shown(results, 10)
-    assert len(shown) == viz.TOP + 1 and shown[index] is results[10]
-    assert viz.shown(results, 2) == (results[:viz.TOP], 2)
-    assert viz.shown(results, None) == (results[:viz.TOP], None)
+    shown, index = charts.shown(results, 10)
+    assert len(shown) == charts.TOP + 1 and shown[index] is results[10]
+    assert charts.shown(results, 2) == (results[:charts.TOP], 2)
+    assert charts.shown(results, None) == (results[:charts.TOP], None)
     fig = viz.hsl_chart(shown, index)
     label = fig.axes[0].get_yticklabels()[index]
     assert label.get_text().startswith("#11") and label.get_fontweight() == "bold"
@@ -125,3 +125,37 @@ def test_figures_are_not_kept_by_pyplot():
         viz.hsl_chart(hsl_results(3))
         viz.rank_chart(drill_results(3, 2))
     assert len(plt.get_fignums()) == before
+
+
+# The browser charts (hsl_demo.charts): rows for Gradio's native plots ----------------------
+
+
+def test_browser_bar_segments_add_up_to_the_final_score():
+    chart = charts.hsl_chart(hsl_results(3))
+    frame = chart.frame
+    assert list(frame["result"].unique()) == ["#1", "#2", "#3"] == chart.x_order
+    assert len(frame) == 3 * 5  # global and 2 levels x 2 granularities per result
+    for _, rows in frame.groupby("result"):
+        assert rows["contribution"].sum() == pytest.approx(rows["final"].iloc[0], abs=2e-3)
+    assert set(chart.color_map) == set(frame["term"]) and "level2 · image (w 0.75)" in chart.color_map
+    drill = charts.drill_chart(drill_results(2, 3)).frame
+    assert sorted(drill["term"].unique()) == ["global (w 0.10)", "local (w 0.60)", "reasoning (w 0.30)"]
+
+
+def test_browser_rank_chart_reverses_the_axis_and_skips_missing_rounds():
+    results = drill_results(4, 3)
+    chart = charts.rank_chart(results, highlight=1, queries=["a", "b", "c"])
+    frame = chart.frame
+    missing = sum(rank is None for r in results for rank in r.breakdown.earlier_ranks)
+    assert missing and len(frame) == 4 * 3 - missing  # no point where an item was not a candidate
+    assert chart.x_order == ["round 1", "round 2", "round 3"]
+    assert chart.y_lim[0] > chart.y_lim[1]  # rank 1 on top
+    assert set(frame[frame["round"] == "round 3"]["query"]) == {"c"}
+    assert "▶ #2" in set(frame["result"])
+
+
+@pytest.mark.parametrize("name", ["hsl_chart", "composed_chart", "drill_chart", "rank_chart"])
+def test_browser_charts_of_no_results_are_empty_tables(name):
+    chart = getattr(charts, name)([])
+    assert len(chart.frame) == 0 and list(chart.frame.columns)
+    assert charts.as_update(chart).value is not None

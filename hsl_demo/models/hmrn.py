@@ -154,6 +154,13 @@ class HMRNHead(
         reasoning = torch.sigmoid(self.reasoning_out(nodes[:, :, 0])).squeeze(-1)
         return HMRNScores(local, global_, reasoning, per_query)
 
+    def attended_regions(self, queries: torch.Tensor, query_mask: torch.Tensor, images: HMRNImages) -> torch.Tensor:
+        """(Q, N, T) the region each query attends to most at the local level (the argmax of
+        its attention, which is monotonic in the query-region cosine)."""
+        q, _ = self.encode_queries(queries, query_mask)
+        cosine = torch.einsum("qtd,nrd->qntr", q, images.regions.float())
+        return cosine.masked_fill(~images.mask[None, :, None], float("-inf")).argmax(-1)
+
     def round_factor(self, rounds: int) -> float:
         """f(n) = (1 + ... + n) / (1 + ... + max_rounds): reasoning counts more as queries add up."""
         n = min(rounds, self.max_rounds)

@@ -157,6 +157,17 @@ class HSLHead(
         per_level = torch.stack([objects, images], -1).flatten(2)  # (B, N, 2L): l1 obj, l1 img, ...
         return torch.cat([global_cos[..., None].to(per_level.dtype), per_level], -1)
 
+    def best_regions(self, text: TextSide, image: ImageSide) -> torch.Tensor:
+        """(B, N) the region that gives each item its object-granularity match: the argmax of
+        the query-region similarities, the levels summed by their object weights (equally
+        when every object weight is zero, as in a head that learned to rank by image terms)."""
+        per_region = torch.einsum("bld,nlrd->bnlr", text.objects, image.objects)
+        level_weights = self.weights[1::2].detach()
+        if float(level_weights.sum()) <= 0:
+            level_weights = torch.ones_like(level_weights)
+        scores = torch.einsum("bnlr,l->bnr", per_region, level_weights.to(per_region))
+        return scores.masked_fill(~image.mask[None], float("-inf")).argmax(-1)
+
     def combine(self, terms: torch.Tensor, variant: str = "full") -> torch.Tensor:
         """The score a variant ranks by: the weighted sum of the terms (see `variant_weights`)."""
         return terms @ self.variant_weights(variant).to(terms)

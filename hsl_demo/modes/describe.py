@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..search import Retriever
 
 log = logging.getLogger(__name__)
+BEST_REGION = "object match"  # the label of the region marked on each result
 
 
 @dataclass
@@ -134,7 +135,9 @@ def search(retriever: Retriever, text: str, k: int, variant: str) -> SearchRespo
     final = head.combine(terms, variant)
     order = torch.argsort(final, descending=True, stable=True)[:k]
     breakdowns = [HslBreakdown.of_terms(head, row) for row in terms[order].tolist()]
-    return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns), notices)
+    top = ImageSide(side.objects[order], side.pooled[order], side.mask[order])
+    marks = [[(region, BEST_REGION)] for region in head.best_regions(query, top)[0].tolist()]
+    return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns, marks), notices)
 
 
 def validate(query: dict, where: str) -> None:

@@ -90,11 +90,12 @@ def image_side(catalog: Catalog, head: HMRNHead) -> HmrnStore:
 
 
 @torch.no_grad()
-def rank_round(retriever: Retriever, queries: np.ndarray, variant: str, k: int,
+def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], variant: str, k: int,
                earlier: list[dict[str, int]]) -> tuple[list[str], list[SearchResult]]:
-    """Rank the catalog for a set of region queries (T, D): FAISS candidates for each query
-    (from the regions that match it), then the HMRN re-rank. Returns every candidate's id,
-    best first, and the first k as results (their earlier ranks looked up in `earlier`)."""
+    """Rank the catalog for a set of region queries (T, D), whose words are `texts`: FAISS
+    candidates for each query (from the regions that match it), then the HMRN re-rank. Returns
+    every candidate's id, best first, and the first k as results (their earlier ranks looked up
+    in `earlier`, and on each the region every query attended to, marked with its text)."""
     head = retriever.hmrn
     q = torch.from_numpy(queries)[None]
     query_mask = torch.ones(q.shape[:2], dtype=torch.bool)
@@ -122,7 +123,10 @@ def rank_round(retriever: Retriever, queries: np.ndarray, variant: str, k: int,
         breakdowns.append(DrillDownBreakdown(local, global_, reasoning, scores.per_query[0, i].tolist(),
                                              float(final[i]), [ranks.get(item_id) for ranks in earlier]))
     top = order[:k].numpy()
-    return ids, retriever.results(rows[top], final[top].numpy(), breakdowns)
+    attended = head.attended_regions(q, query_mask, images.take(torch.from_numpy(top)))[0].tolist()  # (k, T)
+    marks = [[(region, f"{n}. {text}") for n, (region, text) in enumerate(zip(per_result, texts), 1)]
+             for per_result in attended]
+    return ids, retriever.results(rows[top], final[top].numpy(), breakdowns, marks)
 
 
 @dataclass
@@ -188,7 +192,8 @@ class DrillDownSession:
             return DrillDownStep(self.current, [f"{text!r} was already asked in round "
                                                 f"{seen.index(text.lower()) + 1}: ignored"])
         embed = self.retriever.backbone.encode_text([text])[0]  # before any state changes
-        ids, results = rank_round(self.retriever, np.stack([*self._embeds, embed]), self.variant, self.k, self._ranks)
+        ids, results = rank_round(self.retriever, np.stack([*self._embeds, embed]), [*self.queries, text],
+                                  self.variant, self.k, self._ranks)
         self.queries.append(text)
         self._embeds.append(embed)
         self._ranks.append({item_id: rank for rank, item_id in enumerate(ids, 1)})

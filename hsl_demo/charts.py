@@ -1,0 +1,217 @@
+"""The app's charts, drawn in the browser: the data of each explanation as a table for Gradio's
+native plots (gr.BarPlot / gr.LinePlot / gr.ScatterPlot send rows and let Vega-Lite draw them,
+with hover tooltips), so a request costs the server a few rows of JSON instead of a PNG.
+
+One function per chart, named as its matplotlib twin in hsl_demo/viz.py (which draws the same
+explanations as static figures: README, reports, `--charts png`). Each returns a
+`ChartUpdate` that `component()` turns into the plot component, or the update of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+COLORS = {  # one colour per level / modality, in every chart and figure
+    "global": "#8c8c8c",  # the backbone's global cosine (HSL) and HMRN's global level
+    "level1": "#1f77b4",
+    "level2": "#2ca02c",
+    "level3": "#9467bd",
+    "level4": "#8c564b",
+    "image": "#ff7f0e",  # composed queries: the reference image side
+    "text": "#7b3fb0",  # composed queries: the modification text side
+    "local": "#17becf",
+    "reasoning": "#d62728",
+    "final": "#333333",
+}
+TOP = 8  # results shown in a chart
+SELECTED = "▶ "  # the result clicked in the gallery, in every chart of its tab
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """How one chart is drawn: the plot kind and the columns on its axes."""
+
+    kind: str  # "bar" (stacked by color), "line" or "scatter"
+    x: str
+    y: str
+    color: str
+    title: str
+    x_title: str
+    y_title: str
+    tooltip: tuple[str, ...]
+    x_label_angle: float = 0
+    y_lim: tuple[float | None, float | None] | None = None
+
+
+SPECS = {
+    "hsl_chart": ChartSpec(
+        "bar", "result", "contribution", "term",
+        "Why they ranked: each HSL term's weight × similarity (a bar adds up to the final score)",
+        "result", "weight × similarity", ("title", "similarity", "weight", "final")),
+    "composed_chart": ChartSpec(
+        "scatter", "similarity to the reference image", "similarity to the text", "result",
+        "Each result: image side vs text side", "similarity to the reference image (cosine)",
+        "similarity to the modification text (cosine)", ("title", "final", "query weights")),
+    "drill_chart": ChartSpec(
+        "bar", "result", "contribution", "term",
+        "Scores of this round: local, global, reasoning, weight × similarity (a bar adds up to the final score)",
+        "result", "weight × similarity", ("title", "similarity", "weight", "final")),
+    "rank_chart": ChartSpec(
+        "line", "round", "rank", "result",
+        "Rank of the current top results after each round (no point: not among that round's candidates)",
+        "round", "rank", ("title", "query")),
+}
+
+
+@dataclass
+class ChartUpdate:
+    """A chart's rows and the parts of its look that depend on them (colours, title, order)."""
+
+    name: str
+    frame: pd.DataFrame
+    title: str | None = None
+    color_map: dict[str, str] = field(default_factory=dict)
+    x_order: list[str] | None = None
+    y_lim: tuple[float | None, float | None] | None = None
+
+
+def shown(results: Sequence, selected: int | None = None, top: int = TOP) -> tuple[list, int | None]:
+    """The results a chart shows (the top `top`, plus the selected one when it is further
+    down) and the index of the selected one among them (None: nothing selected)."""
+    rows = list(results[:top])
+    if selected is None or not 0 <= selected < len(results):
+        return rows, None
+    if selected < top:
+        return rows, selected
+    return [*rows, results[selected]], len(rows)
+
+
+def component(name: str, **kwargs):
+    """The empty native plot for chart `name` (kwargs: label, elem_id, ...)."""
+    import gradio as gr
+
+    spec = SPECS[name]
+    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[spec.kind]
+    kwargs = {"label": spec.title, "show_label": True, **kwargs}
+    return plot(x=spec.x, y=spec.y, color=spec.color, x_title=spec.x_title, y_title=spec.y_title,
+                tooltip=[spec.x, spec.y, spec.color, *spec.tooltip], x_label_angle=spec.x_label_angle,
+                **kwargs)
+
+
+def as_update(chart: ChartUpdate):
+    """The component update that shows `chart` (its rows, and the look that depends on them)."""
+    import gradio as gr
+
+    spec = SPECS[chart.name]
+    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[spec.kind]
+    extra = {}
+    if chart.x_order is not None:
+        extra["sort"] = chart.x_order
+    y_lim = chart.y_lim or spec.y_lim
+    if y_lim is not None:
+        extra["y_lim"] = list(y_lim)
+    return plot(value=chart.frame, label=chart.title or spec.title, color_map=chart.color_map or None, **extra)
+
+
+def _labels(results: Sequence, highlight: int | None) -> list[str]:
+    """Each result's name in a chart: its rank ("#3"; "▶ #3" when selected), short enough for
+    an axis and a legend; its title is in the tooltip."""
+    return [f"{SELECTED if i == highlight else ''}#{r.rank}" for i, r in enumerate(results)]
+
+
+def _contributions(name: str, results: Sequence, highlight: int | None,
+                   terms: list[tuple[str, str, list[tuple[float, float]]]]) -> ChartUpdate:
+    """A stacked bar per result, one segment per term: weight × similarity, so the segments of
+    a bar add up to its final score. `terms`: (legend name, colour, [(similarity, weight) per
+    result])."""
+    labels = _labels(results, highlight)
+    rows = []
+    for term, _, values in terms:
+        for label, result, (similarity, weight) in zip(labels, results, values):
+            rows.append({"result": label, "term": term, "contribution": round(similarity * weight, 4),
+                         "title": result.title, "similarity": round(similarity, 4), "weight": round(weight, 3),
+                         "final": round(result.breakdown.final, 4)})
+    frame = pd.DataFrame(rows, columns=["result", "term", "contribution", "title", "similarity", "weight", "final"])
+    return ChartUpdate(name, frame, color_map={term: colour for term, colour, _ in terms}, x_order=labels)
+
+
+def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
+    """Describe: each HSL term's contribution (its weight × its similarity) to every result's
+    final score: the global cosine, and object and image granularity at every level. Every
+    term's similarity and weight are in the tooltip, also those weighted zero."""
+    results = list(results)
+    if not results:
+        return _contributions("hsl_chart", [], None, [])
+    first = results[0].breakdown
+    terms = [(f"global (w {first.global_.weight:.2f})", COLORS["global"],
+              [(r.breakdown.global_.similarity, r.breakdown.global_.weight) for r in results])]
+    for n, level in enumerate(first.levels, 1):
+        for granularity, term in level.items():
+            terms.append((f"level{n} · {granularity} (w {term.weight:.2f})", _level_colour(n, granularity),
+                          [(r.breakdown.levels[n - 1][granularity].similarity,
+                            r.breakdown.levels[n - 1][granularity].weight) for r in results]))
+    return _contributions("hsl_chart", results, highlight, terms)
+
+
+def _level_colour(level: int, granularity: str) -> str:
+    colour = COLORS.get(f"level{level}", COLORS["level4"])
+    if granularity == "object":
+        return colour
+    # image granularity: the level's colour, lighter (bars cannot be hatched in the browser)
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(c + (255 - c) // 2 for c in (r, g, b)))
+
+
+def composed_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
+    """Modify: each result as a point, its similarity to the reference image across and to the
+    modification text up; the query's own image and text weights in the title and tooltips."""
+    results = list(results)
+    spec = SPECS["composed_chart"]
+    labels = _labels(results, highlight)
+    weights = ""
+    if results:
+        first = results[0].breakdown
+        weights = f"image {first.w_image:.2f} · text {first.w_text:.2f}"
+    frame = pd.DataFrame(
+        [{spec.x: round(r.breakdown.image_similarity, 4), spec.y: round(r.breakdown.text_similarity, 4),
+          "result": label, "title": r.title, "final": round(r.breakdown.final, 4), "query weights": weights}
+         for label, r in zip(labels, results)],
+        columns=[spec.x, spec.y, "result", "title", "final", "query weights"])
+    title = f"{spec.title} (query weights: {weights})" if weights else spec.title
+    return ChartUpdate("composed_chart", frame, title=title)
+
+
+def drill_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
+    """Drill down: the local, global and reasoning contributions to each result's final score
+    this round (weight × similarity; the reasoning weight grows with the round)."""
+    results = list(results)
+    if not results:
+        return _contributions("drill_chart", [], None, [])
+    first = results[0].breakdown
+    parts = {"local": lambda b: b.local, "global": lambda b: b.global_, "reasoning": lambda b: b.reasoning}
+    terms = [(f"{name} (w {part(first).weight:.2f})", COLORS[name],
+              [(part(r.breakdown).similarity, part(r.breakdown).weight) for r in results])
+             for name, part in parts.items()]
+    return _contributions("drill_chart", results, highlight, terms)
+
+
+def rank_chart(results: Sequence, highlight: int | None = None, queries: Sequence[str] = ()) -> ChartUpdate:
+    """Drill down: the rank of the current top results after every round (a round where a
+    result was not among the candidates has no point). `queries`: each round's query, shown
+    in the tooltip."""
+    results = list(results)
+    labels = _labels(results, highlight)
+    rounds = len(results[0].breakdown.earlier_ranks) + 1 if results else 0
+    names = [f"round {n}" for n in range(1, rounds + 1)]  # categories, so the axis shows whole rounds
+    rows = []
+    for label, r in zip(labels, results):
+        for n, rank in enumerate([*r.breakdown.earlier_ranks, r.rank], 1):
+            if rank is not None:
+                rows.append({"round": names[n - 1], "rank": rank, "result": label, "title": r.title,
+                             "query": queries[n - 1] if n <= len(queries) else ""})
+    frame = pd.DataFrame(rows, columns=["round", "rank", "result", "title", "query"])
+    worst = int(frame["rank"].max()) if len(frame) else 1
+    return ChartUpdate("rank_chart", frame, x_order=names, y_lim=(worst + 0.5, 0.5))  # reversed: rank 1 on top
