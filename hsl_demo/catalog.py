@@ -20,17 +20,20 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-import torch
 
-from .backbone import Backbone
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
-from .features import dequantize
 from .fileio import load_jsonl
 from .results import RegionMark
+
+if TYPE_CHECKING:  # torch and open_clip are not needed to open a catalog (the app serves its page first)
+    import torch
+
+    from .backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +229,10 @@ class Catalog:
 
     def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""
+        import torch
+
+        from .features import dequantize
+
         return (
             dequantize(self.regions[rows], self.region_scale[rows]),
             torch.from_numpy(self.region_mask[rows]),

@@ -505,21 +505,39 @@ def _cmd_push(args) -> None:
 
 
 def _cmd_serve(args) -> None:
-    from .backbone import Backbone
     from .catalog import Catalog
     from .defaults import default_catalog, default_looks_catalog
+    from .ui import AppModels, serve
+
+    # The catalogs first (a wrong one fails at once), then the page, served before torch,
+    # open_clip and the model load behind it (a search sent meanwhile waits for them).
+    models = AppModels(Catalog.open(args.catalog or default_catalog()),
+                       Catalog.open(args.looks_catalog or default_looks_catalog()))
+    demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False)
+    try:
+        models.set(*_load_retrievers(models, args.model, args.device))
+    except BaseException:
+        demo.close()
+        raise
+    demo.block_thread()
+
+
+def _load_retrievers(models, model: str | None, device: str | None) -> tuple:
+    """The products and looks retrievers of `models`' catalogs, for the model (default: embedded)."""
+    import torch
+
+    from .backbone import Backbone
     from .search import Retriever, load_heads
 
-    # cheap checks first: a wrong catalog fails before the model loads
-    products = Catalog.open(args.catalog or default_catalog())
-    looks = Catalog.open(args.looks_catalog or default_looks_catalog())
-    backbone = Backbone.load(args.model, device=args.device)
+    # One thread per search: the server runs --concurrency searches at once, and small
+    # per-query work split over threads that compete for 2 cores is 4x slower, not faster.
+    torch.set_num_threads(1)
+    backbone = Backbone.load(model, device=device)
     heads = load_heads(backbone)
-    products, looks = Retriever(backbone, products, **heads), Retriever(backbone, looks, **heads)
+    products, looks = Retriever(backbone, models.products_catalog, **heads), Retriever(backbone, models.looks_catalog,
+                                                                                         **heads)
     looks.hmrn_store()  # the drill-down index, built now rather than in the first visitor's round
-    from .ui import serve
-
-    serve(products, looks, concurrency=args.concurrency, charts=args.charts)
+    return products, looks
 
 
 class _OneLineWarnings(logging.Handler):

@@ -13,20 +13,31 @@ gr.Warning), never a traceback.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import gradio as gr
 from PIL import Image
 
-from . import charts, modes
+from . import charts
 from .errors import HslDemoError
 from .hub import head_statuses
 from .images import open_image
-from .search import DrillDownSession, Retriever, SearchResult
+from .results import SearchResult
 from .thumbnails import Thumbnails
+
+if TYPE_CHECKING:  # the page is served before torch and the model are loaded (AppModels)
+    from .catalog import Catalog
+    from .search import Retriever
+
+# A drill-down session (hsl_demo.modes.drill_down.DrillDownSession) as handlers take it: Gradio
+# reads the handlers' type hints at run time (to pass gr.Request and gr.SelectData), before the
+# module that defines it, which needs torch, is imported.
+Session = object
 
 EXAMPLES = ["green dotted scarf", "red striped t-shirt", "a backpack in blue with checks", "plain white sneaker"]
 MODIFY_EXAMPLES = [("p00024", "make it blue and striped"), ("p00216", "with dots instead"),
@@ -35,6 +46,23 @@ DRILL_EXAMPLES = ["a red handbag", "white sneakers", "a checked scarf", "yellow 
 DRILL_K = 12  # results per drill-down round
 PICKS = 12  # catalog products offered as references in the Modify tab
 CHART_MODES = ("native", "png")  # drawn in the browser, or matplotlib PNGs drawn per request
+
+
+@dataclass(frozen=True)
+class TabSpec:
+    """A tab of the app: its id (in links), title, the mode it runs (hsl_demo.modes) and the
+    chart that explains its ranking (a function of hsl_demo.charts and hsl_demo.viz)."""
+
+    id: str
+    title: str
+    mode: str
+    chart: str
+
+
+DESCRIBE = TabSpec("describe", "Describe", "describe", "hsl_chart")
+MODIFY = TabSpec("modify", "Modify", "modify", "composed_chart")
+DRILL = TabSpec("drill", "Drill down", "drill-down", "drill_chart")
+TABS = (DESCRIBE, MODIFY, DRILL)
 ROUNDS_SEPARATOR = "|"  # between the drill-down queries of a link's ?rounds=
 
 
@@ -157,7 +185,7 @@ def breakdown_table(results: list[SearchResult]) -> dict:
     return {"headers": headers, "data": rows}
 
 
-def rounds_markdown(session: DrillDownSession | None) -> str:
+def rounds_markdown(session: Session | None) -> str:
     if session is None or not session.rounds:
         return "*No rounds yet: describe one product of the look, e.g. “a red handbag”.*"
     lines = [f"**Rounds** ({len(session.rounds)} of at most {session.max_rounds}):", ""]
@@ -167,10 +195,9 @@ def rounds_markdown(session: DrillDownSession | None) -> str:
     return "\n".join(lines)
 
 
-def example_products(retriever: Retriever, n: int = PICKS) -> list[str]:
+def example_products(catalog: Catalog, n: int = PICKS) -> list[str]:
     """Catalog ids to offer as references: the Modify examples' ids, then one product per
     category, spread over colours and patterns."""
-    catalog = retriever.catalog
     picked = [i for i, _ in MODIFY_EXAMPLES if i in catalog]
     groups: dict[str, list[str]] = {}
     for item in catalog.items:
@@ -185,13 +212,50 @@ def example_products(retriever: Retriever, n: int = PICKS) -> list[str]:
     return picked[:n]
 
 
+class AppModels:
+    """What the app serves: two catalogs, known at once, and their retrievers (the model and its
+    heads), which may come later. The page needs only the catalogs, so `hsl-demo serve` serves
+    it first and loads torch and the model behind it; a search waits for them."""
+
+    def __init__(self, products: Catalog, looks: Catalog):
+        self.products_catalog, self.looks_catalog = products, looks
+        self._loaded = threading.Event()
+        self._retrievers: tuple[Retriever, Retriever] | None = None
+
+    @classmethod
+    def of(cls, products: Retriever, looks: Retriever | None = None) -> AppModels:
+        """Retrievers loaded already (`looks`, default `products`, serves Drill down)."""
+        looks = looks or products
+        models = cls(products.catalog, looks.catalog)
+        models.set(products, looks)
+        return models
+
+    def set(self, products: Retriever, looks: Retriever) -> None:
+        self._retrievers = (products, looks)
+        self._loaded.set()
+
+    @property
+    def retrievers(self) -> tuple[Retriever, Retriever]:
+        """(products, looks), once loaded (a search sent while the model loads waits for it)."""
+        self._loaded.wait()
+        return self._retrievers
+
+
 class Handlers:
     """The event handlers: small functions from component values to component values."""
 
-    def __init__(self, products: Retriever, looks: Retriever, thumbnails: Thumbnails, charts: ChartRenderer):
-        self.products, self.looks = products, looks
+    def __init__(self, models: AppModels, thumbnails: Thumbnails, charts: ChartRenderer):
+        self.models, self.catalog = models, models.products_catalog
         self.thumbnails, self.charts = thumbnails, charts
-        self.picks = example_products(products)
+        self.picks = example_products(self.catalog)
+
+    @property
+    def products(self) -> Retriever:
+        return self.models.retrievers[0]
+
+    @property
+    def looks(self) -> Retriever:
+        return self.models.retrievers[1]
 
     # Describe ---------------------------------------------------------------------------
     def describe(self, text: str, k: float, request: gr.Request = None):
@@ -200,11 +264,11 @@ class Handlers:
         notify(response.notices)
         results = response.results
         link = search_link(request, q=" ".join(text.split()), k=str(int(k)))
-        return (gallery_items(results, self.thumbnails), self.charts.render(modes.describe.MODE.chart, results),
+        return (gallery_items(results, self.thumbnails), self.charts.render(DESCRIBE.chart, results),
                 breakdown_table(results), results, link)
 
     def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
-        return self.charts.render(modes.describe.MODE.chart, results, evt.index) if results else gr.skip()
+        return self.charts.render(DESCRIBE.chart, results, evt.index) if results else gr.skip()
 
     # Modify -----------------------------------------------------------------------------
     def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float, request: gr.Request = None):
@@ -215,15 +279,15 @@ class Handlers:
         results = response.results
         link = (search_link(request, ref=reference, mod=" ".join((text or "").split()), k=str(int(k)))
                 if isinstance(reference, str) else "(an uploaded photo has no link: pick a catalog product)")
-        return (gallery_items(results, self.thumbnails), self.charts.render(modes.modify.MODE.chart, results),
+        return (gallery_items(results, self.thumbnails), self.charts.render(MODIFY.chart, results),
                 results, link)
 
     def _reference(self, image: str | None, ref_id: str | None) -> str | Image.Image:
         """The catalog id when one is set (picked or clicked), else the uploaded photo."""
         ref_id = (ref_id or "").strip()
         if ref_id:
-            if ref_id not in self.products.catalog:
-                raise gr.Error(f"no product {ref_id!r} in catalog {self.products.catalog.name!r}",
+            if ref_id not in self.catalog:
+                raise gr.Error(f"no product {ref_id!r} in catalog {self.catalog.name!r}",
                                print_exception=False)
             return ref_id
         if not image:
@@ -235,11 +299,11 @@ class Handlers:
 
     def _as_reference(self, item_id: str):
         """The Modify inputs that make a catalog product the reference: its id and photo."""
-        return item_id, self.thumbnails.of(self.products.catalog.image_path(self.products.catalog.row(item_id)))
+        return item_id, self.thumbnails.of(self.catalog.image_path(self.catalog.row(item_id)))
 
     def pick_item(self, item_id: str) -> tuple[str, str]:
         """A gallery item for a catalog product: (photo, "id · title")."""
-        item = self.products.catalog.items[self.products.catalog.row(item_id)]
+        item = self.catalog.items[self.catalog.row(item_id)]
         return self._as_reference(item_id)[1], f"{item_id} · {item.get('title', item_id)}"
 
     def pick(self, evt: gr.SelectData):
@@ -248,42 +312,42 @@ class Handlers:
     def use_result(self, results: list[SearchResult] | None, evt: gr.SelectData):
         if not results or not 0 <= evt.index < len(results):
             return gr.skip(), gr.skip(), gr.skip()
-        return *self._as_reference(results[evt.index].id), self.charts.render(modes.modify.MODE.chart, results,
+        return *self._as_reference(results[evt.index].id), self.charts.render(MODIFY.chart, results,
                                                                               evt.index)
 
     # Drill down -------------------------------------------------------------------------
-    def drill_add(self, text: str | None, session: DrillDownSession | None, request: gr.Request = None):
+    def drill_add(self, text: str | None, session: Session | None, request: gr.Request = None):
         session = session or self.looks.session(DRILL_K)
         with as_messages():
             notify(session.add(text).notices)
         return *self.drill_view(session, request), session
 
-    def drill_undo(self, session: DrillDownSession | None, request: gr.Request = None):
+    def drill_undo(self, session: Session | None, request: gr.Request = None):
         session = session or self.looks.session(DRILL_K)
         notify(session.undo().notices)
         return *self.drill_view(session, request), session
 
-    def drill_reset(self, session: DrillDownSession | None, request: gr.Request = None):
+    def drill_reset(self, session: Session | None, request: gr.Request = None):
         if session is not None:
             session.reset()
         return *self.drill_view(session, request), session
 
-    def drill_select(self, session: DrillDownSession | None, evt: gr.SelectData):
+    def drill_select(self, session: Session | None, evt: gr.SelectData):
         if session is None or session.current is None:
             return gr.skip(), gr.skip()
         return self.drill_charts(session, evt.index)
 
-    def drill_view(self, session: DrillDownSession | None, request: gr.Request | None = None) -> tuple:
+    def drill_view(self, session: Session | None, request: gr.Request | None = None) -> tuple:
         results = session.current.results if session is not None and session.current else []
         link = search_link(request, rounds=ROUNDS_SEPARATOR.join(session.queries)) if results else ""
         return gallery_items(results, self.thumbnails), rounds_markdown(session), *self.drill_charts(session), link
 
-    def drill_charts(self, session: DrillDownSession | None, selected: int | None = None) -> tuple:
+    def drill_charts(self, session: Session | None, selected: int | None = None) -> tuple:
         if session is None or session.current is None:
             return None, None
         results = session.current.results
         extra = {"queries": session.queries} if self.charts.native else {}
-        return (self.charts.render(modes.drill_down.MODE.chart, results, selected),
+        return (self.charts.render(DRILL.chart, results, selected),
                 self.charts.render("rank_chart", results, selected, **extra))
 
     # Links ------------------------------------------------------------------------------
@@ -329,40 +393,56 @@ def _link_box(elem_id: str) -> gr.Textbox:
                       placeholder="search first: the link runs the same search for whoever opens it")
 
 
-def serve(products: Retriever, looks: Retriever | None = None, concurrency: int = 4, charts: str = "native",
-          **launch) -> gr.Blocks:
+def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurrency: int = 4,
+          charts: str = "native", block: bool = True, **launch) -> gr.Blocks:
     """Build the app and serve it over HTTP (Gradio's `launch` arguments pass through).
-    `concurrency`: searches run at once, in every tab.
+    `models`: an AppModels (its retrievers may be set later), or the products Retriever with
+    `looks`. `concurrency`: searches run at once, in every tab. `block=False` returns at once
+    (then `demo.block_thread()`), as `prevent_thread_lock` does.
 
     Gradio may serve uploads, its own cache and one folder more: the thumbnails of catalog
     photos, which the app writes itself (never a catalog's image folders or a parent of them).
     """
+    if not isinstance(models, AppModels):
+        models = AppModels.of(models, looks)
     thumbnails = Thumbnails()
-    demo = build_demo(products, looks, thumbnails, charts)
+    demo = build_demo(models, thumbnails, charts)
+    launch.setdefault("prevent_thread_lock", not block)
     demo.queue(default_concurrency_limit=max(1, concurrency)).launch(
         allowed_paths=[str(thumbnails.folder)], max_file_size="20mb", **launch)
     return demo
 
 
-def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: Thumbnails | None = None,
-               charts: str = "native") -> gr.Blocks:
-    """The app. `products` serves Describe and Modify, `looks` (default: `products`) Drill
-    down; both are loaded once and shared by every session. Gallery images are `thumbnails`;
-    `charts`: native (drawn in the browser) or png (matplotlib, drawn by the server)."""
-    looks = looks or products
-    renderer = ChartRenderer(charts)
-    h = Handlers(products, looks, thumbnails or Thumbnails(), renderer)
-    private = {"api_visibility": "private"}
+def footer(models: AppModels) -> str:
+    """The model the app runs and the status of its heads (once it is loaded)."""
+    products, looks = models.retrievers
     backbone = products.backbone
+    return (f"<small>Device: {backbone.device.type} · dtype: {str(backbone.dtype).removeprefix('torch.')} · "
+            f"model: `{backbone.model_id}` · drill-down ranking: {looks.hmrn_variant}<br>"
+            f"Heads: {' · '.join(status.summary() for status in head_statuses(backbone.folder))}</small>")
+
+
+def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = None, charts: str = "native",
+               looks: Retriever | None = None) -> gr.Blocks:
+    """The app over `models` (or a products Retriever and `looks`, default: the same): its
+    products catalog serves Describe and Modify, its looks catalog Drill down; loaded once and
+    shared by every session. Gallery images are `thumbnails`; `charts`: native (drawn in the
+    browser) or png (matplotlib, drawn by the server)."""
+    if not isinstance(models, AppModels):
+        models = AppModels.of(models, looks)
+    products, looks = models.products_catalog, models.looks_catalog
+    renderer = ChartRenderer(charts)
+    h = Handlers(models, thumbnails or Thumbnails(), renderer)
+    private = {"api_visibility": "private"}
 
     with gr.Blocks(title="hsl-demo: product search") as demo:
         gr.Markdown(
             "# Language-based product search\n"
-            f"Catalogs: **{products.catalog.name}** ({len(products.catalog)} products) for Describe and Modify, "
-            f"**{looks.catalog.name}** ({len(looks.catalog)} looks) for Drill down."
+            f"Catalogs: **{products.name}** ({len(products)} products) for Describe and Modify, "
+            f"**{looks.name}** ({len(looks)} looks) for Drill down."
         )
         with gr.Tabs() as tabs:
-            with gr.Tab(modes.describe.MODE.title, id="describe"):
+            with gr.Tab(DESCRIBE.title, id=DESCRIBE.id):
                 with gr.Row():
                     text = gr.Textbox(label="Description", placeholder="e.g. green dotted scarf", scale=4,
                                       elem_id="describe-text")
@@ -372,7 +452,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                 gr.Markdown("<small>The box on each photo: the region that matched the description best. "
                             "Click a result to highlight it in the chart.</small>")
                 gallery = _results_gallery("describe-gallery")
-                chart = renderer.component(modes.describe.MODE.chart, elem_id="describe-chart")
+                chart = renderer.component(DESCRIBE.chart, elem_id="describe-chart")
                 with gr.Accordion("Scores as a table: similarity × weight per level and granularity", open=False):
                     table = gr.Dataframe(label="Breakdown", interactive=False, wrap=True)
                 link = _link_box("describe-link")
@@ -382,7 +462,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                 text.submit(h.describe, [text, k], describe_out, **private)
                 gallery.select(h.describe_select, [found], [chart], **private)
 
-            with gr.Tab(modes.modify.MODE.title, id="modify"):
+            with gr.Tab(MODIFY.title, id=MODIFY.id):
                 gr.Markdown("Start from a product (upload a photo, or pick one), say what to change. Click a "
                             "result to make it the next reference and walk through the catalog step by step.")
                 with gr.Row():
@@ -400,11 +480,11 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                                         elem_id="modify-text")
                     mk = results_slider(scale=1)
                 modify = gr.Button("Search", variant="primary", elem_id="modify-search")
-                gr.Examples([[*h._as_reference(i)[::-1], t] for i, t in MODIFY_EXAMPLES if i in products.catalog],
+                gr.Examples([[*h._as_reference(i)[::-1], t] for i, t in MODIFY_EXAMPLES if i in products],
                             inputs=[reference, ref_id, change])
                 gr.Markdown("<small>Click a result to make it the reference.</small>")
                 mgallery = _results_gallery("modify-gallery")
-                mchart = renderer.component(modes.modify.MODE.chart, elem_id="modify-chart")
+                mchart = renderer.component(MODIFY.chart, elem_id="modify-chart")
                 mlink = _link_box("modify-link")
                 mfound = gr.State()
                 modify_out = [mgallery, mchart, mfound, mlink]
@@ -415,10 +495,10 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                 reference.upload(lambda: "", None, ref_id, **private)
                 reference.clear(lambda: "", None, ref_id, **private)
 
-            with gr.Tab(modes.drill_down.MODE.title, id="drill"):
+            with gr.Tab(DRILL.title, id=DRILL.id):
                 gr.Markdown("Describe a look one product at a time: each round adds a region query and re-ranks "
-                            f"the looks with all the queries so far (at most {looks.hmrn.max_rounds} rounds). "
-                            "The boxes on each look: the region each query matched, labelled with the query.")
+                            "the looks with all the queries so far. The boxes on each look: the region each query "
+                            "matched, labelled with the query.")
                 with gr.Row():
                     query = gr.Textbox(label="Add a product of the look", placeholder="e.g. a red handbag", scale=4,
                                        elem_id="drill-query")
@@ -430,7 +510,7 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                 gr.Markdown("<small>Click a result to highlight it in the charts.</small>")
                 dgallery = _results_gallery("drill-gallery")
                 with gr.Row():
-                    scores = renderer.component(modes.drill_down.MODE.chart, elem_id="drill-scores")
+                    scores = renderer.component(DRILL.chart, elem_id="drill-scores")
                     moves = renderer.component("rank_chart", elem_id="drill-moves")
                 dlink = _link_box("drill-link")
                 session = gr.State()
@@ -443,31 +523,28 @@ def build_demo(products: Retriever, looks: Retriever | None = None, thumbnails: 
                 reset.click(h.drill_reset, [session], drill_out, api_name="drill_reset")
                 dgallery.select(h.drill_select, [session], [scores, moves], **private)
 
-        def open_link(request: gr.Request) -> dict:
-            """A page opened with a search in its address (see LinkSearch) shows that search run."""
+        about = gr.Markdown("<small>Loading the model…</small>", elem_id="heads-status")
+
+        def open_page(request: gr.Request) -> dict:
+            """The footer, once the model is loaded; and for a page opened with a search in its
+            address (see LinkSearch), that search, run."""
+            updates: dict = {about: footer(models)}
             search = LinkSearch.of(dict(request.query_params)) if request is not None else None
             if search is None:
-                return {}
-            updates: dict = {tabs: gr.Tabs(selected=search.tab)}
+                return updates
+            updates[tabs] = gr.Tabs(selected=search.tab)
             if search.tab == "describe":
                 updates |= {text: search.text, k: search.k}
                 updates |= dict(zip(describe_out, h.describe(search.text, search.k, request)))
             elif search.tab == "modify":
                 updates |= dict(zip([ref_id, reference], h._as_reference(search.reference)
-                                    if search.reference in products.catalog else (search.reference, None)))
+                                    if search.reference in products else (search.reference, None)))
                 updates |= {change: search.text, mk: search.k}
                 updates |= dict(zip(modify_out, h.modify(None, search.reference, search.text, search.k, request)))
             else:
                 updates |= dict(zip(drill_out, h.run_link_rounds(list(search.rounds), request)))
             return updates
 
-        demo.load(open_link, None, [tabs, text, k, *describe_out, ref_id, reference, change, mk, *modify_out,
-                                    *drill_out], **private)
-
-        gr.Markdown(
-            f"<small>Device: {backbone.device.type} · dtype: {str(backbone.dtype).removeprefix('torch.')} · "
-            f"model: `{backbone.model_id}` · drill-down ranking: {looks.hmrn_variant}<br>"
-            f"Heads: {' · '.join(status.summary() for status in head_statuses(backbone.folder))}</small>",
-            elem_id="heads-status",
-        )
+        demo.load(open_page, None, [about, tabs, text, k, *describe_out, ref_id, reference, change, mk,
+                                    *modify_out, *drill_out], **private)
     return demo

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
 from hsl_demo.thumbnails import Thumbnails
-from hsl_demo.ui import ChartRenderer, Handlers, LinkSearch
+from hsl_demo.ui import AppModels, ChartRenderer, Handlers, LinkSearch
 
 
 def select(index: int):
@@ -201,7 +201,7 @@ def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
 def test_clicks_pick_a_reference_and_highlight_a_result(served):
     """The gallery select handlers (browser-only events, so called directly here)."""
     _, products, looks = served
-    h = Handlers(products, looks, Thumbnails(), ChartRenderer())
+    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer())
     assert h.picks[0] == "p00024" and len(h.picks) == 12 and len(set(h.picks)) == 12
     ref_id, photo = h.pick(select(0))
     catalog = products.catalog
@@ -226,7 +226,7 @@ def test_png_charts_are_the_matplotlib_figures(served):
     from matplotlib.figure import Figure
 
     _, products, looks = served
-    h = Handlers(products, looks, Thumbnails(), ChartRenderer("png"))
+    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer("png"))
     _, chart, *_ = h.describe("green dotted scarf", 5)
     assert isinstance(chart, Figure)
     *_, session = h.drill_add("a red handbag", None)
@@ -242,7 +242,7 @@ def test_results_show_the_region_that_matched(served):
     from PIL import Image
 
     _, products, looks = served
-    h = Handlers(products, looks, Thumbnails(), ChartRenderer())
+    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer())
     gallery, _, _, found, _ = h.describe("green dotted scarf", 4)
     assert all(len(r.marks) == 1 and r.marks[0].cell is not None and r.marks[0].cell[2] == 4 for r in found)
     with Image.open(gallery[0][0]) as marked, Image.open(h.thumbnails.of(found[0].image)) as plain:
@@ -279,6 +279,46 @@ def test_links_reproduce_a_search(query, tab):
         assert (search.reference, search.text, search.k) == ("p00024", "make it blue and striped", 12)
     if tab == "drill":
         assert search.rounds == ("a red handbag", "white sneakers")
+
+
+def test_handlers_type_hints_resolve_at_run_time():
+    """Gradio passes gr.Request and gr.SelectData by reading the handlers' type hints; a hint it
+    cannot resolve (a name imported for type checking only) silently drops them."""
+    import typing
+
+    for name in dir(Handlers):
+        if not name.startswith("_") and callable(getattr(Handlers, name)):
+            typing.get_type_hints(getattr(Handlers, name))
+
+
+def test_the_page_is_served_before_the_model_loads(served):
+    """`hsl-demo serve` serves the page from the catalogs alone, then loads the model: a search
+    sent meanwhile waits for it, and the footer tells the model once it is there."""
+    import threading
+    import urllib.request
+
+    from gradio_client import Client
+
+    from hsl_demo.ui import TABS, serve
+
+    _, products, looks = served
+    models = AppModels(products.catalog, looks.catalog)
+    demo = serve(models, block=False, server_name="127.0.0.1", quiet=True)
+    try:
+        with urllib.request.urlopen(demo.local_url, timeout=30) as page:
+            assert page.status == 200
+        client = Client(demo.local_url, verbose=False)
+        job = client.submit("green dotted scarf", 3, api_name="/describe")
+        threading.Timer(1.0, models.set, (products, looks)).start()  # the model "loads" a second later
+        gallery, *_ = job.result(timeout=60)
+        assert captions(gallery)[0].startswith("#1 Green dotted")
+    finally:
+        demo.close()
+    # the tabs run the modes they say they do, titled as the modes are
+    from hsl_demo import modes
+
+    assert [(tab.title, tab.mode) for tab in TABS] == [(modes.get(tab.mode).title, modes.get(tab.mode).name)
+                                                     for tab in TABS]
 
 
 @pytest.mark.parametrize("flag, value, fragment", [

@@ -155,6 +155,8 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     js_errors: list[str] = []
     page.on("pageerror", lambda e: js_errors.append(str(e)))
     page.goto(app_url)
+    # the footer, filled in once the page has loaded: the model and what each head was trained on
+    page.locator("#heads-status").get_by_text("trained by").first.wait_for(timeout=TIMEOUT_MS)
 
     # Describe: text in, the k=12 default results' thumbnails, ranked captions and the chart out.
     page.locator("#describe-text textarea").fill("green dotted scarf")

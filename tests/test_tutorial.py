@@ -12,7 +12,6 @@ import random
 import re
 import shlex
 import shutil
-import urllib.request
 from pathlib import Path
 
 from conftest import REPO, run_cli
@@ -110,11 +109,11 @@ def test_the_readme_tutorial_runs_as_written(tmp_path, monkeypatch, tiny_backbon
                                                               warmup=2, eval_every=steps // 2))
     served = {}
 
-    def serve_in_background(products, looks=None, concurrency=4, **launch):
-        served.update(products=products, looks=looks,
-                      demo=real_serve(products, looks, concurrency, prevent_thread_lock=True,
-                                      server_name="127.0.0.1", quiet=True))
-        return served["demo"]
+    def serve_in_background(models, looks=None, concurrency=4, charts="native", block=True, **launch):
+        demo = real_serve(models, looks, concurrency, charts, block=False, server_name="127.0.0.1", quiet=True)
+        demo.block_thread = lambda: None  # `hsl-demo serve` returns once the model is loaded: the test goes on
+        served.update(models=models, demo=demo)
+        return demo
 
     real_serve = ui.serve
     monkeypatch.setattr(ui, "serve", serve_in_background)
@@ -149,25 +148,26 @@ def test_the_readme_tutorial_runs_as_written(tmp_path, monkeypatch, tiny_backbon
     assert card.count("trained on catalog `catalog`") == 3
     try:
         client = Client(served["demo"].local_url, verbose=False)
-        gallery, _, why = client.predict("a blue striped scarf", 3, api_name="/describe")
+        gallery, _, why, _ = client.predict("a blue striped scarf", 3, api_name="/describe")
         assert len(gallery) == 3
         levels = [h for h in why["headers"] if h.startswith("level")]
         weights = [float(cell.split(" × ")[1]) for row in why["data"] for cell in
                    (row[why["headers"].index(h)] for h in levels)]
         assert any(abs(w) > 1e-4 for w in weights), why  # the trained HSL levels count
-        gallery, _ = client.predict(None, "sku-0003", "change the color to white", 3, api_name="/modify")
+        gallery, _, _ = client.predict(None, "sku-0003", "change the color to white", 3, api_name="/modify")
         assert len(gallery) == 3
-        gallery, rounds, _, _ = client.predict("a red handbag", api_name="/drill_add")
+        gallery, rounds, *_ = client.predict("a red handbag", api_name="/drill_add")
         assert len(gallery) > 0 and "1. a red handbag" in rounds
         # the same served retrievers: image and text both count in Modify, reasoning in Drill down
-        composed = served["products"].search_composed("sku-0003", "change the color to white", k=1).results[0]
+        products, looks = served["models"].retrievers
+        composed = products.search_composed("sku-0003", "change the color to white", k=1).results[0]
         b = composed.breakdown
         assert min(b.w_image * b.image_similarity, b.w_text * b.text_similarity) != 0
-        drill = served["looks"].session(k=1).add("a red handbag").results[0].breakdown
+        drill = looks.session(k=1).add("a red handbag").results[0].breakdown
         assert drill.reasoning.weight > 0 and drill.reasoning.similarity != 0
-        # the page's footer says what each head was trained on and how it scored
-        with urllib.request.urlopen(served["demo"].local_url + "config", timeout=30) as page:
-            config = page.read().decode()
-        assert config.count("trained on catalog `catalog`") == 3 and "held-out R@1" in config
+        # the page's footer (filled in once the model is loaded) says what each head was trained
+        # on and how it scored
+        about = ui.footer(served["models"])
+        assert about.count("trained on catalog `catalog`") == 3 and "held-out R@1" in about
     finally:
         served["demo"].close()

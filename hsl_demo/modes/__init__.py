@@ -32,7 +32,6 @@ class Mode:
     head_summary: str  # a line for model cards
     variants: tuple[str, ...]  # ways to rank, for ablations; the first is the default
     breakdown: Callable[[], type]  # the dataclass of a result's `breakdown`
-    chart: str  # the hsl_demo.viz function that draws a ranking
     validate: Callable[[dict, str], None]  # the query schema: raises HslDemoError naming `where`
     rank: Callable[[Retriever, dict, int, str], list[SearchResponse]]  # rankings after each round
     aliases: tuple[str, ...] = ()  # older names of the mode in query files

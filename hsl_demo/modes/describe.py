@@ -152,6 +152,6 @@ def rank(retriever: Retriever, query: dict, k: int, variant: str) -> list[Search
 MODE = register(Mode(
     name="describe", title="Describe", head="hsl", head_class=lambda: HSLHead,
     head_summary="HSL re-ranking head (hierarchical similarity over levels and object/image granularity)",
-    variants=HSL_VARIANTS, breakdown=lambda: HslBreakdown, chart="hsl_chart", validate=validate, rank=rank,
+    variants=HSL_VARIANTS, breakdown=lambda: HslBreakdown, validate=validate, rank=rank,
     aliases=("text",),
 ))

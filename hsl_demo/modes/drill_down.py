@@ -249,7 +249,7 @@ def rank(retriever: Retriever, query: dict, k: int, variant: str) -> list[Search
 MODE = register(Mode(
     name="drill-down", title="Drill down", head="hmrn", head_class=lambda: HMRNHead,
     head_summary="HMRN drill-down head (multi-round region queries: local, global, reasoning)",
-    variants=HMRN_VARIANTS, breakdown=lambda: DrillDownBreakdown, chart="drill_chart", validate=validate,
+    variants=HMRN_VARIANTS, breakdown=lambda: DrillDownBreakdown, validate=validate,
     rank=rank, aliases=("multi",), in_rounds=True, precheck=check_rounds,
     default_for=lambda retriever: retriever.hmrn_variant,
 ))

@@ -87,6 +87,6 @@ def mean_text_weight(queries: list[dict], rankings: list[list[SearchResponse]]) 
 MODE = register(Mode(
     name="modify", title="Modify", head="composed", head_class=lambda: ComposedHead,
     head_summary="composed-query head (reference image + modification text, adaptive weights)",
-    variants=COMPOSED_VARIANTS, breakdown=lambda: ComposedBreakdown, chart="composed_chart", validate=validate,
+    variants=COMPOSED_VARIANTS, breakdown=lambda: ComposedBreakdown, validate=validate,
     rank=rank, aliases=("composed",), metrics=mean_text_weight,
 ))
