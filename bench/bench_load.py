@@ -10,12 +10,14 @@ for the matplotlib charts the app drew before) in a subprocess on a free port of
 stopped at the end; nothing else is contacted.
 
 The client is light, so that it is not what limits the figures: one asyncio loop in one
-thread speaks Gradio's queue protocol over plain HTTP (POST /gradio_api/queue/join, then the
-server-sent events of /gradio_api/queue/data) with httpx, one session hash per user (so each
-user keeps its own drill-down rounds). Each user sends, back to back, a mix of /describe,
-/modify (a catalog reference and a change) and /drill_add (one product of a look per round;
-/drill_reset after four rounds), then fetches the result thumbnails it has not fetched yet, as
-a browser with a cache would; a request's latency runs from its send to its last thumbnail.
+thread speaks Gradio's queue protocol over plain HTTP/1.1 on asyncio streams (POST
+/gradio_api/queue/join, then the server-sent events of /gradio_api/queue/data), one session
+hash and one keep-alive connection per user (so each user keeps its own drill-down rounds).
+Each user sends, `--think` seconds apart on average (default 1; 0: back to back), a mix of /describe, /modify (a
+catalog reference and a change) and /drill_add (one product of a look per round;
+/drill_reset after four rounds), then fetches the result thumbnails it has not fetched yet,
+one after the other, as a browser with a cache would; a request's latency runs from its send
+to its last thumbnail.
 An error: a failed request, an error event, an empty gallery or a thumbnail that does not load.
 Both sides' CPU seconds are printed, so a reader sees which one was the limit.
 """
@@ -38,6 +40,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -144,11 +147,94 @@ class Load:
                 self.error_samples.append(f"{endpoint}: {error}")
 
 
+class Http:
+    """A minimal HTTP/1.1 client on asyncio streams, for 127.0.0.1: one keep-alive connection
+    for requests, a fresh one per event stream. (httpx, tried first, cost the client about
+    30 ms of CPU a request, a third of what the server spends on it, on the same 2 cores.)"""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def _send(self, writer: asyncio.StreamWriter, method: str, path: str, body: bytes | None) -> None:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        writer.write(head.encode() + b"\r\n" + (body or b""))
+        await writer.drain()
+
+    @staticmethod
+    async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+        status = int((await reader.readline()).split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: reconnect once
+            if self.conn is None:
+                self.conn = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self.conn
+            try:
+                await self._send(writer, method, path, body)
+                status, headers = await self._head(reader)
+                break
+            except (ConnectionError, IndexError, ValueError):
+                self.close()
+                if attempt:
+                    raise
+        if headers.get("transfer-encoding") == "chunked":
+            data = b"".join([chunk async for chunk in self._chunks(reader)])
+        else:
+            data = await reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, data
+
+    @staticmethod
+    async def _chunks(reader: asyncio.StreamReader):
+        while size := int((await reader.readline()).strip() or b"0", 16):
+            yield await reader.readexactly(size)
+            await reader.readline()
+        await reader.readline()
+
+    async def events(self, path: str):
+        """The `data:` payloads of a server-sent event stream, on a connection of its own."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            await self._send(writer, "GET", path, None)
+            status, headers = await self._head(reader)
+            if status != 200:
+                raise RuntimeError(f"{path}: HTTP {status}")
+            chunks = self._chunks(reader) if headers.get("transfer-encoding") == "chunked" else None
+            buffer = b""
+            while True:
+                piece = await chunks.__anext__() if chunks else await reader.read(65536)
+                if not piece:
+                    return
+                buffer += piece
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.startswith(b"data:"):
+                        yield line[5:]
+        except StopAsyncIteration:
+            return
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+            self.conn = None
+
+
 class QueueClient:
     """One visitor: a session hash, Gradio's queue protocol, and a browser's image cache."""
 
-    def __init__(self, http, base: str, fn_index: dict[str, int]):
-        self.http, self.base, self.fn_index = http, base, fn_index
+    def __init__(self, http: Http, fn_index: dict[str, int]):
+        self.http, self.fn_index = http, fn_index
         self.session = uuid.uuid4().hex[:11]
         self.fetched: set[str] = set()
 
@@ -156,34 +242,38 @@ class QueueClient:
         """The outputs of one event; an error event raises RuntimeError."""
         body = {"data": data, "fn_index": self.fn_index[endpoint], "session_hash": self.session,
                 "event_data": None, "trigger_id": None}
-        joined = await self.http.post(f"{self.base}gradio_api/queue/join", json=body)
-        joined.raise_for_status()
-        event_id = joined.json()["event_id"]
-        async with self.http.stream("GET", f"{self.base}gradio_api/queue/data",
-                                    params={"session_hash": self.session}) as stream:
-            async for line in stream.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                if message.get("event_id") != event_id or message.get("msg") != "process_completed":
-                    continue
-                if not message.get("success"):
-                    raise RuntimeError(str((message.get("output") or {}).get("error"))[:200])
-                return message["output"]["data"]
+        status, reply = await self.http.request("POST", "/gradio_api/queue/join", json.dumps(body).encode())
+        if status != 200:
+            raise RuntimeError(f"queue/join: HTTP {status}: {reply[:200]!r}")
+        event_id = json.loads(reply)["event_id"]
+        async for payload in self.http.events(f"/gradio_api/queue/data?session_hash={self.session}"):
+            message = json.loads(payload)
+            if message.get("event_id") != event_id or message.get("msg") != "process_completed":
+                continue
+            if not message.get("success"):
+                raise RuntimeError(str((message.get("output") or {}).get("error"))[:200])
+            return message["output"]["data"]
         raise RuntimeError("the event stream closed before the result")
 
     async def fetch_images(self, gallery: list) -> int:
         """Fetch the gallery's images this visitor has not fetched yet; how many were fetched."""
-        urls = [item["image"]["url"] for item in gallery if item["image"]["url"] not in self.fetched]
-        replies = await asyncio.gather(*(self.http.get(url) for url in urls))
-        for url, reply in zip(urls, replies):
-            if reply.status_code != 200 or not reply.content:
-                raise RuntimeError(f"thumbnail {url[-40:]}: HTTP {reply.status_code}")
+        fetched = 0
+        for item in gallery:
+            url = item["image"]["url"]
+            if url in self.fetched:
+                continue
+            status, content = await self.http.request("GET", urlsplit(url).path + (
+                "?" + urlsplit(url).query if urlsplit(url).query else ""))
+            if status != 200 or not content:
+                raise RuntimeError(f"thumbnail {url[-40:]}: HTTP {status}")
             self.fetched.add(url)
-        return len(urls)
+            fetched += 1
+        return fetched
 
 
-async def user(client: QueueClient, seed: int, load: Load, request_timeout: float) -> None:
+async def user(client: QueueClient, seed: int, load: Load, request_timeout: float, think: float = 0.0) -> None:
+    """Requests back to back, `think` seconds apart on average (0.5x to 1.5x: a visitor looks at
+    the results before the next search)."""
     rng = random.Random(seed)
     names, weights = zip(*MIX, strict=True)
     look: list[str] = []  # the drill-down queries still to send for this look
@@ -211,6 +301,8 @@ async def user(client: QueueClient, seed: int, load: Load, request_timeout: floa
         except Exception as e:  # noqa: BLE001 - every failure is counted, the load goes on
             error = f"{type(e).__name__}: {str(e)[:200]}"
         load.record(endpoint, (time.perf_counter() - start) * 1000, error)
+        if think:
+            await asyncio.sleep(think * rng.uniform(0.5, 1.5))
 
 
 def fn_indices(base: str) -> dict[str, int]:
@@ -221,24 +313,26 @@ def fn_indices(base: str) -> dict[str, int]:
 
 
 async def drive(base: str, users: int, seconds: float, max_requests: int, request_timeout: float,
-                on_tick=None) -> tuple[Load, float]:
+                on_tick=None, think: float = 0.0) -> tuple[Load, float]:
     """`users` visitors for `seconds`; (what was measured, the seconds it took with the requests
     in flight at the end). `on_tick(elapsed)` is called every few seconds (the soak's RSS)."""
-    import httpx
-
     indices = fn_indices(base)
-    limits = httpx.Limits(max_connections=users * 4, max_keepalive_connections=users * 4)
-    async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as http:
+    where = urlsplit(base)
+    https = [Http(where.hostname, where.port) for _ in range(users)]  # a connection per visitor, as a browser
+    try:
         start = time.monotonic()
         load = Load(deadline=start + seconds, max_requests=max_requests)
-        clients = [QueueClient(http, base, indices) for _ in range(users)]
-        tasks = [asyncio.create_task(user(c, i, load, request_timeout)) for i, c in enumerate(clients)]
+        clients = [QueueClient(http, indices) for http in https]
+        tasks = [asyncio.create_task(user(c, i, load, request_timeout, think)) for i, c in enumerate(clients)]
         if on_tick is not None:
             while not all(t.done() for t in tasks):
                 await asyncio.sleep(5)
                 on_tick(time.monotonic() - start)
         await asyncio.gather(*tasks)
         return load, time.monotonic() - start
+    finally:
+        for http in https:
+            http.close()
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -259,7 +353,8 @@ def run_mode(charts: str, args) -> dict:
         asyncio.run(drive(base, 2, 3, 40, args.request_timeout))  # warm-up: first calls, first thumbnails
         server_cpu, client_cpu = cpu_seconds(proc.pid), client_cpu_seconds()
         print(f"[{charts}] {args.users} users for {args.seconds:g} s ...", file=sys.stderr)
-        load, elapsed = asyncio.run(drive(base, args.users, args.seconds, args.max_requests, args.request_timeout))
+        load, elapsed = asyncio.run(drive(base, args.users, args.seconds, args.max_requests, args.request_timeout,
+                                          think=args.think))
         server_cpu, client_cpu = cpu_seconds(proc.pid) - server_cpu, client_cpu_seconds() - client_cpu
         rss = rss_mb(proc.pid)
     finally:
@@ -284,7 +379,8 @@ def soak(args) -> dict:
     try:
         print(f"soak: {args.soak_users} users for {args.soak_seconds:g} s ...", file=sys.stderr)
         load, elapsed = asyncio.run(drive(base, args.soak_users, args.soak_seconds, 10**9, args.request_timeout,
-                                          on_tick=lambda t: samples.append((t, rss_mb(proc.pid)))))
+                                          on_tick=lambda t: samples.append((t, rss_mb(proc.pid))),
+                                          think=args.think))
     finally:
         stop_app(proc)
     warm = [rss for t, rss in samples if t >= args.soak_warmup]
@@ -299,7 +395,8 @@ def soak(args) -> dict:
 def print_load(report: dict, args) -> bool:
     """The side-by-side table and the targets; True when the native charts meet them."""
     modes = report["modes"]
-    print(f"load: {args.users} users, {args.seconds:g} s, app concurrency {args.concurrency}, "
+    print(f"load: {args.users} users, {args.seconds:g} s, {args.think:g} s between a visitor's searches on average, "
+          f"app concurrency {args.concurrency}, "
           f"{os.cpu_count()} CPUs; latency as a visitor sees it (queue, search, thumbnails), ms")
     print("| charts | endpoint | requests | errors | req/s | p50 | p95 | max |")
     print("|---|---|---|---|---|---|---|---|")
@@ -341,6 +438,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="how long the load lasts (default 30)")
     parser.add_argument("--charts", choices=("native", "png"), default=None,
                         help="one chart mode only (default: both, side by side)")
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="seconds a visitor looks at the results before the next search, on average "
+                        "(default 1; 0: back to back, what the server can do at most)")
     parser.add_argument("--max-requests", type=int, default=20_000, help="stop after this many requests")
     parser.add_argument("--concurrency", type=int, default=4, help="the app's --concurrency (default 4, as app.py)")
     parser.add_argument("--model", default=None, help="the app's --model (default: the shipped demo model)")

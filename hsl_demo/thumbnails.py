@@ -9,8 +9,10 @@ its photos' thumbnails (and a catalog entry that points at a non-image serves a 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
+import threading
 import weakref
 from collections import deque
 from pathlib import Path
@@ -68,13 +70,13 @@ class Thumbnails:
 
     @staticmethod
     def _key(image: str | Path, extra: str = "") -> str:
-        image = Path(image)
+        path = os.path.abspath(image)  # not resolve(): a link to a photo may have a thumbnail of its own
         try:
-            stat = image.stat()
+            stat = os.stat(path)
             version = f"{stat.st_mtime_ns}:{stat.st_size}"
         except OSError:
             version = "missing"
-        return hashlib.sha256(f"{image.resolve()}|{version}|{extra}".encode()).hexdigest()[:32]
+        return hashlib.sha256(f"{path}|{version}|{extra}".encode()).hexdigest()[:32]
 
     def _thumbnail(self, image: str | Path) -> tuple[Image.Image, tuple[int, int]]:
         """The photo reduced to `side`, and the size of the photo it came from (in which region
@@ -113,18 +115,35 @@ def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, in
     return left + col * cell, top + row * cell, left + (col + 1) * cell, top + (row + 1) * cell
 
 
+_labels = threading.local()  # per thread: PIL's FreeType faces are not safe to share between threads
+
+
+def _label_tag(label: str, size: int, colour: str) -> Image.Image:
+    """The label on its coloured tag, rendered once per thread (text rendering is most of the
+    cost of marking a thumbnail)."""
+    cache = _labels.__dict__.setdefault("tags", {})
+    key = (label, size, colour)
+    if key not in cache:
+        if len(cache) > 2048:
+            cache.clear()
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = font.getbbox(label)
+        tag = Image.new("RGB", (right - left + 4, bottom - top + 4), colour)
+        ImageDraw.Draw(tag).text((2 - left, 2 - top), label, fill="black", font=font)
+        cache[key] = tag
+    return cache[key]
+
+
 def draw_marks(thumb: Image.Image, source_size: tuple[int, int], marks: list[RegionMark]) -> Image.Image:
     """A copy of `thumb` with each mark as a coloured box and its label on a tag above it."""
     out = thumb.convert("RGB")
     draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=max(8, out.width // 22))
     for i, mark in enumerate(marks):
         colour = MARK_COLOURS[i % len(MARK_COLOURS)]
         x0, y0, x1, y1 = mark_box(mark, out.size, source_size)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=max(2, out.width // 100))
-        left, top, right, bottom = draw.textbbox((0, 0), mark.label, font=font)
-        tag_y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y0
-        tag_x = min(max(x0, 0), max(out.width - (right - left) - 4, 0))
-        draw.rectangle((tag_x, tag_y, tag_x + right - left + 4, tag_y + bottom - top + 4), fill=colour)
-        draw.text((tag_x + 2 - left, tag_y + 2 - top), mark.label, fill="black", font=font)
+        tag = _label_tag(mark.label, max(8, out.width // 22), colour)
+        tag_y = y0 - tag.height if y0 - tag.height >= 0 else y0
+        tag_x = min(max(x0, 0), max(out.width - tag.width, 0))
+        out.paste(tag, (round(tag_x), round(tag_y)))
     return out

@@ -406,6 +406,10 @@ def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurr
     if not isinstance(models, AppModels):
         models = AppModels.of(models, looks)
     thumbnails = Thumbnails()
+    # Served as they are, not copied into Gradio's cache per request: every file in the folder
+    # is one the app wrote. (Gradio keeps one such list per process: the last app served wins;
+    # an earlier one's thumbnails are then copied, as any allowed file is.)
+    gr.set_static_paths([thumbnails.folder])
     demo = build_demo(models, thumbnails, charts)
     launch.setdefault("prevent_thread_lock", not block)
     demo.queue(default_concurrency_limit=max(1, concurrency)).launch(

@@ -53,9 +53,10 @@ class HslBreakdown:
         return cls(Term(similarity, 1.0), [], similarity)
 
     @classmethod
-    def of_terms(cls, head: HSLHead, terms: list[float]) -> HslBreakdown:
-        """From one item's (1 + 2L) term similarities, in `head.term_names()` order."""
-        weights = head.weights.tolist()
+    def of_terms(cls, head: HSLHead, terms: list[float], weights: list[float] | None = None) -> HslBreakdown:
+        """From one item's (1 + 2L) term similarities, in `head.term_names()` order (`weights`:
+        the head's, when the caller has them already)."""
+        weights = weights if weights is not None else head.weights.tolist()
         levels = [{g: Term(terms[1 + 2 * lv + i], weights[1 + 2 * lv + i]) for i, g in enumerate(GRANULARITIES)}
                   for lv in range(head.levels)]
         return cls(Term(terms[0], weights[0]), levels, sum(s * w for s, w in zip(terms, weights)))
@@ -134,7 +135,8 @@ def search(retriever: Retriever, text: str, k: int, variant: str) -> SearchRespo
     terms = head.similarities(query, side, torch.from_numpy(scores)[None])[0]  # (n, terms)
     final = head.combine(terms, variant)
     order = torch.argsort(final, descending=True, stable=True)[:k]
-    breakdowns = [HslBreakdown.of_terms(head, row) for row in terms[order].tolist()]
+    weights = head.weights.tolist()
+    breakdowns = [HslBreakdown.of_terms(head, row, weights) for row in terms[order].tolist()]
     top = ImageSide(side.objects[order], side.pooled[order], side.mask[order])
     marks = [[(region, BEST_REGION)] for region in head.best_regions(query, top)[0].tolist()]
     return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns, marks), notices)
