@@ -10,7 +10,7 @@ explanations as static figures: README, reports, `--charts png`). Each returns a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -42,15 +42,23 @@ class ChartSpec:
     x_title: str
     y_title: str
     tooltip: tuple[str, ...]
-    x_label_angle: float = 0
-    y_lim: tuple[float | None, float | None] | None = None
+    sort: tuple[str, ...] | None = None  # the order of the x values
+    color_map: tuple[tuple[str, str], ...] | None = None  # (color value, colour)
+
+
+# Updates carry the rows alone: Gradio 6 keeps drawing a native plot's old rows when an update
+# also sets its look (sort, colours, limits), so the look is fixed here, for every ranking.
+MAX_RANK = 50  # the app's largest k
+RESULT_ORDER = tuple(label for n in range(1, MAX_RANK + 1) for label in (f"#{n}", f"{SELECTED}#{n}"))
+ROUND_ORDER = tuple(f"round {n}" for n in range(1, MAX_RANK + 1))
+DRILL_TERMS = ("local", "global", "reasoning")
 
 
 SPECS = {
     "hsl_chart": ChartSpec(
         "bar", "result", "contribution", "term",
         "Why they ranked: each HSL term's weight × similarity (a bar adds up to the final score)",
-        "result", "weight × similarity", ("title", "similarity", "weight", "final")),
+        "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER),
     "composed_chart": ChartSpec(
         "scatter", "similarity to the reference image", "similarity to the text", "result",
         "Each result: image side vs text side", "similarity to the reference image (cosine)",
@@ -58,24 +66,22 @@ SPECS = {
     "drill_chart": ChartSpec(
         "bar", "result", "contribution", "term",
         "Scores of this round: local, global, reasoning, weight × similarity (a bar adds up to the final score)",
-        "result", "weight × similarity", ("title", "similarity", "weight", "final")),
+        "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER,
+        color_map=tuple((term, COLORS[term]) for term in DRILL_TERMS)),
     "rank_chart": ChartSpec(
         "line", "round", "rank", "result",
-        "Rank of the current top results after each round (no point: not among that round's candidates)",
-        "round", "rank", ("title", "query")),
+        "Rank of the current top results after each round (1 is the best; no point: not among that round's "
+        "candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER),
 }
 
 
 @dataclass
 class ChartUpdate:
-    """A chart's rows and the parts of its look that depend on them (colours, title, order)."""
+    """A chart's rows, and its title when it tells something about them."""
 
     name: str
     frame: pd.DataFrame
     title: str | None = None
-    color_map: dict[str, str] = field(default_factory=dict)
-    x_order: list[str] | None = None
-    y_lim: tuple[float | None, float | None] | None = None
 
 
 def shown(results: Sequence, selected: int | None = None, top: int = TOP) -> tuple[list, int | None]:
@@ -97,23 +103,19 @@ def component(name: str, **kwargs):
     plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[spec.kind]
     kwargs = {"label": spec.title, "show_label": True, **kwargs}
     return plot(x=spec.x, y=spec.y, color=spec.color, x_title=spec.x_title, y_title=spec.y_title,
-                tooltip=[spec.x, spec.y, spec.color, *spec.tooltip], x_label_angle=spec.x_label_angle,
-                **kwargs)
+                tooltip=[spec.x, spec.y, spec.color, *spec.tooltip],
+                sort=list(spec.sort) if spec.sort else None,
+                color_map=dict(spec.color_map) if spec.color_map else None, **kwargs)
 
 
 def as_update(chart: ChartUpdate):
-    """The component update that shows `chart` (its rows, and the look that depends on them)."""
+    """What a handler returns to show `chart`: its rows (and its title, when it has one)."""
     import gradio as gr
 
-    spec = SPECS[chart.name]
-    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[spec.kind]
-    extra = {}
-    if chart.x_order is not None:
-        extra["sort"] = chart.x_order
-    y_lim = chart.y_lim or spec.y_lim
-    if y_lim is not None:
-        extra["y_lim"] = list(y_lim)
-    return plot(value=chart.frame, label=chart.title or spec.title, color_map=chart.color_map or None, **extra)
+    if chart.title is None:
+        return chart.frame
+    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[SPECS[chart.name].kind]
+    return plot(value=chart.frame, label=chart.title)
 
 
 def _labels(results: Sequence, highlight: int | None) -> list[str]:
@@ -123,19 +125,18 @@ def _labels(results: Sequence, highlight: int | None) -> list[str]:
 
 
 def _contributions(name: str, results: Sequence, highlight: int | None,
-                   terms: list[tuple[str, str, list[tuple[float, float]]]]) -> ChartUpdate:
+                   terms: list[tuple[str, list[tuple[float, float]]]]) -> ChartUpdate:
     """A stacked bar per result, one segment per term: weight × similarity, so the segments of
-    a bar add up to its final score. `terms`: (legend name, colour, [(similarity, weight) per
-    result])."""
+    a bar add up to its final score. `terms`: (name, [(similarity, weight) per result])."""
     labels = _labels(results, highlight)
     rows = []
-    for term, _, values in terms:
+    for term, values in terms:
         for label, result, (similarity, weight) in zip(labels, results, values):
             rows.append({"result": label, "term": term, "contribution": round(similarity * weight, 4),
                          "title": result.title, "similarity": round(similarity, 4), "weight": round(weight, 3),
                          "final": round(result.breakdown.final, 4)})
     frame = pd.DataFrame(rows, columns=["result", "term", "contribution", "title", "similarity", "weight", "final"])
-    return ChartUpdate(name, frame, color_map={term: colour for term, colour, _ in terms}, x_order=labels)
+    return ChartUpdate(name, frame)
 
 
 def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
@@ -145,24 +146,13 @@ def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
     results = list(results)
     if not results:
         return _contributions("hsl_chart", [], None, [])
-    first = results[0].breakdown
-    terms = [(f"global (w {first.global_.weight:.2f})", COLORS["global"],
-              [(r.breakdown.global_.similarity, r.breakdown.global_.weight) for r in results])]
-    for n, level in enumerate(first.levels, 1):
-        for granularity, term in level.items():
-            terms.append((f"level{n} · {granularity} (w {term.weight:.2f})", _level_colour(n, granularity),
-                          [(r.breakdown.levels[n - 1][granularity].similarity,
-                            r.breakdown.levels[n - 1][granularity].weight) for r in results]))
+    terms = [("global", [(r.breakdown.global_.similarity, r.breakdown.global_.weight) for r in results])]
+    for n, level in enumerate(results[0].breakdown.levels, 1):
+        for granularity in level:
+            terms.append((f"level{n} · {granularity}", [(r.breakdown.levels[n - 1][granularity].similarity,
+                                                         r.breakdown.levels[n - 1][granularity].weight)
+                                                        for r in results]))
     return _contributions("hsl_chart", results, highlight, terms)
-
-
-def _level_colour(level: int, granularity: str) -> str:
-    colour = COLORS.get(f"level{level}", COLORS["level4"])
-    if granularity == "object":
-        return colour
-    # image granularity: the level's colour, lighter (bars cannot be hatched in the browser)
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
-    return "#{:02x}{:02x}{:02x}".format(*(c + (255 - c) // 2 for c in (r, g, b)))
 
 
 def composed_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
@@ -188,13 +178,9 @@ def drill_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
     """Drill down: the local, global and reasoning contributions to each result's final score
     this round (weight × similarity; the reasoning weight grows with the round)."""
     results = list(results)
-    if not results:
-        return _contributions("drill_chart", [], None, [])
-    first = results[0].breakdown
     parts = {"local": lambda b: b.local, "global": lambda b: b.global_, "reasoning": lambda b: b.reasoning}
-    terms = [(f"{name} (w {part(first).weight:.2f})", COLORS[name],
-              [(part(r.breakdown).similarity, part(r.breakdown).weight) for r in results])
-             for name, part in parts.items()]
+    terms = [(name, [(parts[name](r.breakdown).similarity, parts[name](r.breakdown).weight) for r in results])
+             for name in DRILL_TERMS] if results else []
     return _contributions("drill_chart", results, highlight, terms)
 
 
@@ -212,6 +198,4 @@ def rank_chart(results: Sequence, highlight: int | None = None, queries: Sequenc
             if rank is not None:
                 rows.append({"round": names[n - 1], "rank": rank, "result": label, "title": r.title,
                              "query": queries[n - 1] if n <= len(queries) else ""})
-    frame = pd.DataFrame(rows, columns=["round", "rank", "result", "title", "query"])
-    worst = int(frame["rank"].max()) if len(frame) else 1
-    return ChartUpdate("rank_chart", frame, x_order=names, y_lim=(worst + 0.5, 0.5))  # reversed: rank 1 on top
+    return ChartUpdate("rank_chart", pd.DataFrame(rows, columns=["round", "rank", "result", "title", "query"]))

@@ -115,23 +115,26 @@ def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, in
     return left + col * cell, top + row * cell, left + (col + 1) * cell, top + (row + 1) * cell
 
 
-_labels = threading.local()  # per thread: PIL's FreeType faces are not safe to share between threads
+_fonts = threading.local()  # per thread: PIL's FreeType faces are not safe to share between threads
+_tags: dict[tuple[str, int, str], Image.Image] = {}  # read-only once made: shared by every thread
+MAX_TAGS = 4096
 
 
 def _label_tag(label: str, size: int, colour: str) -> Image.Image:
-    """The label on its coloured tag, rendered once per thread (text rendering is most of the
-    cost of marking a thumbnail)."""
-    cache = _labels.__dict__.setdefault("tags", {})
+    """The label on its coloured tag, rendered once (text rendering is most of the cost of
+    marking a thumbnail). Two threads may render the same tag at once; either result is kept."""
     key = (label, size, colour)
-    if key not in cache:
-        if len(cache) > 2048:
-            cache.clear()
-        font = ImageFont.load_default(size=size)
+    tag = _tags.get(key)
+    if tag is None:
+        fonts = _fonts.__dict__.setdefault("by_size", {})
+        font = fonts.get(size) or fonts.setdefault(size, ImageFont.load_default(size=size))
         left, top, right, bottom = font.getbbox(label)
         tag = Image.new("RGB", (right - left + 4, bottom - top + 4), colour)
         ImageDraw.Draw(tag).text((2 - left, 2 - top), label, fill="black", font=font)
-        cache[key] = tag
-    return cache[key]
+        if len(_tags) >= MAX_TAGS:
+            _tags.clear()
+        _tags[key] = tag
+    return tag
 
 
 def draw_marks(thumb: Image.Image, source_size: tuple[int, int], marks: list[RegionMark]) -> Image.Image:

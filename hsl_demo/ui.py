@@ -453,8 +453,9 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                     k = results_slider(scale=1)
                 search = gr.Button("Search", variant="primary", elem_id="describe-search")
                 gr.Examples(EXAMPLES, inputs=[text])
-                gr.Markdown("<small>The box on each photo: the region that matched the description best. "
-                            "Click a result to highlight it in the chart.</small>")
+                gr.Markdown("<small>The box on each photo: the region the HSL object term matched best (what that "
+                            "term looks at; the chart shows how much it counts). Click a result to highlight it in "
+                            "the chart.</small>")
                 gallery = _results_gallery("describe-gallery")
                 chart = renderer.component(DESCRIBE.chart, elem_id="describe-chart")
                 with gr.Accordion("Scores as a table: similarity × weight per level and granularity", open=False):

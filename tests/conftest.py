@@ -63,6 +63,17 @@ def small_images(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """`hsl-demo serve` sets one torch thread for its whole (server) process; a test that runs
+    it in this process must not change the threads of the tests after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def launch_demo(backbone):
     """The app as app.py builds it (one backbone, a products and a looks Retriever), served
     over real HTTP on 127.0.0.1 in this process: (demo, products, looks). Close it after."""

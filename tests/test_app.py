@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
+from hsl_demo import charts
 from hsl_demo.thumbnails import Thumbnails
 from hsl_demo.ui import AppModels, ChartRenderer, Handlers, LinkSearch
 
@@ -65,7 +66,7 @@ def test_describe_endpoint_returns_ranked_products(served):
     assert sum("Green dotted scarf" in c for c in captions(gallery)[:3]) == 2
     assert " · 0." in captions(gallery)[0]  # "#rank title · score"
     # the chart goes as rows for the browser to draw: one stacked bar segment per result and term
-    plot = chart["value"]
+    plot = chart  # the plot's rows alone: its look is fixed when the page is built
     assert plot["mark"] == "bar" and plot["columns"][:3] == ["result", "term", "contribution"]
     rows = [dict(zip(plot["columns"], row)) for row in plot["data"]]
     assert {r["result"] for r in rows} == {"#1", "#2", "#3", "#4", "#5"}
@@ -156,9 +157,10 @@ def test_drill_down_rounds_accumulate_within_a_session(served):
     gallery, rounds, scores, moves, link = client.predict("white sneakers", api_name="/drill_add")
     assert "1. a red handbag" in rounds and "2. white sneakers" in rounds and "(2 of at most" in rounds
     assert captions(gallery)[0].startswith("#1 Look")
-    assert scores["value"]["mark"] == "bar" and moves["value"]["mark"] == "line"
-    moved = [dict(zip(moves["value"]["columns"], row)) for row in moves["value"]["data"]]
-    assert {m["round"] for m in moved} == {"round 1", "round 2"} and moves["sort"] == ["round 1", "round 2"]
+    assert scores["mark"] == "bar" and moves["mark"] == "line"
+    moved = [dict(zip(moves["columns"], row)) for row in moves["data"]]
+    assert {m["round"] for m in moved} == {"round 1", "round 2"}
+    assert {m["query"] for m in moved if m["round"] == "round 2"} == {"white sneakers"}
     assert link.endswith("/?rounds=a+red+handbag%7Cwhite+sneakers")
     # undo drops the last round, reset all of them
     _, rounds, _, _, link = client.predict(api_name="/drill_undo")
@@ -211,14 +213,15 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     # clicking result #2 makes it the reference: the next search starts from its id
     ref_id, photo, chart = h.use_result(results, select(1))
     assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image)
-    assert "▶ #2" in chart.value["data"][1]  # highlighted in the chart
+    value = chart.value  # the rows, with the query's weights in the title
+    assert [row[value["columns"].index("result")] for row in value["data"]][1] == "▶ #2"  # highlighted
     assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
     _, _, _, found, _ = h.describe("green dotted scarf", 12)
     chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
-    assert chart.value["data"][-1][0] == "▶ #11" and chart.sort[-1] == "▶ #11"
+    assert chart["result"].iloc[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER
     *_, session = h.drill_add("a red handbag", None)
     scores, moves = h.drill_select(session, select(0))
-    assert scores.value["data"][0][0] == "▶ #1" and any(row[2] == "▶ #1" for row in moves.value["data"])
+    assert scores["result"].iloc[0] == "▶ #1" and "▶ #1" in set(moves["result"])
 
 
 def test_png_charts_are_the_matplotlib_figures(served):
@@ -337,3 +340,19 @@ def test_app_py_is_hsl_demo_serve():
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hsl-demo: error: ") and "/no/such/looks" in lines[0]
+
+
+def test_the_load_bench_client_speaks_the_queue_protocol(served):
+    """bench/bench_load.py's light client against the served app: every request answered, the
+    drill-down rounds kept per visitor, the thumbnails fetched."""
+    import asyncio
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "bench_load.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_load"] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    load, seconds = asyncio.run(bench.drive(served[0].local_url, users=2, seconds=3, max_requests=12,
+                                            request_timeout=60))
+    assert load.error_samples == [] and sum(len(v) for v in load.latency.values()) == 12
+    assert load.images > 0 and set(load.latency) >= {"describe"}

@@ -60,8 +60,10 @@ MARK_PIXELS_JS = """async ([sel, index, rgb]) => {
         if (Math.abs(px[i] - rgb[0]) + Math.abs(px[i + 1] - rgb[1]) + Math.abs(px[i + 2] - rgb[2]) < 60) n++;
     return n;
 }"""
-CHART_SOURCE_JS = """sel => [...document.querySelectorAll(sel + ' canvas')].map(c => c.toDataURL().length).join(' ')
-    + [...document.querySelectorAll(sel + ' svg')].map(e => e.outerHTML.length).join(' ')"""
+# What a native plot has drawn: the data of each of its marks (Vega's aria-label of each bar,
+# point or line: "result: #1; term: global; title: Green dotted scarf; ...").
+CHART_MARKS_JS = """sel => [...document.querySelectorAll(sel + ' .vega-embed [aria-label]')]
+    .map(e => e.getAttribute('aria-label')).filter(l => l.includes(': ')).join('\\n')"""
 IMAGE_SOURCES_JS = "sel => [...document.querySelectorAll(sel + ' img')].map(i => i.src)"
 
 
@@ -112,8 +114,14 @@ def wait_images(page, sel: str, n: int) -> None:
     page.wait_for_function(f"([sel, n]) => ({LOADED_IMAGES_JS})(sel) >= n", arg=[sel, n], timeout=TIMEOUT_MS)
 
 
-def wait_chart(page, sel: str) -> None:
+def wait_chart(page, sel: str, showing: str | None = None) -> str:
+    """Wait until the chart is drawn (and, with `showing`, until one of its marks' data holds
+    that text: the current ranking's, not the previous one's); the marks' data."""
     page.wait_for_function(CHART_DRAWN_JS, arg=sel, timeout=TIMEOUT_MS)
+    if showing is not None:
+        page.wait_for_function(f"([sel, text]) => ({CHART_MARKS_JS})(sel).includes(text)", arg=[sel, showing],
+                               timeout=TIMEOUT_MS)
+    return page.evaluate(CHART_MARKS_JS, sel)
 
 
 def first_caption(page, gallery: str) -> str:
@@ -163,7 +171,8 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     page.locator("#describe-search").click()
     wait_images(page, "#describe-gallery", 12)
     assert first_caption(page, "#describe-gallery").startswith("#1 Green dotted")
-    wait_chart(page, "#describe-chart")
+    drawn = wait_chart(page, "#describe-chart", showing="title: Green dotted")
+    assert "level1 · image" in drawn and "weight × similarity: " in drawn
     # the region mark on the #1 result: its box and tag, in the first mark colour (no such pink in
     # a green dotted scarf photo)
     assert page.evaluate(MARK_PIXELS_JS, ["#describe-gallery", 0, rgb(MARK_COLOURS[0])]) > 50
@@ -179,7 +188,7 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     wait_images(page, "#modify-gallery", 12)
     top = first_caption(page, "#modify-gallery")
     assert "Blue" in top, top
-    wait_chart(page, "#modify-chart")
+    wait_chart(page, "#modify-chart", showing="title: " + top.split(" ", 1)[1].split(" · ")[0])
     screenshot(page, shots_dir, "modify", "#modify-chart")
 
     # Drill down: two rounds; the rounds list grows, the gallery and both charts follow.
@@ -190,16 +199,14 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
         page.locator("#drill-add").click()
         page.locator("#drill-rounds").get_by_text(f"({n} of at most").wait_for(timeout=TIMEOUT_MS)
         wait_images(page, "#drill-gallery", 12)
-        first_caption(page, "#drill-gallery")
-        for chart in ("#drill-scores", "#drill-moves"):
-            wait_chart(page, chart)
-        seen.append((page.evaluate(IMAGE_SOURCES_JS, "#drill-gallery"),
-                     page.evaluate(CHART_SOURCE_JS, "#drill-scores"), page.evaluate(CHART_SOURCE_JS, "#drill-moves")))
+        top_title = first_caption(page, "#drill-gallery").split(" ", 1)[1].split(" · ")[0]
+        wait_chart(page, "#drill-scores", showing=f"title: {top_title}")
+        moves = wait_chart(page, "#drill-moves", showing=f"query: {text}")  # this round's ranks are drawn
+        seen.append(page.evaluate(IMAGE_SOURCES_JS, "#drill-gallery"))
     rounds = page.locator("#drill-rounds").inner_text()
     assert "a red handbag" in rounds and "white sneakers" in rounds, rounds
-    (gallery1, scores1, moves1), (gallery2, scores2, moves2) = seen
-    assert gallery1 != gallery2, "the gallery did not change with the second round"
-    assert scores1 != scores2 and moves1 != moves2, "the charts did not change with the second round"
+    assert seen[0] != seen[1], "the gallery did not change with the second round"
+    assert "round: round 1" in moves and "round: round 2" in moves
     # both rounds' marks on the #1 look (a red handbag, white sneakers): one box per query colour
     marks = [page.evaluate(MARK_PIXELS_JS, ["#drill-gallery", 0, rgb(c)]) for c in MARK_COLOURS[:2]]
     assert min(marks) > 50, marks
@@ -219,8 +226,10 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     page.wait_for_function(f"([sel, before]) => ({IMAGE_SOURCES_JS})(sel).join() !== before.join()",
                            arg=["#describe-gallery", before], timeout=TIMEOUT_MS)  # new results
     wait_images(page, "#describe-gallery", 12)
-    assert "Green dotted" not in first_caption(page, "#describe-gallery")
-    wait_chart(page, "#describe-chart")
+    top = first_caption(page, "#describe-gallery")
+    assert "Green dotted" not in top
+    drawn = wait_chart(page, "#describe-chart", showing="title: " + top.split(" ", 1)[1].split(" · ")[0])
+    assert "Green dotted" not in drawn  # the new ranking's bars, not the last one's
 
     # The link of the drill-down search, opened in a new page: the same tab, rounds and ranking.
     shared = browser.new_page(viewport=VIEWPORT)

@@ -39,8 +39,9 @@ def test_partial_descriptions_find_mostly_matching_products(retriever):
 def test_result_dicts_carry_the_score_breakdown(retriever):
     r = retriever.search_text("blue striped backpack", k=1)[0]
     d = r.to_dict()
-    assert set(d) == {"rank", "id", "title", "score", "image", "levels"}
+    assert set(d) == {"rank", "id", "title", "score", "image", "levels", "marks"}
     assert d["levels"]["final"] == pytest.approx(d["score"], abs=1e-5)
+    assert d["marks"][0]["label"] == "object match" and len(d["marks"][0]["cell"]) == 3  # row, col, grid
     assert d["levels"]["global"]["weight"] >= 0 and "object" in d["levels"]["level2"]
 
 
