@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--index", metavar="SPEC", help="FAISS index_factory spec, e.g. Flat, IVF1024,Flat, "
                    "IVF4096,PQ32 (default: Flat below 100,000 images, IVF above)")
+    p.add_argument("--shard-size", type=_positive_int, default=4096, metavar="N",
+                   help="images encoded and written together (default 4096); a run that is interrupted resumes "
+                   "from its finished shards when run again")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the time went: decode, preprocess, forward, regions, write, index")
 
     p = sub.add_parser("search", help="search a catalog")
     p.add_argument("--catalog", help="catalog name (products, looks) or folder (default: products)")
@@ -236,12 +241,16 @@ def _cmd_train(args) -> None:
 
 def _cmd_index(args) -> None:
     from .backbone import Backbone
-    from .indexing import build_catalog
+    from .indexing import StageTimes, build_catalog
     from .search import load_heads
 
     backbone = Backbone.load(args.model, device=args.device)
+    times = StageTimes()
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
-                            hsl=load_heads(backbone).get("hsl"), index_spec=args.index)
+                            hsl=load_heads(backbone).get("hsl"), index_spec=args.index, shard_size=args.shard_size,
+                            times=times)
+    if args.profile:
+        print(f"profile: {times.report()}", file=sys.stderr)
     for note in summary["cleaned"]:
         print(f"hsl-demo: {note}", file=sys.stderr)
     for s in summary["skipped"]:

@@ -7,6 +7,9 @@ features are stored unit-normalised as int8 with one float16 scale per vector.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,15 +53,21 @@ def box_crops(image: Image.Image, boxes: list[list[float]], margin: float = 0.1)
     return crops
 
 
-def region_features_for(backbone: Backbone, images: list[Image.Image],
-                        boxes: list[list[list[float]]]) -> tuple[ImageFeatures, list[torch.Tensor]]:
+def region_features_for(backbone: Backbone, images: list[Image.Image], boxes: list[list[list[float]]],
+                        times=None) -> tuple[ImageFeatures, list[torch.Tensor]]:
     """The backbone's features of a batch of images, and per image its (R, D) region features:
     the embeddings of its box crops, or, for an image without boxes, its patch tokens pooled on
-    a grid."""
-    feats = backbone.image_features(images)
-    grid_pooled = grid_regions(feats.tokens.float().cpu(), feats.grid)
-    crops = [c for image, b in zip(images, boxes) for c in box_crops(image, b)]
-    crop_embeds = torch.from_numpy(backbone.encode_images(crops)) if crops else None
+    a grid. `times` (an indexing.StageTimes) collects the seconds of preprocess, forward and
+    regions."""
+    times = times or _no_timing
+    with times("preprocess"):
+        pixels = backbone.images_to_tensor(images)
+    with times("forward"):
+        feats = backbone.image_features(pixels)
+    with times("regions"):
+        grid_pooled = grid_regions(feats.tokens.float().cpu(), feats.grid)
+        crops = [c for image, b in zip(images, boxes) for c in box_crops(image, b)]
+        crop_embeds = torch.from_numpy(backbone.encode_images(crops)) if crops else None
     out, used = [], 0
     for i, b in enumerate(boxes):
         if b:
@@ -67,6 +76,11 @@ def region_features_for(backbone: Backbone, images: list[Image.Image],
         else:
             out.append(grid_pooled[i])
     return feats, out
+
+
+@contextmanager
+def _no_timing(stage: str) -> Iterator[None]:
+    yield
 
 
 def quantize(regions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

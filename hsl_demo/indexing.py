@@ -9,11 +9,16 @@ rename, and only where nothing but an older catalog would be replaced (see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import posixpath
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -45,29 +50,49 @@ def default_index_spec(n: int) -> str:
 def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Index, str, int]:
     """An inner-product FAISS index over `vectors` from a factory spec (default: by size);
     returns it, its spec and its nprobe (0 for exact search)."""
-    n, dim = vectors.shape
-    spec = spec or default_index_spec(n)
+    return build_index_from_shards([vectors], spec)
+
+
+def _nlist(spec: str) -> int:
+    """The IVF list count a factory spec asks for (1024 when it names none: a sample size)."""
+    head = spec.split(",")[0]
+    return int(head[3:]) if head.startswith("IVF") and head[3:].isdigit() else 1024
+
+
+def _new_index(dim: int, spec: str) -> faiss.Index:
     try:
-        index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
         raise HslDemoError(f"--index {spec!r}: not a FAISS index_factory spec ({str(e).splitlines()[-1][:120]})") \
             from None
-    if not index.is_trained:
-        rng = np.random.default_rng(0)
-        sample = vectors[rng.choice(n, size=min(n, 64 * getattr(index, "nlist", 1024)), replace=False)]
-        try:
-            index.train(sample)
-        except RuntimeError as e:
-            raise HslDemoError(f"--index {spec!r}: could not be trained on {n} vectors "
-                               f"({str(e).splitlines()[-1][:120]})") from None
-    ivf = faiss.try_extract_index_ivf(index)
+
+
+def _train(index: faiss.Index, sample: np.ndarray, spec: str, n: int) -> None:
+    if index.is_trained:
+        return
+    try:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    except RuntimeError as e:
+        raise HslDemoError(f"--index {spec!r}: could not be trained on {n} vectors "
+                           f"({str(e).splitlines()[-1][:120]})") from None
+
+
+def _add(index: faiss.Index, vectors: np.ndarray, spec: str) -> None:
     try:
         index.add(vectors)
+    except RuntimeError as e:
+        raise HslDemoError(f"--index {spec!r}: cannot hold or give back the vectors "
+                           f"({str(e).splitlines()[-1][:120]}); use a Flat or IVF...,Flat spec") from None
+
+
+def _finish(index: faiss.Index, first: np.ndarray, spec: str) -> tuple[faiss.Index, str, int]:
+    """Check that the index gives the vectors back (the first ones: `first`), set its nprobe."""
+    ivf = faiss.try_extract_index_ivf(index)
+    try:
         if ivf is not None:
             ivf.make_direct_map()  # rows read back by id (and kept in the file)
         # Modify and Drill down read the global embeddings back from the index: they must survive it
-        sample = min(n, 1000)
-        error = float(np.abs(index.reconstruct_n(0, sample) - vectors[:sample]).max())
+        error = float(np.abs(index.reconstruct_n(0, len(first)) - first).max())
     except RuntimeError as e:
         raise HslDemoError(f"--index {spec!r}: cannot hold or give back the vectors ({str(e).splitlines()[-1][:120]}); "
                            "use a Flat or IVF...,Flat spec") from None
@@ -79,6 +104,26 @@ def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Ind
         nprobe = DEFAULT_NPROBE
         ivf.nprobe = nprobe
     return index, spec, nprobe
+
+
+def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
+                            progress: bool = False) -> tuple[faiss.Index, str, int]:
+    """`build_index` over vectors kept in shards (memory-mapped arrays): trained on a sample
+    drawn from every shard, then filled one shard at a time."""
+    from tqdm.auto import tqdm
+
+    n = sum(len(s) for s in shards)
+    dim = shards[0].shape[1]
+    spec = spec or default_index_spec(n)
+    rows = np.random.default_rng(0).choice(n, size=min(n, 64 * _nlist(spec)), replace=False)
+    starts = np.cumsum([0, *map(len, shards)])
+    sample = np.concatenate([np.asarray(s[np.sort(rows[(rows >= a) & (rows < b)]) - a])
+                             for s, a, b in zip(shards, starts[:-1], starts[1:])])
+    index = _new_index(dim, spec)
+    _train(index, sample, spec, n)
+    for shard in tqdm(shards, desc="filling the index", unit="shard", disable=not progress):
+        _add(index, np.ascontiguousarray(shard, dtype=np.float32), spec)
+    return _finish(index, np.ascontiguousarray(shards[0][:1000], dtype=np.float32), spec)
 
 
 def check_output_folder(out: Path, images_dir: Path) -> None:
@@ -154,6 +199,32 @@ def _check_boxes(parts: object, where: str) -> None:
             raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
 
 
+SHARD_SIZE = 4096  # images encoded and written together; what an interrupted run keeps
+PROFILE_STAGES = ("decode", "preprocess", "forward", "regions", "write", "index")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per indexing stage (`--profile`), over `images` images."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_STAGES, 0.0))
+    images: int = 0
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+    def report(self) -> str:
+        total = sum(self.seconds.values()) or 1e-9
+        parts = ", ".join(f"{stage} {sec:.1f} s ({sec / total:.0%})" for stage, sec in self.seconds.items())
+        rate = self.images / total if self.images else 0.0
+        return f"{self.images} images in {total:.1f} s ({rate:.0f} img/s): {parts}"
+
+
 def build_catalog(
     images_dir: str | Path,
     out: str | Path,
@@ -163,15 +234,21 @@ def build_catalog(
     progress: bool = True,
     hsl: HSLHead | None = None,
     index_spec: str | None = None,
+    shard_size: int = SHARD_SIZE,
+    times: StageTimes | None = None,
 ) -> dict:
     """Encode every image below `images_dir` and write a catalog folder at `out`.
 
     `index_spec` is a faiss.index_factory spec ("Flat", "IVF1024,Flat", "IVF4096,PQ32"; default
     by size, see `default_index_spec`).
 
-    With an HSL head, its query-independent image side is computed here too, so a search
-    only encodes the query. Unreadable files are skipped and listed (in the manifest and the
-    returned summary); the folder appears only when everything is written.
+    The images are encoded `shard_size` at a time, each shard written to disk
+    (`.OUT.shards/` next to `out`) before the next: a run that is interrupted resumes from its
+    finished shards when run again on the same images and model, and the catalog is then
+    assembled shard by shard, so memory does not grow with the catalog. With an HSL head, its
+    query-independent image side is computed too, so a search only encodes the query.
+    Unreadable files are skipped and listed (in the manifest and the returned summary); the
+    folder appears only when everything is written. `times` collects seconds per stage.
     """
     images_dir, out = Path(images_dir), Path(out)
     paths = list_images(images_dir)
@@ -182,26 +259,112 @@ def build_catalog(
     # catalog, keep the link
     out = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
     check_output_folder(out, images_dir)
+    times = times if times is not None else StageTimes()
     with output_lock(out) as cleaned:
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
-        summary = _encode_and_write(paths, images_dir, out, backbone, meta, batch_size, progress, hsl, index_spec)
-    return {**summary, "cleaned": cleaned}
+        shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
+        try:
+            resumed = shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
+            summary = _assemble(shards, paths, images_dir, out, backbone, meta, progress, hsl, index_spec, times)
+        except HslDemoError:  # bad input: nothing to resume (an interruption keeps the shards)
+            shards.remove()
+            raise
+        shards.remove()
+    return {**summary, "cleaned": cleaned, "resumed_shards": resumed}
 
 
-def _encode_and_write(paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
-                      batch_size: int, progress: bool, hsl: HSLHead | None, index_spec: str | None) -> dict:
-    from tqdm.auto import tqdm
+class ShardFolder:
+    """The shards of one indexing run (`.OUT.shards/`): `plan.json` says which images, model
+    and shard size they are of; `shard-NNNNN/` holds one shard's items and features, each
+    written under a temporary name and renamed when complete."""
+
+    def __init__(self, root: Path, plan: dict):
+        self.root, self.plan = root, plan
+
+    @classmethod
+    def for_run(cls, out: Path, paths: list[Path], images_dir: Path, meta: dict[str, dict], backbone: Backbone,
+                shard_size: int) -> ShardFolder:
+        """The run's shard folder: the one an interrupted run of the same plan left (kept), or a
+        new one (an older plan's shards are removed; a folder this tool did not write is an error)."""
+        digest = hashlib.sha256()
+        for path in paths:
+            digest.update(path.relative_to(images_dir).as_posix().encode() + b"\0")
+        digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        plan = {"images": len(paths), "digest": digest.hexdigest()[:32], "model": backbone.probe(),
+                "shard_size": shard_size}
+        root = out.with_name(f".{out.name}.shards")
+        if root.exists() or root.is_symlink():
+            try:
+                kept = json.loads((root / "plan.json").read_text())
+            except (OSError, ValueError):
+                raise HslDemoError(f"{root} exists and is not an hsl-demo shard folder (no plan.json): move it "
+                                   "away (hsl-demo only removes what it wrote)") from None
+            if kept == plan and root.is_dir() and not root.is_symlink():
+                for leftover in root.glob(".tmp-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                return cls(root, plan)
+            shutil.rmtree(root)  # an earlier run's shards, of other images or another model
+        root.mkdir()
+        write_json(root / "plan.json", plan)
+        return cls(root, plan)
+
+    def shard(self, n: int) -> Path:
+        return self.root / f"shard-{n:05d}"
+
+    def done(self) -> list[Path]:
+        count = -(-self.plan["images"] // self.plan["shard_size"])
+        return [self.shard(n) for n in range(count) if self.shard(n).is_dir()]
+
+    def encode(self, paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
+               batch_size: int, progress: bool, times: StageTimes) -> int:
+        """Encode every shard not on disk yet; the number of shards found done."""
+        from tqdm.auto import tqdm
+
+        size = self.plan["shard_size"]
+        done = {p.name for p in self.done()}
+        todo = [n for n in range(-(-len(paths) // size)) if self.shard(n).name not in done]
+        bar = tqdm(total=len(paths), initial=len(paths) - sum(len(paths[n * size:(n + 1) * size]) for n in todo),
+                   desc="encoding images", unit="img", disable=not progress, smoothing=0.1)
+        if done:
+            bar.write(f"resuming: {len(done)} shard(s) of {size} images already encoded in {self.root}")
+        seen_ids = {item["id"] for p in self.done() for item in load_jsonl(p / "items.jsonl")}
+        for n in todo:
+            part = paths[n * size:(n + 1) * size]
+            encoded = _encode_images(part, images_dir, out, backbone, meta, batch_size, times, bar, seen_ids)
+            with times("write"):
+                tmp = self.root / f".tmp-{self.shard(n).name}"
+                tmp.mkdir()
+                for name, array in encoded.arrays.items():
+                    np.save(tmp / f"{name}.npy", array)
+                write_jsonl(tmp / "items.jsonl", encoded.items)
+                write_json(tmp / "skipped.json", encoded.skipped)
+                os.replace(tmp, self.shard(n))
+        bar.close()
+        return len(done)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass
+class EncodedImages:
+    """One shard: its items (metadata records), their features and the files skipped."""
+
+    items: list[dict]
+    arrays: dict[str, np.ndarray]  # embeds (n, D) float32; regions (n, R, D) int8; scale (n, R); mask (n, R)
+    skipped: list[dict]
+
+
+def _encode_images(paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
+                   batch_size: int, times: StageTimes, bar, seen_ids: set[str]) -> EncodedImages:
     items, embeds, regions, scales, skipped = [], [], [], [], []
-    seen_ids: set[str] = set()
-    bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
     for start in range(0, len(paths), batch_size):
         batch, batch_records = [], []
         for path in paths[start:start + batch_size]:
             rel = path.relative_to(images_dir).as_posix()
             try:
-                image = open_image(path)
+                with times("decode"):
+                    image = open_image(path)
             except HslDemoError as e:
                 skipped.append({"file": rel, "reason": str(e).split(": ", 1)[-1]})
                 continue
@@ -216,61 +379,100 @@ def _encode_and_write(paths: list[Path], images_dir: Path, out: Path, backbone: 
             batch_records.append(record)
         if batch:
             boxes = [[it["box"] for it in record.get("items", []) if "box" in it] for record in batch_records]
-            feats, per_image = region_features_for(backbone, batch, boxes)
+            feats, per_image = region_features_for(backbone, batch, boxes, times=times)
             for r in per_image:
-                q, s = quantize(r)
+                q, sc = quantize(r)
                 regions.append(q)
-                scales.append(s)
+                scales.append(sc)
             embeds.append(feats.embeds.cpu().numpy().astype(np.float32))
             items.extend(batch_records)
+        times.images += len(batch)
         bar.update(len(paths[start:start + batch_size]))
-    bar.close()
-    if not items:
-        raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
-    missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
-
-    vectors = np.concatenate(embeds)
-    r_max = max(len(r) for r in regions)
-    dim = vectors.shape[1]
-    region_arr = np.zeros((len(items), r_max, regions[0].shape[-1]), dtype=np.int8)
+    dim = backbone.embed_dim
+    r_max = max((len(r) for r in regions), default=1)
+    region_arr = np.zeros((len(items), r_max, dim), dtype=np.int8)
     scale_arr = np.zeros((len(items), r_max), dtype=np.float16)
     mask_arr = np.zeros((len(items), r_max), dtype=bool)
-    for i, (q, s) in enumerate(zip(regions, scales)):
-        region_arr[i, :len(q)], scale_arr[i, :len(q)], mask_arr[i, :len(q)] = q, s, True
-    index, index_type, nprobe = build_index(vectors, index_spec)
-    heads, store = {}, None
+    for i, (q, sc) in enumerate(zip(regions, scales)):
+        region_arr[i, :len(q)], scale_arr[i, :len(q)], mask_arr[i, :len(q)] = q, sc, True
+    vectors = np.concatenate(embeds) if embeds else np.zeros((0, dim), np.float32)
+    return EncodedImages(items, {"embeds": vectors, "regions": region_arr, "scale": scale_arr, "mask": mask_arr},
+                         skipped)
+
+
+def _assemble(shards: ShardFolder, paths: list[Path], images_dir: Path, out: Path, backbone: Backbone,
+              meta: dict[str, dict], progress: bool, hsl: HSLHead | None, index_spec: str | None,
+              times: StageTimes) -> dict:
+    """The catalog folder from the shards, one shard in memory at a time (the FAISS index
+    excepted: it holds the global embeddings)."""
+    from tqdm.auto import tqdm
+
+    parts = shards.done()
+    loaded = [(np.load(p / "embeds.npy", mmap_mode="r"), np.load(p / "mask.npy", mmap_mode="r")) for p in parts]
+    count = sum(len(e) for e, _ in loaded)
+    skipped = [s for p in parts for s in json.loads((p / "skipped.json").read_text())]
+    if not count:
+        raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
+    dim, r_max = loaded[0][0].shape[1], max(m.shape[1] for _, m in loaded)
+    missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
+    with times("index"):
+        index, index_type, nprobe = build_index_from_shards([e for e, _ in loaded], index_spec, progress)
+    heads: dict = {}
     if hsl is not None:
-        store = encode_hsl_store(hsl, torch.from_numpy(vectors), dequantize(region_arr, scale_arr),
-                                 torch.from_numpy(mask_arr), progress=progress)
-        heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim,
-                        "bytes_per_item": store.bytes_per_item()}
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model": {"id": backbone.portable_id, "embed_dim": dim, "probe": backbone.probe()},
-        "count": len(items),
-        "index": index_type,
-        "nprobe": nprobe,
-        "regions": {
-            "per_item": r_max,
-            "source": BOX_SOURCE if any("items" in it for it in items) else f"grid{REGION_GRID}x{REGION_GRID}",
-            "dtype": "int8",
-            "bytes_per_item": int(region_arr[0].nbytes + scale_arr[0].nbytes + mask_arr[0].nbytes),
-        },
-        "heads": heads,
-        "skipped": skipped,
-        "missing_images": missing,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    with atomic_dir(out, replaceable=lambda final: check_output_folder(final, images_dir)) as tmp:
+        heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim}
+    has_boxes = False
+    with atomic_dir(out, replaceable=lambda final: check_output_folder(final, images_dir)) as tmp, times("write"):
+        arrays = {"regions.npy": ((count, r_max, dim), np.int8), "region_scale.npy": ((count, r_max), np.float16),
+                  "region_mask.npy": ((count, r_max), bool)}
+        outputs = {name: np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dtype, shape=shape)
+                   for name, (shape, dtype) in arrays.items()}
+        hsl_outputs: dict[str, np.ndarray] = {}
+        row = 0
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as items_file:
+            for part in tqdm(parts, desc="writing the catalog", unit="shard", disable=not progress):
+                items = load_jsonl(part / "items.jsonl")
+                for item in items:
+                    has_boxes = has_boxes or "items" in item
+                    items_file.write(json.dumps(item, ensure_ascii=False) + "\n")
+                regions = np.load(part / "regions.npy")
+                scale, mask = np.load(part / "scale.npy"), np.load(part / "mask.npy")
+                n, r = len(items), regions.shape[1]
+                outputs["regions.npy"][row:row + n, :r] = regions
+                outputs["region_scale.npy"][row:row + n, :r] = scale
+                outputs["region_mask.npy"][row:row + n, :r] = mask
+                if hsl is not None:
+                    full = (np.zeros((n, r_max, dim), np.int8), np.zeros((n, r_max), np.float16),
+                            np.zeros((n, r_max), bool))
+                    full[0][:, :r], full[1][:, :r], full[2][:, :r] = regions, scale, mask
+                    store = encode_hsl_store(hsl, torch.from_numpy(np.load(part / "embeds.npy")),
+                                             dequantize(full[0], full[1]), torch.from_numpy(full[2]))
+                    for name, array in store.arrays().items():
+                        if name not in hsl_outputs:
+                            hsl_outputs[name] = np.lib.format.open_memmap(
+                                tmp / f"{name}.npy", mode="w+", dtype=array.dtype, shape=(count, *array.shape[1:]))
+                        hsl_outputs[name][row:row + n] = array
+                    heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
+                row += n
+        for array in [*outputs.values(), *hsl_outputs.values()]:
+            array.flush()
+        del outputs, hsl_outputs
         faiss.write_index(index, str(tmp / "index.faiss"))
-        np.save(tmp / "regions.npy", region_arr)
-        np.save(tmp / "region_scale.npy", scale_arr)
-        np.save(tmp / "region_mask.npy", mask_arr)
-        for name, array in (store.arrays().items() if store else ()):
-            np.save(tmp / f"{name}.npy", array)
-        write_jsonl(tmp / "items.jsonl", items)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": {"id": backbone.portable_id, "embed_dim": dim, "probe": backbone.probe()},
+            "count": count,
+            "index": index_type,
+            "nprobe": nprobe,
+            "regions": {
+                "per_item": r_max,
+                "source": BOX_SOURCE if has_boxes else f"grid{REGION_GRID}x{REGION_GRID}",
+                "dtype": "int8",
+                "bytes_per_item": int(r_max * dim + r_max * 2 + r_max),
+            },
+            "heads": heads,
+            "skipped": skipped,
+            "missing_images": missing,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         write_json(tmp / "manifest.json", manifest)
-    return {"count": len(items), "skipped": skipped, "index": index_type, "out": str(out)}
-
-
+    return {"count": count, "skipped": skipped, "index": index_type, "out": str(out)}

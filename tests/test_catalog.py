@@ -110,7 +110,7 @@ def test_boxes_in_metadata_become_regions(tmp_path, tiny_backbone, small_images)
     assert torch.nn.functional.cosine_similarity(regions[0, 1], expected, dim=0) > 0.99
 
 
-def test_interrupted_build_leaves_nothing_behind(small_images, tiny_backbone, tmp_path, monkeypatch):
+def test_interrupted_build_leaves_no_catalog_and_only_its_plan(small_images, tiny_backbone, tmp_path, monkeypatch):
     out = tmp_path / "catalog"
     calls = {"n": 0}
     original = tiny_backbone.image_features
@@ -124,7 +124,12 @@ def test_interrupted_build_leaves_nothing_behind(small_images, tiny_backbone, tm
     monkeypatch.setattr(tiny_backbone, "image_features", interrupt)
     with pytest.raises(KeyboardInterrupt):
         build_catalog(small_images / "images", out, tiny_backbone, batch_size=4, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    # no catalog, no half-written file: only the run's plan, kept so that a rerun resumes
+    shards = tmp_path / ".catalog.shards"
+    assert list(tmp_path.iterdir()) == [shards] and [p.name for p in shards.iterdir()] == ["plan.json"]
+    monkeypatch.setattr(tiny_backbone, "image_features", original)
+    build_catalog(small_images / "images", out, tiny_backbone, batch_size=4, progress=False)
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_failed_rebuild_keeps_the_old_catalog(built, tiny_backbone, tmp_path):

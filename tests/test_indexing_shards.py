@@ -1,0 +1,97 @@
+"""`hsl-demo index` in shards: an interrupted run resumes from its finished shards, the catalog
+is the same as one built in a single go, and the shard folder is only ever removed when the
+tool wrote it."""
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from hsl_demo import indexing
+from hsl_demo.catalog import Catalog
+from hsl_demo.errors import HslDemoError
+from hsl_demo.indexing import StageTimes, build_catalog
+
+ENCODE = indexing._encode_images
+
+
+class Interrupted(RuntimeError):  # a crash or a kill mid-run (not bad input)
+    pass
+
+
+def counting(monkeypatch, stop_after: int | None = None) -> list[int]:
+    """Count the shards encoded; raise Interrupted on shard `stop_after` + 1."""
+    calls: list[int] = []
+    real = ENCODE
+
+    def encode(paths, *args, **kwargs):
+        if stop_after is not None and len(calls) == stop_after:
+            raise Interrupted
+        calls.append(len(paths))
+        return real(paths, *args, **kwargs)
+
+    monkeypatch.setattr(indexing, "_encode_images", encode)
+    return calls
+
+
+def test_an_interrupted_index_resumes_from_its_finished_shards(small_images, tiny_backbone, tmp_path, monkeypatch):
+    images, meta = small_images / "images", small_images / "metadata.jsonl"
+    whole = tmp_path / "whole"
+    build_catalog(images, whole, tiny_backbone, metadata=meta, progress=False)  # one shard
+    out = tmp_path / "sharded"
+    first = counting(monkeypatch, stop_after=2)
+    with pytest.raises(Interrupted):
+        build_catalog(images, out, tiny_backbone, metadata=meta, progress=False, shard_size=5)
+    shards = tmp_path / ".sharded.shards"
+    assert first == [5, 5] and not out.exists()
+    assert sorted(p.name for p in shards.iterdir()) == ["plan.json", "shard-00000", "shard-00001"]
+
+    again = counting(monkeypatch)
+    times = StageTimes()
+    summary = build_catalog(images, out, tiny_backbone, metadata=meta, progress=False, shard_size=5, times=times)
+    assert again == [2] and summary["resumed_shards"] == 2  # only the last shard was encoded
+    assert not shards.exists() and times.images == 2 and times.seconds["forward"] > 0
+    a, b = Catalog.open(out), Catalog.open(whole)
+    assert [i["id"] for i in a.items] == [i["id"] for i in b.items] and len(a) == 12
+    assert np.abs(a.embeddings - b.embeddings).max() < 1e-5
+    assert np.array_equal(a.regions, b.regions) and np.array_equal(a.region_mask, b.region_mask)
+
+
+def test_shards_of_other_images_are_not_reused(small_images, tiny_backbone, tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    shutil.copytree(small_images / "images", images)
+    out = tmp_path / "cat"
+    counting(monkeypatch, stop_after=1)
+    with pytest.raises(Interrupted):
+        build_catalog(images, out, tiny_backbone, progress=False, shard_size=5)
+    (images / "item05.jpg").unlink()  # the folder changed: the kept shard is of other images
+    again = counting(monkeypatch)
+    summary = build_catalog(images, out, tiny_backbone, progress=False, shard_size=5)
+    assert again == [5, 5, 1] and summary["resumed_shards"] == 0 and summary["count"] == 11
+
+
+def test_a_shard_folder_it_did_not_write_is_left_alone(small_images, tiny_backbone, tmp_path):
+    foreign = tmp_path / ".cat.shards"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(HslDemoError, match="not an hsl-demo shard folder"):
+        build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_bad_input_leaves_no_shards(small_images, tiny_backbone, tmp_path):
+    meta = tmp_path / "meta.jsonl"  # item04.jpg takes the id item05.jpg gets by default
+    meta.write_text('{"image": "item04.jpg", "id": "item05"}\n')
+    with pytest.raises(HslDemoError, match="duplicate item id 'item05'"):
+        build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, metadata=meta, progress=False,
+                      shard_size=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.jsonl"]
+
+
+def test_profile_prints_where_the_time_went(small_images, tmp_path):
+    proc = run_cli("index", str(small_images / "images"), "--out", str(tmp_path / "cat"), "--model", "hsl-demo-tiny",
+                   "--shard-size", "4", "--profile")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("profile: "))
+    assert "12 images in" in line and all(f"{stage} " in line for stage in indexing.PROFILE_STAGES)
