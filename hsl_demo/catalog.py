@@ -165,9 +165,10 @@ class Catalog:
         try:
             items = load_jsonl(root / "items.jsonl")
             index = faiss.read_index(str(root / "index.faiss"))
-            regions = np.load(root / "regions.npy", allow_pickle=False)
-            scale = np.load(root / "region_scale.npy", allow_pickle=False)
-            mask = np.load(root / "region_mask.npy", allow_pickle=False)
+            # memory-mapped: a search reads the rows of its candidates, not the whole catalog
+            regions = np.load(root / "regions.npy", allow_pickle=False, mmap_mode="r")
+            scale = np.load(root / "region_scale.npy", allow_pickle=False, mmap_mode="r")
+            mask = np.load(root / "region_mask.npy", allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError, RuntimeError) as e:
             raise HslDemoError(f"{root}: catalog files unreadable ({e})") from None
         if not (len(items) == index.ntotal == len(regions) == manifest.get("count")):
@@ -234,9 +235,19 @@ class Catalog:
         from .features import dequantize
 
         return (
-            dequantize(self.regions[rows], self.region_scale[rows]),
-            torch.from_numpy(self.region_mask[rows]),
+            dequantize(np.asarray(self.regions[rows]), np.asarray(self.region_scale[rows])),
+            torch.from_numpy(np.array(self.region_mask[rows])),
         )
+
+    def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """(n, D) global embeddings of the given rows, read back from the index (only those: a
+        composed query does not rebuild the whole catalog's, as `embeddings` does)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if "embeddings" in self.__dict__:
+            return self.embeddings[rows]
+        if not len(rows):
+            return np.zeros((0, self.index.d), np.float32)
+        return self.index.reconstruct_batch(rows)
 
     def region_mark(self, row: int, region: int, label: str) -> RegionMark | None:
         """Where region `region` of item `row` lies on its photo, labelled: the item's

@@ -148,7 +148,7 @@ class Retriever:
                                f"{type(reference).__name__}")
         if isinstance(reference, str) and reference in self.catalog:
             row = self.catalog.row(reference)
-            return torch.from_numpy(self.catalog.embeddings[row:row + 1].copy()), row
+            return torch.from_numpy(self.catalog.vectors([row]).copy()), row
         if isinstance(reference, (str, Path)) and not Path(reference).is_file():
             raise HslDemoError(f"reference {str(reference)!r}: not an item id in catalog {self.catalog.name!r} "
                                "and not an image file")

@@ -191,3 +191,18 @@ def test_catalog_and_model_must_match(built):
     other = Backbone.load("hsl-demo-tiny", device="cpu")  # same architecture, other weights
     with pytest.raises(HslDemoError, match="indexed with model"):
         Retriever(other, Catalog.open(built[0]))
+
+
+def test_opening_reads_no_region_and_a_query_reads_only_its_rows(demo_backbone):
+    """Region features stay on disk (memory-mapped) until a search reads its candidates' rows;
+    a composed query reads back the embeddings of its rows, not the whole catalog's."""
+    import numpy as np
+
+    catalog = Catalog.open("products")
+    assert isinstance(catalog.regions, np.memmap) and isinstance(catalog.region_mask, np.memmap)
+    assert np.array_equal(catalog.vectors([3, 1]), catalog.index.reconstruct_n(0, 4)[[3, 1]])
+    from hsl_demo.search import Retriever, load_heads
+
+    retriever = Retriever(demo_backbone, catalog, **load_heads(demo_backbone))
+    assert [r.id for r in retriever.search_composed("p00024", "make it blue and striped", k=1)] == ["p00059"]
+    assert "embeddings" not in catalog.__dict__

@@ -109,7 +109,7 @@ def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], vari
     else:  # a large catalog: candidates by global embedding, image side computed for them alone
         _, found = retriever.catalog.search(queries, per_query)
         rows = np.array(list(dict.fromkeys(r for r in found.T.reshape(-1).tolist() if r >= 0)), dtype=np.int64)
-        images = head.encode_images(torch.from_numpy(retriever.catalog.embeddings[rows]),
+        images = head.encode_images(torch.from_numpy(retriever.catalog.vectors(rows)),
                                     *retriever.catalog.region_features(rows))
     scores = head.scores(q, query_mask, images)
     final = head.combine(scores, len(queries), variant)[0]

@@ -58,7 +58,7 @@ def search(retriever: Retriever, image: torch.Tensor, ref_row: int, text: str, k
     scores, rows = retriever.catalog.search(q.numpy(), k + 1)  # +1: the reference itself is dropped
     keep = (rows[0] >= 0) & (rows[0] != ref_row)
     rows, scores = rows[0][keep][:k], scores[0][keep][:k]
-    items = torch.from_numpy(retriever.catalog.embeddings[rows])
+    items = torch.from_numpy(retriever.catalog.vectors(rows))
     image_sims, text_sims = (items @ image[0]).tolist(), (items @ text_emb[0]).tolist()
     breakdowns = [ComposedBreakdown(w_image, w_text, a, b, float(f)) for a, b, f in zip(image_sims, text_sims, scores)]
     return SearchResponse(retriever.results(rows, scores, breakdowns), notices)
