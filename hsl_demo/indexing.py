@@ -36,7 +36,9 @@ from .models.hsl import HSLHead
 from .modes.describe import encode_hsl_store
 
 IVF_THRESHOLD = 100_000  # exact search below this many items, IVF above
-DEFAULT_NPROBE = 16
+DEFAULT_NPROBE = 16  # an IVF index's nprobe until tune_nprobe picks one
+NPROBE_CANDIDATES = 200  # the candidates a search takes from FAISS (search.DEFAULT_CANDIDATES)
+NPROBE_RECALL = 0.98  # the share of the exact top 10 those candidates must hold
 
 
 def default_index_spec(n: int) -> str:
@@ -104,6 +106,44 @@ def _finish(index: faiss.Index, first: np.ndarray, spec: str) -> tuple[faiss.Ind
         nprobe = DEFAULT_NPROBE
         ivf.nprobe = nprobe
     return index, spec, nprobe
+
+
+def tune_nprobe(index: faiss.Index, shards: list[np.ndarray], queries: int = 256, k: int = 10,
+                candidates: int = NPROBE_CANDIDATES, target: float = NPROBE_RECALL) -> tuple[int, float]:
+    """The smallest nprobe (a power of two) at which the IVF stage's top `candidates` hold
+    `target` of the exact top `k`, over `queries` catalog vectors drawn at random (autofaiss
+    picks it the same way); (nprobe, its recall). Sets it on the index."""
+    ivf = faiss.try_extract_index_ivf(index)
+    n = sum(len(s) for s in shards)
+    rows = np.sort(np.random.default_rng(1).choice(n, size=min(n, queries), replace=False))
+    starts = np.cumsum([0, *map(len, shards)])
+    sample = np.concatenate([np.asarray(s[rows[(rows >= a) & (rows < b)] - a], dtype=np.float32)
+                             for s, a, b in zip(shards, starts[:-1], starts[1:])])
+    exact = _exact_top(shards, sample, min(k, n))
+    nprobe, recall = 1, 0.0
+    while True:
+        ivf.nprobe = nprobe
+        _, found = index.search(sample, min(candidates, n))
+        recall = float(np.mean([len(set(e) & set(f)) / len(e) for e, f in zip(exact.tolist(), found.tolist())]))
+        if recall >= target or nprobe >= ivf.nlist:
+            return nprobe, recall
+        nprobe = min(nprobe * 2, ivf.nlist)
+
+
+def _exact_top(shards: list[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
+    """Row ids of the exact top-k inner products, one shard in memory at a time."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    start = 0
+    for shard in shards:
+        scores, found = faiss.knn(queries, np.ascontiguousarray(shard, dtype=np.float32), min(k, len(shard)),
+                                  metric=faiss.METRIC_INNER_PRODUCT)
+        best_scores = np.concatenate([best_scores, scores], 1)
+        best_rows = np.concatenate([best_rows, found + start], 1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores, best_rows = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_rows, keep, 1)
+        start += len(shard)
+    return best_rows
 
 
 def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
@@ -417,6 +457,9 @@ def _assemble(shards: ShardFolder, paths: list[Path], images_dir: Path, out: Pat
     missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
     with times("index"):
         index, index_type, nprobe = build_index_from_shards([e for e, _ in loaded], index_spec, progress)
+        nprobe_recall = None
+        if nprobe:
+            nprobe, nprobe_recall = tune_nprobe(index, [e for e, _ in loaded])
     heads: dict = {}
     if hsl is not None:
         heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim}
@@ -463,6 +506,7 @@ def _assemble(shards: ShardFolder, paths: list[Path], images_dir: Path, out: Pat
             "count": count,
             "index": index_type,
             "nprobe": nprobe,
+            **({"nprobe_recall": round(nprobe_recall, 4)} if nprobe_recall is not None else {}),
             "regions": {
                 "per_item": r_max,
                 "source": BOX_SOURCE if has_boxes else f"grid{REGION_GRID}x{REGION_GRID}",

@@ -95,3 +95,24 @@ def test_profile_prints_where_the_time_went(small_images, tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("profile: "))
     assert "12 images in" in line and all(f"{stage} " in line for stage in indexing.PROFILE_STAGES)
+
+
+def test_the_build_picks_the_smallest_nprobe_that_finds_the_exact_top_10():
+    """autofaiss-style: the IVF stage's 200 candidates must hold 98 % of the exact top 10 of
+    sampled catalog vectors; nprobe is the smallest power of two that does (here, on clustered
+    vectors, well below the lists' count), and the recall it reports is what a search gets."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(64, 32)).astype(np.float32)
+    vectors = centres[rng.integers(0, 64, 20_000)] + 0.35 * rng.normal(size=(20_000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    shards = [vectors[:7_000], vectors[7_000:]]
+    index, _, _ = indexing.build_index_from_shards(shards, "IVF256,Flat")
+    nprobe, recall = indexing.tune_nprobe(index, shards)
+    assert recall >= indexing.NPROBE_RECALL and 1 < nprobe < 256
+    exact = indexing._exact_top(shards, vectors[:300], 10)
+    _, flat = __import__("faiss").knn(vectors[:300], vectors, 10)
+    assert (exact == flat).mean() > 0.99  # the shard-by-shard exact search is the exact search
+    index.nprobe = nprobe // 2
+    _, fewer = index.search(vectors[:300], 200)
+    lower = np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), fewer.tolist())])
+    assert lower < recall  # half as many lists find less: the smallest that reaches the target
