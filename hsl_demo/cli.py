@@ -516,9 +516,11 @@ def _cmd_push(args) -> None:
 def _cmd_serve(args) -> None:
     from .catalog import Catalog
     from .defaults import default_catalog, default_looks_catalog
+    from .hub import check_model_spec
     from .ui import AppModels, serve
 
     _limit_malloc_arenas()
+    check_model_spec(args.model)  # a model path that is no folder fails before the page is served
 
     # The catalogs first (a wrong one fails at once), then the page, served before torch,
     # open_clip and the model load behind it (a search sent meanwhile waits for them).

@@ -28,6 +28,17 @@ def is_repo_id(spec: str) -> bool:
     return spec.startswith(HUB_PREFIX) or (REPO_ID.match(spec) is not None and not os.path.exists(spec))
 
 
+def check_model_spec(spec: str | None) -> None:
+    """A one-line error, before anything loads, for a model given as a path that is no folder
+    (and is not a Hub repo id either); an open_clip architecture name passes (checked on load)."""
+    name, tagged, _ = spec.partition(":") if spec else ("", "", "")
+    if tagged and "/" not in name:  # an open_clip name with a pretrained tag (which may be a file path)
+        return
+    if spec and ("/" in spec or spec.startswith((".", "~"))) and not Path(spec).expanduser().is_dir() \
+            and not is_repo_id(spec):
+        raise HslDemoError(f"model {spec!r}: no such folder, and not a Hugging Face repo id (org/name)")
+
+
 def resolve_model_dir(spec: str, revision: str | None = None) -> Path:
     """A local folder for `spec`: the folder itself, or the Hub snapshot of a repo id.
 
