@@ -160,6 +160,8 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
     sample = np.concatenate([np.asarray(s[np.sort(rows[(rows >= a) & (rows < b)]) - a])
                              for s, a, b in zip(shards, starts[:-1], starts[1:])])
     index = _new_index(dim, spec)
+    if progress and not index.is_trained:
+        tqdm.write(f"training the {spec} index on {len(sample):,} of {n:,} vectors")
     _train(index, sample, spec, n)
     for shard in tqdm(shards, desc="filling the index", unit="shard", disable=not progress):
         _add(index, np.ascontiguousarray(shard, dtype=np.float32), spec)
