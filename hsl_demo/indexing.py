@@ -335,13 +335,15 @@ class ShardFolder:
         plan = {"images": len(paths), "digest": digest.hexdigest()[:32], "model": backbone.probe(),
                 "shard_size": shard_size}
         root = out.with_name(f".{out.name}.shards")
-        if root.exists() or root.is_symlink():
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise HslDemoError(f"{root} exists and is not a folder hsl-demo wrote (a link or a file): move it away")
+        if root.exists():
             try:
                 kept = json.loads((root / "plan.json").read_text())
             except (OSError, ValueError):
                 raise HslDemoError(f"{root} exists and is not an hsl-demo shard folder (no plan.json): move it "
                                    "away (hsl-demo only removes what it wrote)") from None
-            if kept == plan and root.is_dir() and not root.is_symlink():
+            if kept == plan:
                 for leftover in root.glob(".tmp-*"):
                     shutil.rmtree(leftover, ignore_errors=True)
                 return cls(root, plan)

@@ -80,6 +80,15 @@ def test_a_shard_folder_it_did_not_write_is_left_alone(small_images, tiny_backbo
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_a_shard_link_is_refused_and_kept(small_images, tiny_backbone, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / ".cat.shards").symlink_to(target)
+    with pytest.raises(HslDemoError, match="a link or a file"):
+        build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
+    assert (tmp_path / ".cat.shards").is_symlink() and target.is_dir()
+
+
 def test_bad_input_leaves_no_shards(small_images, tiny_backbone, tmp_path):
     meta = tmp_path / "meta.jsonl"  # item04.jpg takes the id item05.jpg gets by default
     meta.write_text('{"image": "item04.jpg", "id": "item05"}\n')
