@@ -115,10 +115,7 @@ def tune_nprobe(index: faiss.Index, shards: list[np.ndarray], queries: int = 256
     picks it the same way); (nprobe, its recall). Sets it on the index."""
     ivf = faiss.try_extract_index_ivf(index)
     n = sum(len(s) for s in shards)
-    rows = np.sort(np.random.default_rng(1).choice(n, size=min(n, queries), replace=False))
-    starts = np.cumsum([0, *map(len, shards)])
-    sample = np.concatenate([np.asarray(s[rows[(rows >= a) & (rows < b)] - a], dtype=np.float32)
-                             for s, a, b in zip(shards, starts[:-1], starts[1:])])
+    sample = _sample_rows(shards, np.random.default_rng(1).choice(n, size=min(n, queries), replace=False))
     exact = _exact_top(shards, sample, min(k, n))
     nprobe, recall = 1, 0.0
     while True:
@@ -128,6 +125,14 @@ def tune_nprobe(index: faiss.Index, shards: list[np.ndarray], queries: int = 256
         if recall >= target or nprobe >= ivf.nlist:
             return nprobe, recall
         nprobe = min(nprobe * 2, ivf.nlist)
+
+
+def _sample_rows(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The vectors at catalog `rows` (in row order) from vectors kept in shards, float32."""
+    rows = np.sort(rows)
+    starts = np.cumsum([0, *map(len, shards)])
+    return np.concatenate([np.asarray(s[rows[(rows >= a) & (rows < b)] - a], dtype=np.float32)
+                           for s, a, b in zip(shards, starts[:-1], starts[1:])])
 
 
 def _exact_top(shards: list[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
@@ -155,10 +160,7 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
     n = sum(len(s) for s in shards)
     dim = shards[0].shape[1]
     spec = spec or default_index_spec(n)
-    rows = np.random.default_rng(0).choice(n, size=min(n, 64 * _nlist(spec)), replace=False)
-    starts = np.cumsum([0, *map(len, shards)])
-    sample = np.concatenate([np.asarray(s[np.sort(rows[(rows >= a) & (rows < b)]) - a])
-                             for s, a, b in zip(shards, starts[:-1], starts[1:])])
+    sample = _sample_rows(shards, np.random.default_rng(0).choice(n, size=min(n, 64 * _nlist(spec)), replace=False))
     index = _new_index(dim, spec)
     if progress and not index.is_trained:
         tqdm.write(f"training the {spec} index on {len(sample):,} of {n:,} vectors")

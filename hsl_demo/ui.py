@@ -538,16 +538,21 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
             if search is None:
                 return updates
             updates[tabs] = gr.Tabs(selected=search.tab)
-            if search.tab == "describe":
-                updates |= {text: search.text, k: search.k}
-                updates |= dict(zip(describe_out, h.describe(search.text, search.k, request)))
-            elif search.tab == "modify":
-                updates |= dict(zip([ref_id, reference], h._as_reference(search.reference)
-                                    if search.reference in products else (search.reference, None)))
-                updates |= {change: search.text, mk: search.k}
-                updates |= dict(zip(modify_out, h.modify(None, search.reference, search.text, search.k, request)))
-            else:
-                updates |= dict(zip(drill_out, h.run_link_rounds(list(search.rounds), request)))
+            try:
+                if search.tab == "describe":
+                    updates |= {text: search.text, k: search.k}
+                    updates |= dict(zip(describe_out, h.describe(search.text, search.k, request)))
+                elif search.tab == "modify":
+                    updates |= dict(zip([ref_id, reference], h._as_reference(search.reference)
+                                        if search.reference in products else (search.reference, None)))
+                    updates |= {change: search.text, mk: search.k}
+                    updates |= dict(zip(modify_out, h.modify(None, search.reference, search.text, search.k,
+                                                             request)))
+                else:
+                    updates |= dict(zip(drill_out, h.run_link_rounds(list(search.rounds), request)))
+            except gr.Error as e:  # a link to a search that cannot run: say why, and show the page anyway
+                gr.Warning(f"this link's search did not run: {e.message}")
+                updates = {c: v for c, v in updates.items() if c in (about, tabs, text, k, ref_id, change, mk)}
             return updates
 
         demo.load(open_page, None, [about, tabs, text, k, *describe_out, ref_id, reference, change, mk,

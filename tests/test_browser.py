@@ -240,6 +240,11 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     wait_images(shared, "#drill-gallery", 12)
     assert first_caption(shared, "#drill-gallery").split(" · ")[0] == top_look.split(" · ")[0]
     wait_chart(shared, "#drill-moves")
+    # a link to a search that cannot run: a warning, and the page as usual
+    shared.goto(app_url.rstrip("/") + "/?ref=p99999&mod=make+it+red")
+    shared.get_by_text("this link's search did not run: no product 'p99999'").first.wait_for(timeout=TIMEOUT_MS)
+    shared.locator("#heads-status").get_by_text("trained by").first.wait_for(timeout=TIMEOUT_MS)
+    assert shared.locator("#modify-text textarea").input_value() == "make it red"
     shared.close()
 
     assert not js_errors, js_errors
