@@ -3,8 +3,12 @@
 A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically) holds
 - manifest.json: format version, the model that encoded it (id, dim, a probe fingerprint),
   item count, index type (a faiss.index_factory spec), region layout, skipped files;
-- items.jsonl: one record per item (id, image path relative to the catalog, title, metadata);
-- index.faiss: inner-product index over the L2-normalised global embeddings (row = item);
+- items.jsonl: one record per item (id, image path relative to the catalog, title, metadata),
+  with item_offsets.npy and item_ids.npy to read one record or find an id without parsing the
+  rest (hsl_demo/items.py);
+- embeds.npy: (N, D) float32 L2-normalised global embeddings, memory-mapped;
+- index.faiss: an inner-product FAISS index over them (row = item), any faiss.index_factory
+  type: exact, IVF, or IVF-PQ, which keeps only codes (candidates are re-scored from embeds.npy);
 - regions.npy / region_scale.npy / region_mask.npy: compact per-item region features for
   re-ranking (hsl_demo/features.py), int8 with one float16 scale per region;
 - hsl_*.npy (when built with an HSL head): that head's query-independent image side
@@ -17,7 +21,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +31,7 @@ import numpy as np
 
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
-from .fileio import load_jsonl
+from .items import IDS_FILE, ITEMS_FILE, OFFSETS_FILE, ItemStore
 from .results import RegionMark
 
 if TYPE_CHECKING:  # torch and open_clip are not needed to open a catalog (the app serves its page first)
@@ -40,13 +44,15 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 PROBE_MIN_COSINE = 0.99
 BOX_SOURCE = "box-crops"  # box regions are crop embeddings (catalogs before them said "boxes": pooled tokens)
+EMBEDS_FILE = "embeds.npy"
 HSL_FILES = ("hsl_objects", "hsl_object_scale", "hsl_pooled", "hsl_pooled_scale", "hsl_mask")
 
 
 # What `hsl-demo index` writes into a catalog folder: it replaces a folder only if it holds
 # nothing else, so it never deletes a file it did not write.
-CATALOG_FILES = frozenset({"manifest.json", "items.jsonl", "index.faiss", "regions.npy", "region_scale.npy",
-                           "region_mask.npy", *(f"{name}.npy" for name in HSL_FILES)})
+CATALOG_FILES = frozenset({"manifest.json", ITEMS_FILE, OFFSETS_FILE, IDS_FILE, EMBEDS_FILE, "index.faiss",
+                           "regions.npy", "region_scale.npy", "region_mask.npy",
+                           *(f"{name}.npy" for name in HSL_FILES)})
 MANIFEST_SECTIONS = {"model": dict, "regions": dict, "heads": dict, "skipped": list, "missing_images": list}
 
 
@@ -69,18 +75,6 @@ def _read_manifest(path: Path) -> dict:
             raise HslDemoError(f"{path}: \"{key}\" must be a JSON {'object' if kind is dict else 'list'}, "
                                f"found a {type(manifest[key]).__name__}; rebuild the catalog")
     return manifest
-
-
-def _check_items(items: list[dict], path: Path) -> None:
-    """Every item has a string id (unique) and a string image path."""
-    seen: set[str] = set()
-    for line, item in enumerate(items, 1):
-        for key in ("id", "image"):
-            if not isinstance(item.get(key), str) or not item[key]:
-                raise HslDemoError(f"{path}: item {line} has no \"{key}\" (a non-empty string); rebuild the catalog")
-        if item["id"] in seen:
-            raise HslDemoError(f"{path}: item {line}: duplicate id {item['id']!r}; rebuild the catalog")
-        seen.add(item["id"])
 
 
 def _check_region_arrays(root: Path, regions: np.ndarray, scale: np.ndarray, mask: np.ndarray) -> None:
@@ -123,22 +117,19 @@ def same_probe(a, b) -> bool:
 class Catalog:
     root: Path
     manifest: dict
-    items: list[dict]
+    items: ItemStore  # row -> record (a dict), and id -> row
     index: faiss.Index
+    embeds: np.ndarray  # (N, D) float32 global embeddings, memory-mapped
     regions: np.ndarray  # (N, R, D) int8
     region_scale: np.ndarray  # (N, R) float16
     region_mask: np.ndarray  # (N, R) bool
     hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
-    _row_of: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._row_of = {item["id"]: row for row, item in enumerate(self.items)}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._row_of
+        return isinstance(item_id, str) and self.items.row_of(item_id) is not None
 
     @property
     def name(self) -> str:
@@ -163,25 +154,28 @@ class Catalog:
                 f"{FORMAT_VERSION}; rebuild it with `hsl-demo index`"
             )
         try:
-            items = load_jsonl(root / "items.jsonl")
+            items = ItemStore.open(root)
             index = faiss.read_index(str(root / "index.faiss"))
             # memory-mapped: a search reads the rows of its candidates, not the whole catalog
             regions = np.load(root / "regions.npy", allow_pickle=False, mmap_mode="r")
             scale = np.load(root / "region_scale.npy", allow_pickle=False, mmap_mode="r")
             mask = np.load(root / "region_mask.npy", allow_pickle=False, mmap_mode="r")
+            if (root / EMBEDS_FILE).is_file():
+                embeds = np.load(root / EMBEDS_FILE, allow_pickle=False, mmap_mode="r")
+            else:  # written before embeds.npy: its index (exact or IVF-Flat) gives the vectors back
+                embeds = index.reconstruct_n(0, index.ntotal)
         except (OSError, ValueError, RuntimeError) as e:
-            raise HslDemoError(f"{root}: catalog files unreadable ({e})") from None
-        if not (len(items) == index.ntotal == len(regions) == manifest.get("count")):
+            raise HslDemoError(f"{root}: catalog files unreadable ({e}); rebuild it") from None
+        if not (len(items) == index.ntotal == len(regions) == len(embeds) == manifest.get("count")):
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
-        _check_items(items, root / "items.jsonl")
         _check_region_arrays(root, regions, scale, mask)
+        _check_array(root, EMBEDS_FILE, embeds, (len(items), index.d), "f")
         if index.d != regions.shape[2]:
             raise HslDemoError(f"{root}: index.faiss holds {index.d}-d vectors, regions.npy {regions.shape[2]}-d; "
                                "rebuild it")
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.nprobe = int(manifest.get("nprobe", 16))
-            ivf.make_direct_map()  # now, not in a first search racing others: rows are read back by id
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
@@ -193,7 +187,7 @@ class Catalog:
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
-        return cls(root, manifest, items, index, regions, scale, mask, hsl)
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl)
 
     def check_model(self, backbone: Backbone) -> None:
         """A clear error if the catalog was encoded by a different model than `backbone`."""
@@ -211,10 +205,10 @@ class Catalog:
             )
 
     def row(self, item_id: str) -> int:
-        try:
-            return self._row_of[item_id]
-        except KeyError:
-            raise HslDemoError(f"no item {item_id!r} in catalog {self.name!r}") from None
+        row = self.items.row_of(item_id)
+        if row is None:
+            raise HslDemoError(f"no item {item_id!r} in catalog {self.name!r}")
+        return row
 
     def image_path(self, row: int) -> Path:
         return Path(os.path.normpath(self._resolved_root / self.items[row]["image"]))
@@ -224,9 +218,19 @@ class Catalog:
         return self.root.resolve()
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n (scores, rows) per query by inner product; rows are -1 where fewer exist."""
+        """Top-n (scores, rows) per query by inner product; rows are -1 where fewer exist.
+
+        FAISS finds the rows; their scores are then the exact inner products with the stored
+        embeddings (a compressed index's own are approximate), best first."""
         n = max(1, min(n, len(self)))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        _, rows = self.index.search(queries, n)
+        found = rows >= 0
+        scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+        for q in range(len(queries)):
+            scores[q, found[q]] = self.vectors(rows[q, found[q]]) @ queries[q]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
     def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""
@@ -240,14 +244,9 @@ class Catalog:
         )
 
     def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
-        """(n, D) global embeddings of the given rows, read back from the index (only those: a
-        composed query does not rebuild the whole catalog's, as `embeddings` does)."""
+        """(n, D) float32 global embeddings of the given rows (read from disk: only those)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if "embeddings" in self.__dict__:
-            return self.embeddings[rows]
-        if not len(rows):
-            return np.zeros((0, self.index.d), np.float32)
-        return self.index.reconstruct_batch(rows)
+        return np.asarray(self.embeds[rows], dtype=np.float32)
 
     def region_mark(self, row: int, region: int, label: str) -> RegionMark | None:
         """Where region `region` of item `row` lies on its photo, labelled: the item's
@@ -261,8 +260,7 @@ class Catalog:
             return None
         return RegionMark(label, cell=(region // n, region % n, n))
 
-    @cached_property
+    @property
     def embeddings(self) -> np.ndarray:
-        """(N, D) global embeddings, read back from the index."""
-        return self.index.reconstruct_n(0, self.index.ntotal)
-
+        """(N, D) float32 global embeddings of every item, in memory (small catalogs)."""
+        return np.asarray(self.embeds, dtype=np.float32)

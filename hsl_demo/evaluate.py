@@ -58,7 +58,7 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n}, plus what the modes add (mean
     weights for modify, "rounds" for drill-down). `variant` picks the ranking of every query's
     mode (None: each mode's default)."""
-    unknown = {t for q in queries for t in q["targets"]} - {it["id"] for it in retriever.catalog.items}
+    unknown = {t for q in queries for t in q["targets"] if t not in retriever.catalog}
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
         raise HslDemoError(f"{len(unknown)} target ids are not in catalog {retriever.catalog.name!r} (e.g. {sample})")

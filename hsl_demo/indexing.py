@@ -16,7 +16,7 @@ import os
 import posixpath
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,27 +26,36 @@ import numpy as np
 import torch
 
 from .backbone import Backbone
-from .catalog import BOX_SOURCE, CATALOG_FILES, FORMAT_VERSION, _read_manifest
+from .catalog import BOX_SOURCE, CATALOG_FILES, EMBEDS_FILE, FORMAT_VERSION, _read_manifest
 from .errors import HslDemoError
 from .features import REGION_GRID, dequantize, quantize, region_features_for
-from .fileio import atomic_dir, load_jsonl, output_lock, write_json, write_jsonl
+from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, write_json, write_jsonl
 from .images import list_images, open_image
+from .items import ItemWriter
 from .models import head_fingerprint
 from .models.hsl import HSLHead
 from .modes.describe import encode_hsl_store
 
-IVF_THRESHOLD = 100_000  # exact search below this many items, IVF above
+FLAT_MAX_ITEMS = 50_000  # exact search up to this many items, IVF above
+IVF_FLAT_MAX_BYTES = 1 << 30  # IVF keeps the full vectors up to this size, product-quantised codes above
 DEFAULT_NPROBE = 16  # an IVF index's nprobe until tune_nprobe picks one
 NPROBE_CANDIDATES = 200  # the candidates a search takes from FAISS (search.DEFAULT_CANDIDATES)
 NPROBE_RECALL = 0.98  # the share of the exact top 10 those candidates must hold
 
 
-def default_index_spec(n: int) -> str:
-    """The faiss.index_factory spec for `n` vectors: exact below IVF_THRESHOLD, else IVF with
-    about 4 sqrt(n) lists (and at least 39 training points a list, as faiss wants)."""
-    if n < IVF_THRESHOLD:
+def default_index_spec(n: int, dim: int) -> str:
+    """The faiss.index_factory spec for `n` vectors of `dim` floats: exact up to
+    FLAT_MAX_ITEMS; then IVF with about 4 sqrt(n) lists (at least 39 training points a list, as
+    faiss wants), keeping the vectors while they fit IVF_FLAT_MAX_BYTES, else OPQ-rotated
+    product-quantised codes of dim/4 bytes (the catalog keeps the vectors on disk, and re-scores
+    the candidates with them)."""
+    if n <= FLAT_MAX_ITEMS:
         return "Flat"
-    return f"IVF{max(1, min(int(4 * np.sqrt(n)), n // 39))},Flat"
+    lists = max(1, min(int(4 * np.sqrt(n)), n // 39))
+    if n * dim * 4 <= IVF_FLAT_MAX_BYTES or dim % 4:
+        return f"IVF{lists},Flat"
+    m = dim // 4
+    return f"OPQ{m},IVF{lists},PQ{m}"
 
 
 def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Index, str, int]:
@@ -57,8 +66,8 @@ def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Ind
 
 def _nlist(spec: str) -> int:
     """The IVF list count a factory spec asks for (1024 when it names none: a sample size)."""
-    head = spec.split(",")[0]
-    return int(head[3:]) if head.startswith("IVF") and head[3:].isdigit() else 1024
+    head = next((part for part in spec.split(",") if part.startswith("IVF")), "")
+    return int(head[3:]) if head[3:].isdigit() else 1024
 
 
 def _new_index(dim: int, spec: str) -> faiss.Index:
@@ -83,29 +92,7 @@ def _add(index: faiss.Index, vectors: np.ndarray, spec: str) -> None:
     try:
         index.add(vectors)
     except RuntimeError as e:
-        raise HslDemoError(f"--index {spec!r}: cannot hold or give back the vectors "
-                           f"({str(e).splitlines()[-1][:120]}); use a Flat or IVF...,Flat spec") from None
-
-
-def _finish(index: faiss.Index, first: np.ndarray, spec: str) -> tuple[faiss.Index, str, int]:
-    """Check that the index gives the vectors back (the first ones: `first`), set its nprobe."""
-    ivf = faiss.try_extract_index_ivf(index)
-    try:
-        if ivf is not None:
-            ivf.make_direct_map()  # rows read back by id (and kept in the file)
-        # Modify and Drill down read the global embeddings back from the index: they must survive it
-        error = float(np.abs(index.reconstruct_n(0, len(first)) - first).max())
-    except RuntimeError as e:
-        raise HslDemoError(f"--index {spec!r}: cannot hold or give back the vectors ({str(e).splitlines()[-1][:120]}); "
-                           "use a Flat or IVF...,Flat spec") from None
-    if error > 1e-4:
-        raise HslDemoError(f"--index {spec!r} compresses the vectors (error up to {error:.3f}), and the catalog reads "
-                           "them back for composed and drill-down queries: use a Flat or IVF...,Flat spec")
-    nprobe = 0
-    if ivf is not None:
-        nprobe = DEFAULT_NPROBE
-        ivf.nprobe = nprobe
-    return index, spec, nprobe
+        raise HslDemoError(f"--index {spec!r}: cannot hold the vectors ({str(e).splitlines()[-1][:120]})") from None
 
 
 def tune_nprobe(index: faiss.Index, shards: list[np.ndarray], queries: int = 256, k: int = 10,
@@ -159,7 +146,7 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
 
     n = sum(len(s) for s in shards)
     dim = shards[0].shape[1]
-    spec = spec or default_index_spec(n)
+    spec = spec or default_index_spec(n, dim)
     sample = _sample_rows(shards, np.random.default_rng(0).choice(n, size=min(n, 64 * _nlist(spec)), replace=False))
     index = _new_index(dim, spec)
     if progress and not index.is_trained:
@@ -167,7 +154,11 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
     _train(index, sample, spec, n)
     for shard in tqdm(shards, desc="filling the index", unit="shard", disable=not progress):
         _add(index, np.ascontiguousarray(shard, dtype=np.float32), spec)
-    return _finish(index, np.ascontiguousarray(shards[0][:1000], dtype=np.float32), spec)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return index, spec, 0
+    ivf.nprobe = DEFAULT_NPROBE
+    return index, spec, DEFAULT_NPROBE
 
 
 def check_output_folder(out: Path, images_dir: Path) -> None:
@@ -283,8 +274,8 @@ def build_catalog(
 ) -> dict:
     """Encode every image below `images_dir` and write a catalog folder at `out`.
 
-    `index_spec` is a faiss.index_factory spec ("Flat", "IVF1024,Flat", "IVF4096,PQ32"; default
-    by size, see `default_index_spec`).
+    `index_spec` is a faiss.index_factory spec ("Flat", "IVF1024,Flat", "OPQ32,IVF4096,PQ32";
+    default by size, see `default_index_spec`).
 
     The images are encoded `shard_size` at a time, each shard written to disk
     (`.OUT.shards/` next to `out`) before the next: a run that is interrupted resumes from its
@@ -309,7 +300,11 @@ def build_catalog(
         shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
         try:
             resumed = shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
-            summary = _assemble(shards, paths, images_dir, out, backbone, meta, progress, hsl, index_spec, times)
+            if not shards.count():
+                raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
+            missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
+            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, missing,
+                                    replaceable=lambda final: check_output_folder(final, images_dir))
         except HslDemoError:  # bad input: nothing to resume (an interruption keeps the shards)
             shards.remove()
             raise
@@ -378,15 +373,24 @@ class ShardFolder:
             part = paths[n * size:(n + 1) * size]
             encoded = _encode_images(part, images_dir, out, backbone, meta, batch_size, times, bar, seen_ids)
             with times("write"):
-                tmp = self.root / f".tmp-{self.shard(n).name}"
-                tmp.mkdir()
-                for name, array in encoded.arrays.items():
-                    np.save(tmp / f"{name}.npy", array)
-                write_jsonl(tmp / "items.jsonl", encoded.items)
-                write_json(tmp / "skipped.json", encoded.skipped)
-                os.replace(tmp, self.shard(n))
+                self.write(n, encoded)
         bar.close()
         return len(done)
+
+    def write(self, n: int, encoded: EncodedImages) -> None:
+        """Shard `n` on disk, complete or not at all (written aside, then renamed)."""
+        tmp = self.root / f".tmp-{self.shard(n).name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, array in encoded.arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        write_jsonl(tmp / "items.jsonl", encoded.items)
+        write_json(tmp / "skipped.json", encoded.skipped)
+        os.replace(tmp, self.shard(n))
+
+    def count(self) -> int:
+        """Items in the finished shards."""
+        return sum(len(np.load(p / "embeds.npy", mmap_mode="r")) for p in self.done())
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -446,65 +450,61 @@ def _encode_images(paths: list[Path], images_dir: Path, out: Path, backbone: Bac
                          skipped)
 
 
-def _assemble(shards: ShardFolder, paths: list[Path], images_dir: Path, out: Path, backbone: Backbone,
-              meta: dict[str, dict], progress: bool, hsl: HSLHead | None, index_spec: str | None,
-              times: StageTimes) -> dict:
-    """The catalog folder from the shards, one shard in memory at a time (the FAISS index
-    excepted: it holds the global embeddings)."""
+def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHead | None = None,
+                  index_spec: str | None = None, progress: bool = True, times: StageTimes | None = None,
+                  missing: list[str] | None = None, replaceable: Callable[[Path], None] | None = None) -> dict:
+    """The catalog folder `out` from finished shards: the FAISS index (trained on a sample,
+    filled shard by shard, its nprobe tuned), then every file written in row order, one shard
+    in memory at a time, with plain writes (see NpyRowWriter). `missing`: metadata records
+    without an image, listed in the manifest; `replaceable` is atomic_dir's."""
     from tqdm.auto import tqdm
 
+    times = times if times is not None else StageTimes()
     parts = shards.done()
-    loaded = [(np.load(p / "embeds.npy", mmap_mode="r"), np.load(p / "mask.npy", mmap_mode="r")) for p in parts]
-    count = sum(len(e) for e, _ in loaded)
+    embeds = [np.load(p / "embeds.npy", mmap_mode="r") for p in parts]
+    masks = [np.load(p / "mask.npy", mmap_mode="r") for p in parts]
+    count = sum(len(e) for e in embeds)
     skipped = [s for p in parts for s in json.loads((p / "skipped.json").read_text())]
-    if not count:
-        raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
-    dim, r_max = loaded[0][0].shape[1], max(m.shape[1] for _, m in loaded)
-    missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
+    dim, r_max = embeds[0].shape[1], max(m.shape[1] for m in masks)
     with times("index"):
-        index, index_type, nprobe = build_index_from_shards([e for e, _ in loaded], index_spec, progress)
+        index, index_type, nprobe = build_index_from_shards(embeds, index_spec, progress)
         nprobe_recall = None
         if nprobe:
-            nprobe, nprobe_recall = tune_nprobe(index, [e for e, _ in loaded])
+            nprobe, nprobe_recall = tune_nprobe(index, embeds)
+    del embeds, masks
     heads: dict = {}
     if hsl is not None:
         heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim}
     has_boxes = False
-    with atomic_dir(out, replaceable=lambda final: check_output_folder(final, images_dir)) as tmp, times("write"):
-        arrays = {"regions.npy": ((count, r_max, dim), np.int8), "region_scale.npy": ((count, r_max), np.float16),
-                  "region_mask.npy": ((count, r_max), bool)}
-        outputs = {name: np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dtype, shape=shape)
-                   for name, (shape, dtype) in arrays.items()}
-        hsl_outputs: dict[str, np.ndarray] = {}
-        row = 0
-        with open(tmp / "items.jsonl", "w", encoding="utf-8") as items_file:
-            for part in tqdm(parts, desc="writing the catalog", unit="shard", disable=not progress):
-                items = load_jsonl(part / "items.jsonl")
-                for item in items:
-                    has_boxes = has_boxes or "items" in item
-                    items_file.write(json.dumps(item, ensure_ascii=False) + "\n")
-                regions = np.load(part / "regions.npy")
-                scale, mask = np.load(part / "scale.npy"), np.load(part / "mask.npy")
-                n, r = len(items), regions.shape[1]
-                outputs["regions.npy"][row:row + n, :r] = regions
-                outputs["region_scale.npy"][row:row + n, :r] = scale
-                outputs["region_mask.npy"][row:row + n, :r] = mask
-                if hsl is not None:
-                    full = (np.zeros((n, r_max, dim), np.int8), np.zeros((n, r_max), np.float16),
-                            np.zeros((n, r_max), bool))
-                    full[0][:, :r], full[1][:, :r], full[2][:, :r] = regions, scale, mask
-                    store = encode_hsl_store(hsl, torch.from_numpy(np.load(part / "embeds.npy")),
-                                             dequantize(full[0], full[1]), torch.from_numpy(full[2]))
-                    for name, array in store.arrays().items():
-                        if name not in hsl_outputs:
-                            hsl_outputs[name] = np.lib.format.open_memmap(
-                                tmp / f"{name}.npy", mode="w+", dtype=array.dtype, shape=(count, *array.shape[1:]))
-                        hsl_outputs[name][row:row + n] = array
-                    heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
-                row += n
-        for array in [*outputs.values(), *hsl_outputs.values()]:
-            array.flush()
-        del outputs, hsl_outputs
+    with atomic_dir(out, replaceable=replaceable) as tmp, times("write"):
+        outputs = {name: NpyRowWriter(tmp / name, shape, dtype) for name, (shape, dtype) in {
+            EMBEDS_FILE: ((count, dim), np.float32), "regions.npy": ((count, r_max, dim), np.int8),
+            "region_scale.npy": ((count, r_max), np.float16), "region_mask.npy": ((count, r_max), bool)}.items()}
+        items_out = ItemWriter(tmp, count)
+        for part in tqdm(parts, desc="writing the catalog", unit="shard", disable=not progress):
+            items = load_jsonl(part / "items.jsonl")
+            for item in items:
+                has_boxes = has_boxes or "items" in item
+                items_out.add(item)
+            embeds_part = np.load(part / "embeds.npy")
+            shard = {EMBEDS_FILE: embeds_part, "regions.npy": np.load(part / "regions.npy"),
+                     "region_scale.npy": np.load(part / "scale.npy"), "region_mask.npy": np.load(part / "mask.npy")}
+            for name, array in shard.items():
+                outputs[name].write(array)
+            if hsl is not None:
+                full = {name: _pad_regions(shard[name], r_max) for name in ("regions.npy", "region_scale.npy",
+                                                                               "region_mask.npy")}
+                store = encode_hsl_store(hsl, torch.from_numpy(embeds_part),
+                                         dequantize(full["regions.npy"], full["region_scale.npy"]),
+                                         torch.from_numpy(full["region_mask.npy"]))
+                for name, array in store.arrays().items():
+                    if name not in outputs:
+                        outputs[name] = NpyRowWriter(tmp / f"{name}.npy", (count, *array.shape[1:]), array.dtype)
+                    outputs[name].write(array)
+                heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
+        items_out.close()
+        for writer in outputs.values():
+            writer.close()
         faiss.write_index(index, str(tmp / "index.faiss"))
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -521,8 +521,15 @@ def _assemble(shards: ShardFolder, paths: list[Path], images_dir: Path, out: Pat
             },
             "heads": heads,
             "skipped": skipped,
-            "missing_images": missing,
+            "missing_images": missing or [],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json(tmp / "manifest.json", manifest)
     return {"count": count, "skipped": skipped, "index": index_type, "out": str(out)}
+
+
+def _pad_regions(array: np.ndarray, r_max: int) -> np.ndarray:
+    """A shard's (n, R, ...) region array padded with zeros to r_max regions."""
+    padded = np.zeros((len(array), r_max, *array.shape[2:]), dtype=array.dtype)
+    padded[:, :array.shape[1]] = array
+    return padded

@@ -45,6 +45,7 @@ MODIFY_EXAMPLES = [("p00024", "make it blue and striped"), ("p00216", "with dots
 DRILL_EXAMPLES = ["a red handbag", "white sneakers", "a checked scarf", "yellow dotted sandals"]
 DRILL_K = 12  # results per drill-down round
 PICKS = 12  # catalog products offered as references in the Modify tab
+EXAMPLE_SCAN = 5_000  # items read to pick them
 CHART_MODES = ("native", "png")  # drawn in the browser, or matplotlib PNGs drawn per request
 
 
@@ -197,15 +198,17 @@ def rounds_markdown(session: Session | None) -> str:
 
 def example_products(catalog: Catalog, n: int = PICKS) -> list[str]:
     """Catalog ids to offer as references: the Modify examples' ids, then one product per
-    category, spread over colours and patterns."""
+    category, spread over colours and patterns (among at most EXAMPLE_SCAN items spread over
+    the catalog: a catalog of millions is not read whole to draw the page)."""
     picked = [i for i, _ in MODIFY_EXAMPLES if i in catalog]
+    scanned = catalog.items[:: max(1, len(catalog) // EXAMPLE_SCAN)]
     groups: dict[str, list[str]] = {}
-    for item in catalog.items:
+    for item in scanned:
         groups.setdefault(item.get("category", ""), []).append(item["id"])
     if len(groups) > 1:
         pool = [ids[(7 * g) % len(ids)] for g, ids in enumerate(groups.values())]
     else:
-        pool = [item["id"] for item in catalog.items[:: max(1, len(catalog) // n)]]
+        pool = [item["id"] for item in scanned[:: max(1, len(scanned) // n)]]
     for item_id in pool:
         if item_id not in picked:
             picked.append(item_id)

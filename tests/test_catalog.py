@@ -145,7 +145,7 @@ def test_failed_rebuild_keeps_the_old_catalog(built, tiny_backbone, tmp_path):
 
 
 def test_large_catalogs_use_an_ivf_index(small_images, tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(indexing, "IVF_THRESHOLD", 5)
+    monkeypatch.setattr(indexing, "FLAT_MAX_ITEMS", 5)
     build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
     cat = Catalog.open(tmp_path / "cat")
     assert cat.manifest["index"] == "IVF1,Flat"  # a faiss.index_factory spec
@@ -169,10 +169,34 @@ def test_the_index_type_is_a_factory_spec(small_images, tiny_backbone, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("hsl-demo: error: --index 'IVF2,Nonsense': not a FAISS index_factory spec")
     assert not (tmp_path / "bad").exists()
-    for spec, message in (("SQ4", "compresses the vectors"), ("IDMap,Flat", "cannot hold or give back the vectors")):
-        with pytest.raises(HslDemoError, match=message):
-            build_catalog(small_images / "images", tmp_path / "lossy", tiny_backbone, progress=False, index_spec=spec)
-    assert not (tmp_path / "lossy").exists()
+    with pytest.raises(HslDemoError, match="cannot hold the vectors"):
+        build_catalog(small_images / "images", tmp_path / "ids", tiny_backbone, progress=False, index_spec="IDMap,Flat")
+    assert not (tmp_path / "ids").exists()
+
+
+def test_a_compressed_index_finds_candidates_and_the_stored_vectors_score_them(small_images, tiny_backbone,
+                                                                                 tmp_path):
+    """A lossy index (4-bit scalar codes here; PQ at scale) only picks the candidates: their
+    scores are exact inner products with the embeddings the catalog keeps in embeds.npy."""
+    import numpy as np
+
+    build_catalog(small_images / "images", tmp_path / "sq", tiny_backbone, progress=False, index_spec="SQ4")
+    cat = Catalog.open(tmp_path / "sq")
+    assert cat.manifest["index"] == "SQ4" and isinstance(cat.embeds, np.memmap)
+    approx, _ = cat.index.search(cat.vectors([5]), 3)
+    scores, rows = cat.search(cat.vectors([5]), 3)
+    assert rows[0][0] == 5 and np.allclose(scores[0], cat.embeddings[rows[0]] @ cat.vectors([5])[0], atol=1e-6)
+    assert not np.allclose(approx[0], scores[0], atol=1e-3)  # the index's own scores were approximate
+    assert list(scores[0]) == sorted(scores[0], reverse=True)
+
+
+def test_index_types_follow_catalog_size():
+    from hsl_demo.indexing import default_index_spec
+
+    assert default_index_spec(50_000, 128) == "Flat"
+    assert default_index_spec(1_000_000, 128) == "IVF4000,Flat"  # 512 MB of vectors: kept
+    assert default_index_spec(10_000_000, 128) == "OPQ32,IVF12649,PQ32"  # 5 GB: 32-byte codes
+    assert default_index_spec(1_000_000, 512) == "OPQ128,IVF4000,PQ128"
 
 
 def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):
@@ -201,9 +225,43 @@ def test_opening_reads_no_region_and_a_query_reads_only_its_rows(demo_backbone):
 
     catalog = Catalog.open("products")
     assert isinstance(catalog.regions, np.memmap) and isinstance(catalog.region_mask, np.memmap)
+    assert isinstance(catalog.embeds, np.memmap)
     assert np.array_equal(catalog.vectors([3, 1]), catalog.index.reconstruct_n(0, 4)[[3, 1]])
     from hsl_demo.search import Retriever, load_heads
 
     retriever = Retriever(demo_backbone, catalog, **load_heads(demo_backbone))
     assert [r.id for r in retriever.search_composed("p00024", "make it blue and striped", k=1)] == ["p00059"]
-    assert "embeddings" not in catalog.__dict__
+
+
+def test_items_are_read_one_at_a_time(built, tmp_path, caplog):
+    """Opening parses no record (a catalog of millions opens in a second): ids are found through
+    item_ids.npy, and a record is parsed, and checked, when it is read."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    lines = (copy / "items.jsonl").read_bytes().split(b"\n")
+    lines[2] = b"{" + b"x" * (len(lines[2]) - 1)  # same length: the offsets still fit, the record is broken
+    (copy / "items.jsonl").write_bytes(b"\n".join(lines))
+    cat = Catalog.open(copy)
+    assert len(cat) == 12 and cat.row(cat.items[7]["id"]) == 7 and cat.items[-1] == cat.items[11]
+    assert "s05" in cat and "nope" not in cat and None not in cat
+    with pytest.raises(HslDemoError, match=r"items.jsonl: item 3 is not a JSON object; rebuild the catalog"):
+        cat.items[2]
+    # edited by hand (a title changed): the lines moved, so it is read whole, and still opens
+    lines[2] = (built[0] / "items.jsonl").read_bytes().split(b"\n")[2].replace(b'"title": "', b'"title": "new ')
+    (copy / "items.jsonl").write_bytes(b"\n".join(lines))
+    with caplog.at_level("WARNING"):
+        edited = Catalog.open(copy)
+    assert "does not match items.jsonl (edited since it was written?)" in caplog.text
+    assert edited.items[2]["title"].startswith("new ") and edited.row(edited.items[9]["id"]) == 9
+
+
+def test_catalogs_written_before_the_item_index_still_open(built, tmp_path):
+    import numpy as np
+
+    old = tmp_path / "old"
+    shutil.copytree(built[0], old)
+    for name in ("item_offsets.npy", "item_ids.npy", "embeds.npy"):
+        (old / name).unlink()
+    a, b = Catalog.open(built[0]), Catalog.open(old)
+    assert list(a.items) == list(b.items) and b.row("s05") == a.row("s05")
+    assert np.abs(a.embeddings - b.embeddings).max() < 1e-6
