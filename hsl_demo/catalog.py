@@ -11,6 +11,8 @@ A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically)
   type: exact, IVF, or IVF-PQ, which keeps only codes (candidates are re-scored from embeds.npy);
 - regions.npy / region_scale.npy / region_mask.npy: compact per-item region features for
   re-ranking (hsl_demo/features.py), int8 with one float16 scale per region;
+- regions.faiss (catalogs above defaults.REGION_INDEX_ITEMS): an IVF-PQ index of those regions,
+  id = row * regions per item + region, where drill-down finds its candidates;
 - hsl_*.npy (when built with an HSL head): that head's query-independent image side
   (hsl_demo/modes/describe.py), int8 with float16 scales, memory-mapped.
 """
@@ -31,6 +33,7 @@ import numpy as np
 
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
+from .fileio import load_mapped
 from .items import IDS_FILE, ITEMS_FILE, OFFSETS_FILE, ItemStore
 from .results import RegionMark
 
@@ -45,12 +48,16 @@ FORMAT_VERSION = 1
 PROBE_MIN_COSINE = 0.99
 BOX_SOURCE = "box-crops"  # box regions are crop embeddings (catalogs before them said "boxes": pooled tokens)
 EMBEDS_FILE = "embeds.npy"
+REGION_INDEX_FILE = "regions.faiss"
+# IVF lists stay on disk, mapped: opening reads none, a search pages in the lists it probes
+INDEX_READ_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
 HSL_FILES = ("hsl_objects", "hsl_object_scale", "hsl_pooled", "hsl_pooled_scale", "hsl_mask")
 
 
 # What `hsl-demo index` writes into a catalog folder: it replaces a folder only if it holds
 # nothing else, so it never deletes a file it did not write.
 CATALOG_FILES = frozenset({"manifest.json", ITEMS_FILE, OFFSETS_FILE, IDS_FILE, EMBEDS_FILE, "index.faiss",
+                           REGION_INDEX_FILE,
                            "regions.npy", "region_scale.npy", "region_mask.npy",
                            *(f"{name}.npy" for name in HSL_FILES)})
 MANIFEST_SECTIONS = {"model": dict, "regions": dict, "heads": dict, "skipped": list, "missing_images": list}
@@ -124,6 +131,7 @@ class Catalog:
     region_scale: np.ndarray  # (N, R) float16
     region_mask: np.ndarray  # (N, R) bool
     hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
+    region_index: faiss.Index | None = None  # regions.faiss, in large catalogs
 
     def __len__(self) -> int:
         return len(self.items)
@@ -155,13 +163,16 @@ class Catalog:
             )
         try:
             items = ItemStore.open(root)
-            index = faiss.read_index(str(root / "index.faiss"))
+            index = faiss.read_index(str(root / "index.faiss"), INDEX_READ_FLAGS)
+            region_index = None
+            if (root / REGION_INDEX_FILE).is_file():
+                region_index = faiss.read_index(str(root / REGION_INDEX_FILE), INDEX_READ_FLAGS)
             # memory-mapped: a search reads the rows of its candidates, not the whole catalog
-            regions = np.load(root / "regions.npy", allow_pickle=False, mmap_mode="r")
-            scale = np.load(root / "region_scale.npy", allow_pickle=False, mmap_mode="r")
-            mask = np.load(root / "region_mask.npy", allow_pickle=False, mmap_mode="r")
+            regions = load_mapped(root / "regions.npy")
+            scale = load_mapped(root / "region_scale.npy")
+            mask = load_mapped(root / "region_mask.npy")
             if (root / EMBEDS_FILE).is_file():
-                embeds = np.load(root / EMBEDS_FILE, allow_pickle=False, mmap_mode="r")
+                embeds = load_mapped(root / EMBEDS_FILE)
             else:  # written before embeds.npy: its index (exact or IVF-Flat) gives the vectors back
                 embeds = index.reconstruct_n(0, index.ntotal)
         except (OSError, ValueError, RuntimeError) as e:
@@ -176,6 +187,12 @@ class Catalog:
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.nprobe = int(manifest.get("nprobe", 16))
+        if region_index is not None:
+            region_ivf = faiss.try_extract_index_ivf(region_index)
+            if region_index.d != index.d or region_ivf is None:
+                raise HslDemoError(f"{root}: {REGION_INDEX_FILE} is not an IVF index of {index.d}-d regions; "
+                                   "rebuild it")
+            region_ivf.nprobe = int(manifest.get("region_index", {}).get("nprobe", 16))
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
@@ -183,11 +200,11 @@ class Catalog:
         if "hsl" in manifest.get("heads", {}):
             try:
                 # mmap: a large catalog's re-rank features stay on disk until a query reads them
-                hsl = {k: np.load(root / f"{k}.npy", allow_pickle=False, mmap_mode="r") for k in HSL_FILES}
+                hsl = {k: load_mapped(root / f"{k}.npy") for k in HSL_FILES}
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
-        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl)
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index)
 
     def check_model(self, backbone: Backbone) -> None:
         """A clear error if the catalog was encoded by a different model than `backbone`."""
@@ -210,8 +227,10 @@ class Catalog:
             raise HslDemoError(f"no item {item_id!r} in catalog {self.name!r}")
         return row
 
-    def image_path(self, row: int) -> Path:
-        return Path(os.path.normpath(self._resolved_root / self.items[row]["image"]))
+    def image_path(self, row: int, record: dict | None = None) -> Path:
+        """The photo of item `row` (`record`: its record, when read already)."""
+        record = record if record is not None else self.items[row]
+        return Path(os.path.normpath(self._resolved_root / record["image"]))
 
     @cached_property
     def _resolved_root(self) -> Path:
@@ -232,6 +251,18 @@ class Catalog:
         order = np.argsort(-scores, axis=1, kind="stable")
         return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
+    def region_candidates(self, queries: np.ndarray, per_query: int) -> np.ndarray:
+        """Item rows whose regions best match each query (T, D), up to `per_query` items per
+        query, best first, merged without repeats: drill-down's candidates in a catalog too large
+        to keep its regions in memory. From the region index; in a catalog without one, from
+        the global embeddings (which a query about one product of a flat-lay matches poorly)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.region_index is None:
+            return first_items(self.search(queries, per_query)[1], per_query)
+        per_item = self.regions.shape[1]
+        _, ids = self.region_index.search(queries, min(self.region_index.ntotal, per_query * per_item))
+        return first_items(np.where(ids >= 0, ids // per_item, -1), per_query)
+
     def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""
         import torch
@@ -248,15 +279,17 @@ class Catalog:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         return np.asarray(self.embeds[rows], dtype=np.float32)
 
-    def region_mark(self, row: int, region: int, label: str) -> RegionMark | None:
+    def region_mark(self, row: int, region: int, label: str, record: dict | None = None) -> RegionMark | None:
         """Where region `region` of item `row` lies on its photo, labelled: the item's
         `region`-th box, or, for an item indexed without boxes, a cell of its region grid
-        (None when the region count is not a square grid)."""
-        boxes = [part["box"] for part in self.items[row].get("items", []) if "box" in part]
+        (None when the region count is not a square grid). `record`: the item's, if read."""
+        record = record if record is not None else self.items[row]
+        boxes = [part["box"] for part in record.get("items", []) if "box" in part]
         if boxes:
             return RegionMark(label, box=tuple(float(v) for v in boxes[region])) if region < len(boxes) else None
-        n = math.isqrt(int(self.region_mask[row].sum()))
-        if n * n != int(self.region_mask[row].sum()) or region >= n * n:
+        regions = int(np.count_nonzero(self.region_mask[row]))
+        n = math.isqrt(regions)
+        if n * n != regions or region >= n * n:
             return None
         return RegionMark(label, cell=(region // n, region % n, n))
 
@@ -264,3 +297,12 @@ class Catalog:
     def embeddings(self) -> np.ndarray:
         """(N, D) float32 global embeddings of every item, in memory (small catalogs)."""
         return np.asarray(self.embeds, dtype=np.float32)
+
+
+def first_items(hits: np.ndarray, per_query: int) -> np.ndarray:
+    """Item rows from per-query hits (T, H), best first, -1 where none: the first `per_query`
+    distinct items of each query, merged without repeats."""
+    rows: dict[int, None] = {}
+    for query_hits in hits:
+        rows.update(dict.fromkeys(list(dict.fromkeys(query_hits[query_hits >= 0].tolist()))[:per_query]))
+    return np.fromiter(rows, dtype=np.int64, count=len(rows))

@@ -566,7 +566,8 @@ def _load_retrievers(models, model: str | None, device: str | None) -> tuple:
     heads = load_heads(backbone)
     products, looks = Retriever(backbone, models.products_catalog, **heads), Retriever(backbone, models.looks_catalog,
                                                                                          **heads)
-    looks.hmrn_store()  # the drill-down index, built now rather than in the first visitor's round
+    for retriever in (products, looks):
+        retriever.warm_up()  # now, rather than in the first visitor's queries
     return products, looks
 
 

@@ -13,6 +13,9 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "checkpoints" / "demo"
 MODEL_CONFIGS_DIR = Path(__file__).resolve().parent / "model_configs"
 
 BUILTIN_CATALOGS = ("products", "looks")
+# Catalogs up to this many items keep drill-down's region side in memory (search.HMRN_CACHE_ITEMS);
+# larger ones get a compressed FAISS index of their regions at indexing time (regions.faiss).
+REGION_INDEX_ITEMS = 50_000
 DEMO_SEED = 0
 
 

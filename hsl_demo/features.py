@@ -54,14 +54,15 @@ def box_crops(image: Image.Image, boxes: list[list[float]], margin: float = 0.1)
 
 
 def region_features_for(backbone: Backbone, images: list[Image.Image], boxes: list[list[list[float]]],
-                        times=None) -> tuple[ImageFeatures, list[torch.Tensor]]:
+                        times=None, pixels: torch.Tensor | None = None) -> tuple[ImageFeatures, list[torch.Tensor]]:
     """The backbone's features of a batch of images, and per image its (R, D) region features:
     the embeddings of its box crops, or, for an image without boxes, its patch tokens pooled on
-    a grid. `times` (an indexing.StageTimes) collects the seconds of preprocess, forward and
-    regions."""
+    a grid. `pixels`: the images preprocessed already (else done here). `times` (an
+    indexing.StageTimes) collects the seconds of preprocess, forward and regions."""
     times = times or _no_timing
-    with times("preprocess"):
-        pixels = backbone.images_to_tensor(images)
+    if pixels is None:
+        with times("preprocess"):
+            pixels = backbone.images_to_tensor(images)
     with times("forward"):
         feats = backbone.image_features(pixels)
     with times("regions"):

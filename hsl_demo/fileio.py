@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -217,3 +218,14 @@ class NpyRowWriter:
         self._file.close()
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} announced")
+
+
+def load_mapped(path: Path) -> np.ndarray:
+    """A .npy file memory-mapped read-only, for reads of scattered rows: the kernel's
+    read-ahead is turned off (it would page in, and count as resident, some 128 KB around
+    every row a search reads)."""
+    array = np.load(path, allow_pickle=False, mmap_mode="r")
+    mapping = getattr(array, "_mmap", None)  # None for an empty file
+    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
+    return array

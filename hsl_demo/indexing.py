@@ -15,8 +15,9 @@ import math
 import os
 import posixpath
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from PIL import Image
 
 from .backbone import Backbone
-from .catalog import BOX_SOURCE, CATALOG_FILES, EMBEDS_FILE, FORMAT_VERSION, _read_manifest
+from .catalog import BOX_SOURCE, CATALOG_FILES, EMBEDS_FILE, FORMAT_VERSION, REGION_INDEX_FILE, _read_manifest
+from .defaults import REGION_INDEX_ITEMS
 from .errors import HslDemoError
 from .features import REGION_GRID, dequantize, quantize, region_features_for
 from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, write_json, write_jsonl
@@ -41,6 +44,8 @@ IVF_FLAT_MAX_BYTES = 1 << 30  # IVF keeps the full vectors up to this size, prod
 DEFAULT_NPROBE = 16  # an IVF index's nprobe until tune_nprobe picks one
 NPROBE_CANDIDATES = 200  # the candidates a search takes from FAISS (search.DEFAULT_CANDIDATES)
 NPROBE_RECALL = 0.98  # the share of the exact top 10 those candidates must hold
+REGION_LISTS = 1024  # IVF lists of a region index (tens of millions of region vectors: trained fast)
+REGION_MAX_NPROBE = 128  # a region index's nprobe stops here (its codes may cap the recall below the target)
 
 
 def default_index_spec(n: int, dim: int) -> str:
@@ -95,23 +100,57 @@ def _add(index: faiss.Index, vectors: np.ndarray, spec: str) -> None:
         raise HslDemoError(f"--index {spec!r}: cannot hold the vectors ({str(e).splitlines()[-1][:120]})") from None
 
 
-def tune_nprobe(index: faiss.Index, shards: list[np.ndarray], queries: int = 256, k: int = 10,
-                candidates: int = NPROBE_CANDIDATES, target: float = NPROBE_RECALL) -> tuple[int, float]:
+def tune_nprobe(index: faiss.Index, queries: list[np.ndarray], blocks: Iterable[np.ndarray], k: int = 10,
+                candidates: int = NPROBE_CANDIDATES, target: float = NPROBE_RECALL,
+                max_nprobe: int | None = None) -> tuple[int, float]:
     """The smallest nprobe (a power of two) at which the IVF stage's top `candidates` hold
-    `target` of the exact top `k`, over `queries` catalog vectors drawn at random (autofaiss
-    picks it the same way); (nprobe, its recall). Sets it on the index."""
+    `target` of the exact top `k` of every group of `queries` (autofaiss picks it the same way,
+    from vectors of the catalog; text queries lie elsewhere in the space, so the build adds the
+    embeddings of item titles). `blocks`: every indexed vector, in id order, a block at a time
+    (ids of vectors never added, zeros, may appear). (nprobe, the lowest group's recall); sets
+    it on the index."""
     ivf = faiss.try_extract_index_ivf(index)
-    n = sum(len(s) for s in shards)
-    sample = _sample_rows(shards, np.random.default_rng(1).choice(n, size=min(n, queries), replace=False))
-    exact = _exact_top(shards, sample, min(k, n))
-    nprobe, recall = 1, 0.0
+    n = index.ntotal
+    joined = np.ascontiguousarray(np.concatenate(queries), dtype=np.float32)
+    group = np.repeat(np.arange(len(queries)), [len(q) for q in queries])
+    exact = _exact_top(blocks, joined, min(k, n))
+    highest = min(ivf.nlist, max_nprobe or ivf.nlist)
+    nprobe = 1
     while True:
         ivf.nprobe = nprobe
-        _, found = index.search(sample, min(candidates, n))
-        recall = float(np.mean([len(set(e) & set(f)) / len(e) for e, f in zip(exact.tolist(), found.tolist())]))
-        if recall >= target or nprobe >= ivf.nlist:
+        _, found = index.search(joined, min(candidates, n))
+        hit = np.array([len(set(e) & set(f)) / len(e) for e, f in zip(exact.tolist(), found.tolist())])
+        recall = min(float(hit[group == g].mean()) for g in range(len(queries)))
+        if recall >= target or nprobe >= highest:
             return nprobe, recall
-        nprobe = min(nprobe * 2, ivf.nlist)
+        nprobe = min(nprobe * 2, highest)
+
+
+def tune_nprobe_on_shards(index: faiss.Index, shards: list[np.ndarray], text_queries: np.ndarray | None = None,
+                          queries: int = 256) -> tuple[int, float]:
+    """`tune_nprobe` for an index of the vectors kept in `shards`, with `queries` of them (and
+    `text_queries`, a group of their own)."""
+    n = sum(len(s) for s in shards)
+    sample = _sample_rows(shards, np.random.default_rng(1).choice(n, size=min(n, queries), replace=False))
+    groups = [sample] if text_queries is None or not len(text_queries) else [sample, text_queries]
+    return tune_nprobe(index, groups, (np.ascontiguousarray(s, dtype=np.float32) for s in shards))
+
+
+def _title_queries(parts: list[Path], backbone: Backbone, count: int, regions: bool = False,
+                   n: int = 256) -> np.ndarray:
+    """The text embeddings of the titles of `n` items drawn at random from the shards (or, with
+    `regions`, of their boxes' captions where they have some): queries that look like what
+    visitors type, for tuning nprobe."""
+    rows = set(np.random.default_rng(3).choice(count, size=min(count, n), replace=False).tolist())
+    texts, start = [], 0
+    for part in parts:
+        items = load_jsonl(part / "items.jsonl")
+        for row, item in enumerate(items, start):
+            if row in rows:
+                captions = [c for c in (p.get("caption") for p in item.get("items", [])) if isinstance(c, str) and c]
+                texts += captions[:1] if regions and captions else [str(item.get("title") or item["id"])]
+        start += len(items)
+    return backbone.encode_text(texts) if texts else np.zeros((0, backbone.embed_dim), np.float32)
 
 
 def _sample_rows(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -122,19 +161,19 @@ def _sample_rows(shards: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
                            for s, a, b in zip(shards, starts[:-1], starts[1:])])
 
 
-def _exact_top(shards: list[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
-    """Row ids of the exact top-k inner products, one shard in memory at a time."""
+def _exact_top(blocks: Iterable[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids (positions over the concatenated blocks) of the exact top-k inner products, one
+    block in memory at a time."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(queries), 0), dtype=np.int64)
     start = 0
-    for shard in shards:
-        scores, found = faiss.knn(queries, np.ascontiguousarray(shard, dtype=np.float32), min(k, len(shard)),
-                                  metric=faiss.METRIC_INNER_PRODUCT)
+    for block in blocks:
+        scores, found = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
         best_scores = np.concatenate([best_scores, scores], 1)
         best_rows = np.concatenate([best_rows, found + start], 1)
         keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
         best_scores, best_rows = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_rows, keep, 1)
-        start += len(shard)
+        start += len(block)
     return best_rows
 
 
@@ -159,6 +198,58 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
         return index, spec, 0
     ivf.nprobe = DEFAULT_NPROBE
     return index, spec, DEFAULT_NPROBE
+
+
+def region_index_spec(n: int, dim: int) -> str:
+    """The faiss.index_factory spec of a region index over `n` region vectors: IVF with
+    product-quantised codes of dim/4 bytes (scalar 8-bit codes when dim is not a multiple of 4)."""
+    lists = max(1, min(REGION_LISTS, n // 39))
+    if n < 256 * 39:  # too few to train 256 codes per sub-vector (only in tests: large catalogs have more)
+        return f"IVF{lists},Flat"
+    return f"IVF{lists},PQ{dim // 4}" if dim % 4 == 0 else f"IVF{lists},SQ8"
+
+
+def build_region_index(parts: list[Path], r_max: int, text_queries: np.ndarray | None = None,
+                       progress: bool = False) -> tuple[faiss.Index, dict]:
+    """A FAISS index over every valid region of the shards `parts`, id = row * r_max + region:
+    what drill-down takes its candidates from in a catalog too large to hold its regions in
+    memory. Trained on a sample drawn from every shard, filled and nprobe-tuned shard by shard.
+    `text_queries` tune its nprobe beside sampled regions. Returns it and its manifest entry."""
+    from tqdm.auto import tqdm
+
+    def shard_regions(part: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(n * r_max, D) float32 region vectors of one shard (zeros where none) and their mask."""
+        mask = _pad_regions(np.load(part / "mask.npy"), r_max)
+        vectors = _pad_regions(dequantize(np.load(part / "regions.npy"), np.load(part / "scale.npy")).numpy(), r_max)
+        vectors *= mask[..., None]
+        return np.ascontiguousarray(vectors.reshape(-1, vectors.shape[-1])), mask.reshape(-1)
+
+    valid = [int(np.load(p / "mask.npy", mmap_mode="r").sum()) for p in parts]
+    total = sum(valid)
+    dim = np.load(parts[0] / "regions.npy", mmap_mode="r").shape[-1]
+    spec = region_index_spec(total, dim)
+    index = _new_index(dim, spec)
+    rng = np.random.default_rng(2)
+    wanted = min(total, 64 * _nlist(spec))
+    sample = []
+    for part, count in zip(parts, valid):
+        vectors, mask = shard_regions(part)
+        rows = np.flatnonzero(mask)
+        sample.append(vectors[rng.choice(rows, size=min(len(rows), -(-wanted * count // total)), replace=False)])
+    sample = np.concatenate(sample)
+    if progress:
+        tqdm.write(f"training the {spec} region index on {len(sample):,} of {total:,} region vectors")
+    _train(index, sample, spec, total)
+    start = 0
+    for part in tqdm(parts, desc="filling the region index", unit="shard", disable=not progress):
+        vectors, mask = shard_regions(part)
+        ids = np.arange(start, start + len(mask), dtype=np.int64)
+        index.add_with_ids(vectors[mask], ids[mask])
+        start += len(mask)
+    queries = sample[rng.choice(len(sample), size=min(256, len(sample)), replace=False)]
+    groups = [queries] if text_queries is None or not len(text_queries) else [queries, text_queries]
+    nprobe, recall = tune_nprobe(index, groups, (shard_regions(p)[0] for p in parts), max_nprobe=REGION_MAX_NPROBE)
+    return index, {"index": spec, "vectors": total, "nprobe": nprobe, "nprobe_recall": round(recall, 4)}
 
 
 def check_output_folder(out: Path, images_dir: Path) -> None:
@@ -240,10 +331,14 @@ PROFILE_STAGES = ("decode", "preprocess", "forward", "regions", "write", "index"
 
 @dataclass
 class StageTimes:
-    """Seconds spent per indexing stage (`--profile`), over `images` images."""
+    """Seconds spent per indexing stage (`--profile`), over `images` images, and the run's
+    wall-clock seconds (`wall`). Decode and preprocess run in threads beside the forward pass,
+    so the stages' seconds may add up to more than the wall clock."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_STAGES, 0.0))
     images: int = 0
+    wall: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -251,13 +346,15 @@ class StageTimes:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            with self._lock:  # the decode threads add to it too
+                self.seconds[stage] += time.perf_counter() - start
 
     def report(self) -> str:
-        total = sum(self.seconds.values()) or 1e-9
-        parts = ", ".join(f"{stage} {sec:.1f} s ({sec / total:.0%})" for stage, sec in self.seconds.items())
-        rate = self.images / total if self.images else 0.0
-        return f"{self.images} images in {total:.1f} s ({rate:.0f} img/s): {parts}"
+        wall = self.wall or sum(self.seconds.values()) or 1e-9
+        parts = ", ".join(f"{stage} {sec:.1f} s" for stage, sec in self.seconds.items())
+        rate = self.images / wall if self.images else 0.0
+        return (f"{self.images} images in {wall:.1f} s ({rate:.0f} img/s); seconds per stage (decode and "
+                f"preprocess in {DECODE_THREADS} threads, beside the forward pass): {parts}")
 
 
 def build_catalog(
@@ -295,6 +392,7 @@ def build_catalog(
     out = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
     check_output_folder(out, images_dir)
     times = times if times is not None else StageTimes()
+    started = time.perf_counter()
     with output_lock(out) as cleaned:
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
         shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
@@ -309,6 +407,7 @@ def build_catalog(
             shards.remove()
             raise
         shards.remove()
+    times.wall += time.perf_counter() - started
     return {**summary, "cleaned": cleaned, "resumed_shards": resumed}
 
 
@@ -405,39 +504,60 @@ class EncodedImages:
     skipped: list[dict]
 
 
+DECODE_THREADS = 2  # threads that decode and preprocess the next batch while the backbone encodes this one
+
+
 def _encode_images(paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
-                   batch_size: int, times: StageTimes, bar, seen_ids: set[str]) -> EncodedImages:
+                   batch_size: int, times: StageTimes, bar, seen_ids: set[str],
+                   threads: int = DECODE_THREADS) -> EncodedImages:
+    """One shard's images encoded: decoded and preprocessed by `threads` threads a batch ahead
+    of the forward pass (PIL and torchvision release the GIL), so the backbone rarely waits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(path: Path) -> tuple[Path, Image.Image | str, torch.Tensor | None]:
+        try:
+            with times("decode"):
+                image = open_image(path)
+        except HslDemoError as e:
+            return path, str(e).split(": ", 1)[-1], None
+        with times("preprocess"):
+            return path, image, backbone.preprocess(image)
+
     items, embeds, regions, scales, skipped = [], [], [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch, batch_records = [], []
-        for path in paths[start:start + batch_size]:
-            rel = path.relative_to(images_dir).as_posix()
-            try:
-                with times("decode"):
-                    image = open_image(path)
-            except HslDemoError as e:
-                skipped.append({"file": rel, "reason": str(e).split(": ", 1)[-1]})
-                continue
-            record = dict(meta.get(rel, {}))
-            record.setdefault("id", Path(rel).with_suffix("").as_posix())
-            record.setdefault("title", path.stem.replace("_", " "))
-            if record["id"] in seen_ids:
-                raise HslDemoError(f"duplicate item id {record['id']!r} ({rel})")
-            seen_ids.add(record["id"])
-            record["image"] = os.path.relpath(path.resolve(), out.resolve())
-            batch.append(image)
-            batch_records.append(record)
-        if batch:
-            boxes = [[it["box"] for it in record.get("items", []) if "box" in it] for record in batch_records]
-            feats, per_image = region_features_for(backbone, batch, boxes, times=times)
-            for r in per_image:
-                q, sc = quantize(r)
-                regions.append(q)
-                scales.append(sc)
-            embeds.append(feats.embeds.cpu().numpy().astype(np.float32))
-            items.extend(batch_records)
-        times.images += len(batch)
-        bar.update(len(paths[start:start + batch_size]))
+    batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="hsl-demo-decode") as pool:
+        ahead = [pool.submit(load, path) for path in batches[0]] if batches else []
+        for n in range(len(batches)):
+            loaded = [future.result() for future in ahead]
+            ahead = [pool.submit(load, path) for path in batches[n + 1]] if n + 1 < len(batches) else []
+            batch, batch_pixels, batch_records = [], [], []
+            for path, image, pixels in loaded:
+                rel = path.relative_to(images_dir).as_posix()
+                if pixels is None:
+                    skipped.append({"file": rel, "reason": image})
+                    continue
+                record = dict(meta.get(rel, {}))
+                record.setdefault("id", Path(rel).with_suffix("").as_posix())
+                record.setdefault("title", path.stem.replace("_", " "))
+                if record["id"] in seen_ids:
+                    raise HslDemoError(f"duplicate item id {record['id']!r} ({rel})")
+                seen_ids.add(record["id"])
+                record["image"] = os.path.relpath(path.resolve(), out.resolve())
+                batch.append(image)
+                batch_pixels.append(pixels)
+                batch_records.append(record)
+            if batch:
+                boxes = [[it["box"] for it in record.get("items", []) if "box" in it] for record in batch_records]
+                pixels = torch.stack(batch_pixels).to(backbone.device, backbone.dtype)
+                feats, per_image = region_features_for(backbone, batch, boxes, times=times, pixels=pixels)
+                for r in per_image:
+                    q, sc = quantize(r)
+                    regions.append(q)
+                    scales.append(sc)
+                embeds.append(feats.embeds.cpu().numpy().astype(np.float32))
+                items.extend(batch_records)
+            times.images += len(batch)
+            bar.update(len(loaded))
     dim = backbone.embed_dim
     r_max = max((len(r) for r in regions), default=1)
     region_arr = np.zeros((len(items), r_max, dim), dtype=np.int8)
@@ -470,7 +590,11 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
         index, index_type, nprobe = build_index_from_shards(embeds, index_spec, progress)
         nprobe_recall = None
         if nprobe:
-            nprobe, nprobe_recall = tune_nprobe(index, embeds)
+            nprobe, nprobe_recall = tune_nprobe_on_shards(index, embeds, _title_queries(parts, backbone, count))
+        region_index, region_entry = None, None
+        if count > REGION_INDEX_ITEMS:
+            region_index, region_entry = build_region_index(
+                parts, r_max, _title_queries(parts, backbone, count, regions=True), progress)
     del embeds, masks
     heads: dict = {}
     if hsl is not None:
@@ -506,6 +630,8 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
         for writer in outputs.values():
             writer.close()
         faiss.write_index(index, str(tmp / "index.faiss"))
+        if region_index is not None:
+            faiss.write_index(region_index, str(tmp / REGION_INDEX_FILE))
         manifest = {
             "format_version": FORMAT_VERSION,
             "model": {"id": backbone.portable_id, "embed_dim": dim, "probe": backbone.probe()},
@@ -519,6 +645,7 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
                 "dtype": "int8",
                 "bytes_per_item": int(r_max * dim + r_max * 2 + r_max),
             },
+            **({"region_index": region_entry} if region_entry else {}),
             "heads": heads,
             "skipped": skipped,
             "missing_images": missing or [],

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HslDemoError
-from .fileio import load_jsonl
+from .fileio import load_jsonl, load_mapped
 
 log = logging.getLogger(__name__)
 ITEMS_FILE, OFFSETS_FILE, IDS_FILE = "items.jsonl", "item_offsets.npy", "item_ids.npy"
@@ -88,18 +88,20 @@ class ItemStore:
         try:
             if not (root / OFFSETS_FILE).is_file():
                 return cls.from_records(load_jsonl(path), path)
-            offsets = np.load(root / OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
-            ids = np.load(root / IDS_FILE, mmap_mode="r", allow_pickle=False)
+            offsets = load_mapped(root / OFFSETS_FILE)
+            ids = load_mapped(root / IDS_FILE)
             with open(path, "rb") as f:
                 size = f.seek(0, 2)
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            if size and hasattr(mmap, "MADV_RANDOM"):
+                data.madvise(mmap.MADV_RANDOM)  # a search reads a few scattered records: no read-ahead
         except (OSError, ValueError) as e:
             raise HslDemoError(f"{root}: item files unreadable ({e}); rebuild the catalog") from None
         if not _indexes(data, offsets, ids):
             log.warning("%s: %s does not match %s (edited since it was written?): reading it whole; re-index the "
                         "catalog to open it faster", root, OFFSETS_FILE, ITEMS_FILE)
             return cls.from_records(load_jsonl(path), path)
-        return cls(data, offsets, ids, path)
+        return cls(data, np.asarray(offsets), np.asarray(ids), path)  # plain arrays: np.memmap indexing is slow
 
     @classmethod
     def from_records(cls, records: list[dict], where: Path | str = "items") -> ItemStore:

@@ -21,7 +21,7 @@ from PIL import Image
 from . import modes
 from .backbone import Backbone
 from .catalog import Catalog
-from .defaults import default_catalog, default_model
+from .defaults import REGION_INDEX_ITEMS, default_catalog, default_model
 from .errors import HslDemoError
 from .images import open_image
 from .models import load_head
@@ -35,7 +35,7 @@ from .results import Breakdown, SearchResponse, SearchResult
 __all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", "SearchResult", "load_heads"]
 
 DEFAULT_CANDIDATES = 200
-HMRN_CACHE_ITEMS = 50_000  # catalogs up to this size keep their HMRN image side in memory (~1.5 KB an item)
+HMRN_CACHE_ITEMS = REGION_INDEX_ITEMS  # catalogs up to this size keep their HMRN image side in memory
 
 
 def clean_text(text: object, what: str = "the query", empty_ok: bool = False) -> str:
@@ -92,11 +92,12 @@ class Retriever:
         regions = regions or [[] for _ in breakdowns]
         for i, (row, score, breakdown, marked) in enumerate(zip(rows.tolist(), scores.tolist(), breakdowns, regions)):
             item = self.catalog.items[row]
+            marks = (self.catalog.region_mark(row, r, label, item) for r, label in marked)
             out.append(SearchResult(
                 rank=i + 1, id=item["id"], title=item.get("title", item["id"]), score=float(score),
-                image=self.catalog.image_path(row), breakdown=breakdown,
+                image=self.catalog.image_path(row, item), breakdown=breakdown,
                 metadata={k: v for k, v in item.items() if k not in ("id", "title", "image")},
-                marks=[m for m in (self.catalog.region_mark(row, r, label) for r, label in marked) if m is not None],
+                marks=[m for m in marks if m is not None],
             ))
         return out
 
@@ -140,6 +141,16 @@ class Retriever:
         if self._hmrn_cache is None:  # no lock: the app builds it before serving; racing first calls build equal ones
             self._hmrn_cache = drill_down.image_side(self.catalog, self.hmrn)
         return self._hmrn_cache
+
+    def warm_up(self) -> None:
+        """One query of each mode, so that a visitor's first query does not pay for first use
+        (drill-down's region side, built here for a small catalog; torch's first runs at these
+        shapes): what the app does before it serves searches."""
+        self.hmrn_store()
+        if len(self.catalog):
+            self.search_text("a product", k=1)
+            self.search_composed(self.catalog.items[0]["id"], "in another colour", k=1)
+            self.search_multi(["a product"], k=1)
 
     def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
         """(1, D) unit embedding of the reference, and its catalog row (-1 for a file)."""

@@ -116,12 +116,38 @@ def test_the_build_picks_the_smallest_nprobe_that_finds_the_exact_top_10():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     shards = [vectors[:7_000], vectors[7_000:]]
     index, _, _ = indexing.build_index_from_shards(shards, "IVF256,Flat")
-    nprobe, recall = indexing.tune_nprobe(index, shards)
+    nprobe, recall = indexing.tune_nprobe_on_shards(index, shards)
     assert recall >= indexing.NPROBE_RECALL and 1 < nprobe < 256
-    exact = indexing._exact_top(shards, vectors[:300], 10)
+    exact = indexing._exact_top(shards, vectors[:300], 10)  # a list of blocks is an iterable of them
     _, flat = __import__("faiss").knn(vectors[:300], vectors, 10)
     assert (exact == flat).mean() > 0.99  # the shard-by-shard exact search is the exact search
     index.nprobe = nprobe // 2
     _, fewer = index.search(vectors[:300], 200)
     lower = np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact.tolist(), fewer.tolist())])
     assert lower < recall  # half as many lists find less: the smallest that reaches the target
+
+
+def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_from(small_images, tiny_backbone,
+                                                                                      tmp_path, monkeypatch):
+    """Above REGION_INDEX_ITEMS a catalog keeps its regions in a FAISS index (regions.faiss, id =
+    row * regions per item + region), and drill-down's candidates come from it, not from the
+    whole-image embeddings. Here 12 items are "large"."""
+    from hsl_demo import search
+    from hsl_demo.features import dequantize
+
+    monkeypatch.setattr(indexing, "REGION_INDEX_ITEMS", 5)
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, shard_size=5, progress=False)
+    cat = Catalog.open(tmp_path / "cat")
+    entry, per_item = cat.manifest["region_index"], cat.regions.shape[1]
+    assert (tmp_path / "cat" / "regions.faiss").is_file() and entry["vectors"] == int(cat.region_mask.sum())
+    assert entry["index"].startswith("IVF") and entry["nprobe_recall"] >= indexing.NPROBE_RECALL
+    region = dequantize(np.asarray(cat.regions[7:8, 3]), np.asarray(cat.region_scale[7:8, 3])).numpy()
+    _, ids = cat.region_index.search(region, 1)
+    assert ids[0][0] == 7 * per_item + 3  # the ids name the row and the region
+    assert cat.region_candidates(region, 4)[0] == 7
+
+    monkeypatch.setattr(search, "HMRN_CACHE_ITEMS", 0)
+    monkeypatch.setattr(Catalog, "search", lambda *a: pytest.fail("drill-down fell back to the global index"))
+    retriever = search.Retriever(tiny_backbone, cat)
+    rounds = retriever.search_multi(["a red cap", "a blue scarf"], k=3)
+    assert [len(r.results) for r in rounds] == [3, 3]

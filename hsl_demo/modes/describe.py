@@ -109,7 +109,7 @@ def image_side(catalog: Catalog, head: HSLHead) -> HslStore:
 
     stored = catalog.manifest.get("heads", {}).get("hsl", {})
     if catalog.hsl is not None and stored.get("fingerprint") == head_fingerprint(head):
-        return HslStore(**catalog.hsl)
+        return HslStore(**{k: np.asarray(v) for k, v in catalog.hsl.items()})  # still mapped; faster to index
     log.warning("catalog %r has no HSL features precomputed for this head; computing them for %d items now "
                 "(re-index with `hsl-demo index` to skip this)", catalog.name, len(catalog))
     return encode_hsl_store(head, torch.from_numpy(catalog.embeddings),

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 import torch
 
+from ..catalog import first_items
 from ..defaults import HMRN_VARIANTS
 from ..errors import HslDemoError
 from ..models.hmrn import HMRNHead, HMRNImages
@@ -65,11 +66,7 @@ class HmrnStore:
         query, best first, merged without repeats."""
         n_regions = min(self.index.ntotal, per_query * self.side.mask.shape[1])
         _, found = self.index.search(np.ascontiguousarray(queries.float().numpy()), n_regions)
-        rows: dict[int, None] = {}
-        for hits in found:
-            items = list(dict.fromkeys(self.region_rows[hits[hits >= 0]].tolist()))[:per_query]
-            rows.update(dict.fromkeys(items))
-        return np.fromiter(rows, dtype=np.int64)
+        return first_items(np.where(found >= 0, self.region_rows[found], -1), per_query)
 
 
 @torch.no_grad()
@@ -106,9 +103,8 @@ def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], vari
     if store is not None:
         rows = store.candidates(head.encode_queries(q, query_mask)[0][0], per_query)
         images = store.side.take(torch.from_numpy(rows))
-    else:  # a large catalog: candidates by global embedding, image side computed for them alone
-        _, found = retriever.catalog.search(queries, per_query)
-        rows = np.array(list(dict.fromkeys(r for r in found.T.reshape(-1).tolist() if r >= 0)), dtype=np.int64)
+    else:  # a large catalog: candidates from its region index, image side computed for them alone
+        rows = retriever.catalog.region_candidates(queries, per_query)
         images = head.encode_images(torch.from_numpy(retriever.catalog.vectors(rows)),
                                     *retriever.catalog.region_features(rows))
     scores = head.scores(q, query_mask, images)
