@@ -105,12 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--index", metavar="SPEC", help="FAISS index_factory spec, e.g. Flat, IVF1024,Flat, "
-                   "IVF4096,PQ32 (default: Flat below 100,000 images, IVF above)")
+                   "OPQ32,IVF4096,PQ32 (default by size: Flat up to 50,000 images, IVF with the vectors up to "
+                   "1 GB of them, IVF-PQ above)")
     p.add_argument("--shard-size", type=_positive_int, default=4096, metavar="N",
                    help="images encoded and written together (default 4096); a run that is interrupted resumes "
                    "from its finished shards when run again")
     p.add_argument("--profile", action="store_true",
                    help="print where the time went: decode, preprocess, forward, regions, write, index")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: a Ray Data pool of backbones, on this machine or "
+                   "the cluster at --address (pip install 'hsl-demo[ray]'); the same catalog either way")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --engine ray: a running Ray cluster (e.g. ray://head:10001 or auto; default: start Ray "
+                   "here)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="with --engine ray: backbones encoding at once (default: one per GPU, else one per 2 CPUs)")
 
     p = sub.add_parser("search", help="search a catalog")
     p.add_argument("--catalog", help="catalog name (products, looks) or folder (default: products)")
@@ -244,11 +253,13 @@ def _cmd_index(args) -> None:
     from .indexing import StageTimes, build_catalog
     from .search import load_heads
 
+    if args.engine != "ray" and (args.address or args.workers):
+        raise HslDemoError("--address and --workers go with --engine ray")
     backbone = Backbone.load(args.model, device=args.device)
     times = StageTimes()
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
                             hsl=load_heads(backbone).get("hsl"), index_spec=args.index, shard_size=args.shard_size,
-                            times=times)
+                            times=times, engine=args.engine, ray_address=args.address, workers=args.workers)
     if args.profile:
         print(f"profile: {times.report()}", file=sys.stderr)
     for note in summary["cleaned"]:

@@ -15,6 +15,7 @@ import math
 import os
 import posixpath
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -368,6 +369,9 @@ def build_catalog(
     index_spec: str | None = None,
     shard_size: int = SHARD_SIZE,
     times: StageTimes | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Encode every image below `images_dir` and write a catalog folder at `out`.
 
@@ -381,7 +385,15 @@ def build_catalog(
     query-independent image side is computed too, so a search only encodes the query.
     Unreadable files are skipped and listed (in the manifest and the returned summary); the
     folder appears only when everything is written. `times` collects seconds per stage.
+
+    `engine`: "local" (this process) or "ray" (a Ray Data pool of `workers` backbones, in local
+    mode or on the cluster at `ray_address`; hsl_demo/indexing_ray.py): the same shards either way.
     """
+    if engine not in ("local", "ray"):
+        raise HslDemoError(f"--engine {engine!r}: local or ray")
+    if engine == "ray" and backbone.folder is None and ":" not in backbone.model_id:
+        raise HslDemoError(f"--engine ray: model {backbone.model_id!r} has random weights, which every worker "
+                           "would draw anew; give a model folder, a Hub id or NAME:PRETRAINED")
     images_dir, out = Path(images_dir), Path(out)
     paths = list_images(images_dir)
     meta = _metadata_by_image(Path(metadata) if metadata else None, images_dir)
@@ -397,7 +409,17 @@ def build_catalog(
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
         shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
         try:
-            resumed = shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
+            resumed = len(shards.done())
+            if resumed and progress:
+                print(f"resuming: {resumed} shard(s) of {shard_size} images already encoded in {shards.root}",
+                      file=sys.stderr)
+            if engine == "ray":
+                from .indexing_ray import encode_with_ray
+
+                encode_with_ray(shards, shards.todo(), paths, images_dir, out, backbone.model_id, meta, batch_size,
+                                progress, times, ray_address, workers)
+            else:
+                shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
             if not shards.count():
                 raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
             missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
@@ -452,21 +474,24 @@ class ShardFolder:
         return self.root / f"shard-{n:05d}"
 
     def done(self) -> list[Path]:
+        """The finished shards' folders, in order."""
         count = -(-self.plan["images"] // self.plan["shard_size"])
         return [self.shard(n) for n in range(count) if self.shard(n).is_dir()]
 
+    def todo(self) -> list[int]:
+        """The numbers of the shards still to encode."""
+        count = -(-self.plan["images"] // self.plan["shard_size"])
+        return [n for n in range(count) if not self.shard(n).is_dir()]
+
     def encode(self, paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
-               batch_size: int, progress: bool, times: StageTimes) -> int:
-        """Encode every shard not on disk yet; the number of shards found done."""
+               batch_size: int, progress: bool, times: StageTimes) -> None:
+        """Encode every shard not on disk yet, in this process."""
         from tqdm.auto import tqdm
 
         size = self.plan["shard_size"]
-        done = {p.name for p in self.done()}
-        todo = [n for n in range(-(-len(paths) // size)) if self.shard(n).name not in done]
+        todo = self.todo()
         bar = tqdm(total=len(paths), initial=len(paths) - sum(len(paths[n * size:(n + 1) * size]) for n in todo),
                    desc="encoding images", unit="img", disable=not progress, smoothing=0.1)
-        if done:
-            bar.write(f"resuming: {len(done)} shard(s) of {size} images already encoded in {self.root}")
         seen_ids = {item["id"] for p in self.done() for item in load_jsonl(p / "items.jsonl")}
         for n in todo:
             part = paths[n * size:(n + 1) * size]
@@ -474,7 +499,6 @@ class ShardFolder:
             with times("write"):
                 self.write(n, encoded)
         bar.close()
-        return len(done)
 
     def write(self, n: int, encoded: EncodedImages) -> None:
         """Shard `n` on disk, complete or not at all (written aside, then renamed)."""

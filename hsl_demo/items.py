@@ -60,8 +60,15 @@ class ItemWriter:
         self._file.close()
         if len(self._ids) != self.count:
             raise RuntimeError(f"ItemWriter: {len(self._ids)} records written, {self.count} announced")
+        table = _id_map(self._ids, self.count)
+        same = np.flatnonzero(table[1:, 0] == table[:-1, 0])  # equal hashes: the same id, or (rarely) not
+        for i in same.tolist():
+            first, second = int(table[i, 1]), int(table[i + 1, 1])
+            if self._ids[first] == self._ids[second]:
+                raise HslDemoError(f"duplicate item id {self._ids[first]!r} (items {first + 1} and {second + 1}): "
+                                   "ids must be unique")
         np.save(self.folder / OFFSETS_FILE, self._offsets)
-        np.save(self.folder / IDS_FILE, _id_map(self._ids, self.count))
+        np.save(self.folder / IDS_FILE, table)
 
 
 def write_items(folder: Path, records: list[dict]) -> None:

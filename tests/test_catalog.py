@@ -265,3 +265,11 @@ def test_catalogs_written_before_the_item_index_still_open(built, tmp_path):
     a, b = Catalog.open(built[0]), Catalog.open(old)
     assert list(a.items) == list(b.items) and b.row("s05") == a.row("s05")
     assert np.abs(a.embeddings - b.embeddings).max() < 1e-6
+
+
+def test_duplicate_ids_are_refused_when_the_items_are_written(tmp_path):
+    """Shards encoded apart (the Ray engine's workers) meet only here: an id twice is an error."""
+    from hsl_demo.items import write_items
+
+    with pytest.raises(HslDemoError, match=r"duplicate item id 'a' \(items 1 and 3\)"):
+        write_items(tmp_path, [{"id": "a", "image": "x.jpg"}, {"id": "b", "image": "y.jpg"}, {"id": "a", "image": "z"}])
