@@ -1,9 +1,9 @@
 """Latency of one drill-down (HMRN) round beside a text query, by the number of rounds so
-far, on the shipped looks catalog and a synthetic large catalog, measured in the same run.
+far, on the shipped looks catalog and on catalog folders you name, measured in the same run.
 
-    python bench/bench_hmrn.py                          # looks + synthetic 100k, rounds 1 3 10
+    python bench/bench_hmrn.py                          # looks, rounds 1 3 10
     python bench/bench_hmrn.py --repeats 1 --limit 10   # a quick look
-    python bench/bench_hmrn.py --sizes                  # the looks catalog alone
+    python bench/bench_hmrn.py --catalog /tmp/hsl-demo-scale/catalog-1000000   # a large one too
     python bench/bench_hmrn.py --json out.json          # also write the figures
 
 Round n = the `DrillDownSession.add` call that makes round n, on a session that already
@@ -16,10 +16,9 @@ the others just prepare the session. Text = `search_text` (encode + FAISS + HSL 
 the query's first caption, on the same catalog. Text and rounds alternate query by query so
 they see the same machine state; figures are milliseconds, p50 and p95.
 
-The synthetic catalog has random unit embeddings, random int8 regions (as many per item as
-the looks catalog, all valid) and random HSL features: latency depends on shapes, not values,
-except that random embeddings make the candidates of different queries nearly disjoint (the
-worst case for the re-rank). Its index is what `hsl-demo index` builds (IVF from 100k items).
+Large catalogs (bench/bench_scale.py writes synthetic ones of 100k and 1M items) take their
+candidates from their region index (regions.faiss) and compute the HMRN image side for those
+candidates alone; catalogs up to search.HMRN_CACHE_ITEMS keep it in memory.
 
 Targets, checked on each catalog:
 - a round with 3 queries costs at most 2x a text query (worst of the p50 and p95 ratios);
@@ -36,16 +35,14 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_hsl import latency_parser, percentile, synthetic_catalog  # noqa: E402
+from bench_hsl import latency_parser, percentile  # noqa: E402
 
 from hsl_demo.catalog import Catalog  # noqa: E402
 from hsl_demo.evaluate import load_queries  # noqa: E402
@@ -72,17 +69,6 @@ def round_texts(queries: list[dict], rounds: int) -> list[list[str]]:
             sys.exit(f"only {len(texts)} distinct region captions: cannot measure {rounds} rounds")
         cases.append(texts[:rounds])
     return cases
-
-
-def synthetic_like(like: Catalog, n: int) -> Catalog:
-    """bench_hsl's synthetic catalog, with random regions shaped like `like`'s (HMRN reads them)."""
-    catalog = synthetic_catalog(like, n)
-    rng = np.random.default_rng(1)
-    per_item, dim = like.regions.shape[1:]
-    catalog.regions = rng.integers(-127, 128, size=(n, per_item, dim), dtype=np.int8)
-    catalog.region_scale = np.full((n, per_item), 1 / 127 / np.sqrt(dim), dtype=like.region_scale.dtype)
-    catalog.region_mask = np.ones((n, per_item), dtype=bool)
-    return catalog
 
 
 def measure(retriever: Retriever, cases: list[list[str]], rounds: list[int], repeats: int, k: int = 10,
@@ -146,7 +132,8 @@ def checks(out: dict, rounds: list[int]) -> dict:
 def main() -> None:
     parser = latency_parser(__doc__, "multi-query JSONL (default: the demo's held-out looks queries)", 80)
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 3, 10], help="rounds to time (default 1 3 10)")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000], help="synthetic catalog sizes")
+    parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                        help="another catalog folder to measure (repeatable)")
     args = parser.parse_args()
 
     from hsl_demo.defaults import DEMO_DATA_DIR
@@ -175,21 +162,10 @@ def main() -> None:
     }
     name = f"{looks.catalog.name} ({len(looks.catalog)}, {looks.catalog.manifest['index']})"
     report["catalogs"][name] = measure(looks, cases, rounds, args.repeats, k=args.k)
-    for n in args.sizes:
-        print(f"building a synthetic {n}-item catalog ...", file=sys.stderr)
-        start = time.perf_counter()
-        try:
-            synthetic = synthetic_like(looks.catalog, n)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # no silent recomputation of the HSL side
-                retriever = Retriever(looks.backbone, synthetic, looks.candidates, hsl=looks.hsl,
-                                      hmrn=looks.hmrn)
-        except Exception as e:  # a benchmark extra: say why and go on
-            print(f"skipped the synthetic {n}-item catalog: {type(e).__name__}: {e}")
-            report["catalogs"][f"synthetic ({n})"] = {"skipped": f"{type(e).__name__}: {e}"}
-            continue
-        print(f"built in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        name = f"synthetic ({n}, {synthetic.manifest['index']})"
+    for folder in args.catalog:
+        retriever = Retriever(looks.backbone, Catalog.open(folder), looks.candidates, hsl=looks.hsl, hmrn=looks.hmrn)
+        retriever.warm_up()  # as the app does before it serves
+        name = f"{retriever.catalog.name} ({len(retriever.catalog)}, {retriever.catalog.manifest['index']})"
         report["catalogs"][name] = measure(retriever, cases, rounds, args.repeats, k=args.k,
                                            variant=looks.hmrn_variant)
 

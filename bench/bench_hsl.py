@@ -1,16 +1,16 @@
-"""Latency of a text query: HSL two-stage search beside plain kNN, measured in the same run.
+"""Latency of a text query: HSL two-stage search beside plain kNN on the same index, measured
+in the same run.
 
-    python bench/bench_hsl.py                  # demo catalog + synthetic 100k catalog
-    python bench/bench_hsl.py --sizes 10000    # other synthetic sizes
-    python bench/bench_hsl.py --json out.json  # also write the figures
+    python bench/bench_hsl.py                       # the demo catalog
+    python bench/bench_hsl.py --catalog DIR         # and another catalog folder (repeatable)
+    python bench/bench_hsl.py --json out.json       # also write the figures
 
 HSL query = encode the text (global + token features) + FAISS top-N candidates with the
-catalog's own index (IVF from 100k items; the synthetic catalogs are also measured with an
-exact index) + re-rank of the N candidates with the precomputed image side.
-Plain kNN = encode the text (global only) + exact inner-product search (faiss IndexFlatIP).
-The synthetic catalog has random unit embeddings and random int8 HSL features: latency
-depends on shapes, not values. Queries alternate between the two methods so both see the
-same machine state; figures are milliseconds per query, p50 and p95.
+catalog's index + re-rank of the N candidates with the precomputed image side + the results.
+Plain kNN = what a user would pick: encode the text (global only) + the top 10 from the same
+FAISS index (same nprobe) + their records. Queries alternate between the two methods so both
+see the same machine state; figures are milliseconds per query, p50 and p95. Catalogs of
+10^5 and 10^6 items: bench/bench_scale.py writes them (and measures this too).
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hsl_demo.catalog import HSL_FILES, Catalog  # noqa: E402
+from hsl_demo.catalog import Catalog  # noqa: E402
 from hsl_demo.evaluate import load_queries  # noqa: E402
-from hsl_demo.indexing import build_index  # noqa: E402
 from hsl_demo.models import head_fingerprint  # noqa: E402
 from hsl_demo.search import Retriever  # noqa: E402
 
@@ -54,46 +51,13 @@ def latency_parser(doc: str, queries_help: str, limit: int) -> argparse.Argument
     return parser
 
 
-def synthetic_catalog(like: Catalog, n: int, exact: bool = False, seed: int = 0) -> Catalog:
-    """A catalog of n random items with the same feature shapes as `like`; its index is what
-    `hsl-demo index` would build (IVF from 100k items), or exact if `exact`."""
-    rng = np.random.default_rng(seed)
-    dim = like.embeddings.shape[1]
-    vectors = rng.standard_normal((n, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    if exact:
-        index, kind, nprobe = faiss.IndexFlatIP(dim), "flat", 0
-        index.add(vectors)
-    else:
-        index, kind, nprobe = build_index(vectors)
-    hsl = None
-    if like.hsl is not None:
-        hsl = {}
-        for name in HSL_FILES:
-            proto = like.hsl[name]
-            shape = (n, *proto.shape[1:])
-            if proto.dtype == np.int8:
-                hsl[name] = rng.integers(-127, 128, size=shape, dtype=np.int8)
-            elif proto.dtype == np.bool_:
-                hsl[name] = np.ones(shape, dtype=bool)
-            else:
-                hsl[name] = np.full(shape, 1 / 127 / np.sqrt(proto.shape[-1] if proto.ndim > 1 else 1),
-                                    dtype=proto.dtype)
-    manifest = dict(like.manifest, count=n, index=kind, nprobe=nprobe)
-    items = [{"id": f"s{i:06d}", "image": "synthetic.jpg", "title": f"synthetic {i}"} for i in range(n)]
-    regions = np.zeros((n, 1, like.regions.shape[-1]), dtype=np.int8)  # unused by the re-rank
-    return Catalog(Path("synthetic"), manifest, items, index, regions, np.ones((n, 1), np.float16),
-                   np.ones((n, 1), bool), hsl)
-
-
 def measure(retriever: Retriever, texts: list[str], repeats: int, k: int = 10) -> dict:
     """Alternate plain kNN and HSL queries over `texts`, `repeats` rounds; ms per query."""
-    exact = faiss.IndexFlatIP(retriever.catalog.embeddings.shape[1])
-    exact.add(np.ascontiguousarray(retriever.catalog.embeddings))
-    backbone = retriever.backbone
+    catalog, backbone = retriever.catalog, retriever.backbone
 
     def knn(text: str) -> None:
-        exact.search(backbone.encode_text([text]), k)
+        _, rows = catalog.index.search(backbone.encode_text([text]), k)
+        [catalog.items[row] for row in rows[0].tolist() if row >= 0]  # and the records to show
 
     def hsl(text: str) -> None:
         retriever.search_text(text, k)
@@ -119,7 +83,8 @@ def measure(retriever: Retriever, texts: list[str], repeats: int, k: int = 10) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000], help="synthetic catalog sizes")
+    parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
+                        help="another catalog folder to measure (repeatable)")
     parser.add_argument("--queries", default=None, help="query JSONL (default: the demo's held-out queries)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -145,15 +110,11 @@ def main() -> None:
         "the demo catalog's HSL features are not precomputed for this head: re-index it first"
     report["catalogs"][f"demo products ({len(demo.catalog)}, {demo.catalog.manifest['index']})"] = measure(
         demo, texts, args.repeats)
-    for n in args.sizes:
-        for exact in (False, True):  # the index `hsl-demo index` builds, then an exact stage 1
-            print(f"building a synthetic {n}-item catalog ...", file=sys.stderr)
-            synthetic = synthetic_catalog(demo.catalog, n, exact=exact)
-            name = f"synthetic ({n}, {synthetic.manifest['index']})"
-            if name in report["catalogs"]:
-                continue  # below the IVF threshold both are flat
-            retriever = Retriever(demo.backbone, synthetic, demo.candidates, hsl=demo.hsl)
-            report["catalogs"][name] = measure(retriever, texts, args.repeats)
+    for folder in args.catalog:
+        retriever = Retriever(demo.backbone, Catalog.open(folder), demo.candidates, hsl=demo.hsl)
+        retriever.warm_up()
+        report["catalogs"][f"{retriever.catalog.name} ({len(retriever.catalog)}, "
+                           f"{retriever.catalog.manifest['index']})"] = measure(retriever, texts, args.repeats)
 
     print(f"text query latency, ms ({report['machine']['cpus']} CPUs, {report['machine']['torch_threads']} torch "
           f"threads, {report['machine']['device']}); candidates N = {report['candidates']}")

@@ -36,6 +36,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_hsl import measure as measure_text  # noqa: E402
+from bench_hsl import percentile  # noqa: E402
 
 RECIPE = 2  # bump when the synthetic catalog changes: kept catalogs of another recipe are rebuilt
 SHARD = 8192
@@ -51,11 +55,6 @@ def rss_mb(field: str = "VmRSS", pid: str = "self") -> float:
     may take back; RssAnon: its own memory)."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def child(*args: str) -> tuple[dict, float, float]:
@@ -180,18 +179,7 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
     drill_ms = [timed(retriever.search_multi, regions, 10) for regions in multi]
     texts = [q["text"] for q in queries["text"]][:200]
 
-    def knn(text: str) -> None:  # what a user would pick: the query's embedding, the same index, top 10
-        _, rows = catalog.index.search(backbone.encode_text([text]), 10)
-        [catalog.items[row] for row in rows[0].tolist()]  # and the records to show
-
-    times: dict[str, list[float]] = {"knn": [], "hsl": []}
-    for text in texts[:10]:
-        knn(text)
-        retriever.search_text(text, 10)
-    for _ in range(repeats):
-        for text in texts:
-            times["knn"].append(timed(knn, text))
-            times["hsl"].append(timed(retriever.search_text, text, 10))
+    text_latency = measure_text(retriever, texts, repeats)  # beside plain kNN on the same index
     after, after_file = rss_mb(), rss_mb("RssFile")
 
     # ANN recall: the exact top 10 of each demo query among the index's 200 candidates
@@ -216,7 +204,7 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
         "open_s": round(open_s, 2), "resident_mb_opened": round(opened - before, 1),
         "resident_mb_warm": round(warm - before, 1), "resident_mb_after_queries": round(after - before, 1),
         "file_mb_after_queries": round(after_file, 1),
-        "text": {"knn": stats(times["knn"]), "hsl": stats(times["hsl"]), "queries": len(times["hsl"])},
+        "text": text_latency,
         "composed": {**stats(composed_ms[1:]), "first_ms": round(composed_ms[0], 2),
                      "tenth_ms": round(composed_ms[9], 2)},
         "drill": {**stats(drill_ms[1:]), "first_ms": round(drill_ms[0], 2), "tenth_ms": round(drill_ms[9], 2)},
