@@ -33,7 +33,7 @@ import numpy as np
 
 from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
-from .fileio import load_mapped
+from .fileio import load_mapped, prefetch
 from .items import IDS_FILE, ITEMS_FILE, OFFSETS_FILE, ItemStore
 from .results import RegionMark
 
@@ -204,6 +204,9 @@ class Catalog:
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
+        # what searches read rows of, most read first: warmed in the background
+        prefetch([root / name for name in (EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), "regions.npy",
+                                            "region_scale.npy", "region_mask.npy") if (root / name).is_file()])
         return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index)
 
     def check_model(self, backbone: Backbone) -> None:

@@ -8,6 +8,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -229,3 +230,33 @@ def load_mapped(path: Path) -> np.ndarray:
     if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)
     return array
+
+
+def prefetch(paths: list[Path], share: float = 0.5) -> threading.Thread | None:
+    """Read `paths` once, in the background, into the kernel's page cache, in order, as many
+    as fit in `share` of the free memory: a search then reads its rows from memory, not from
+    disk (a cold 4 KB read costs ~0.1 ms, and a re-rank reads hundreds of rows). Page cache,
+    not this process's memory: the kernel takes it back when it needs it. Returns the reading
+    thread (a daemon), or None when nothing fits."""
+    try:
+        budget = share * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        sizes = [p.stat().st_size for p in paths]
+    except (OSError, ValueError):
+        return None
+    fits = [p for p, used in zip(paths, np.cumsum(sizes)) if used <= budget]
+    if not fits:
+        return None
+    paths = fits
+
+    def read_all() -> None:
+        for path in paths:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    while f.read(16 << 20):
+                        pass
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=read_all, name="hsl-demo-prefetch", daemon=True)
+    thread.start()
+    return thread

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import shutil
 import sys
 import threading
@@ -45,7 +46,7 @@ IVF_FLAT_MAX_BYTES = 1 << 30  # IVF keeps the full vectors up to this size, prod
 DEFAULT_NPROBE = 16  # an IVF index's nprobe until tune_nprobe picks one
 NPROBE_CANDIDATES = 200  # the candidates a search takes from FAISS (search.DEFAULT_CANDIDATES)
 NPROBE_RECALL = 0.98  # the share of the exact top 10 those candidates must hold
-REGION_LISTS = 1024  # IVF lists of a region index (tens of millions of region vectors: trained fast)
+REGION_LISTS = 4096  # IVF lists of a region index at most (tens of millions of region vectors)
 REGION_MAX_NPROBE = 128  # a region index's nprobe stops here (its codes may cap the recall below the target)
 
 
@@ -73,7 +74,8 @@ def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Ind
 def _nlist(spec: str) -> int:
     """The IVF list count a factory spec asks for (1024 when it names none: a sample size)."""
     head = next((part for part in spec.split(",") if part.startswith("IVF")), "")
-    return int(head[3:]) if head[3:].isdigit() else 1024
+    digits = re.match(r"\d+", head[3:])
+    return int(digits.group()) if digits else 1024
 
 
 def _new_index(dim: int, spec: str) -> faiss.Index:
@@ -202,12 +204,14 @@ def build_index_from_shards(shards: list[np.ndarray], spec: str | None = None,
 
 
 def region_index_spec(n: int, dim: int) -> str:
-    """The faiss.index_factory spec of a region index over `n` region vectors: IVF with
-    product-quantised codes of dim/4 bytes (scalar 8-bit codes when dim is not a multiple of 4)."""
-    lists = max(1, min(REGION_LISTS, n // 39))
+    """The faiss.index_factory spec of a region index over `n` region vectors: IVF (its lists
+    found by an HNSW graph: adding millions stays fast) with product-quantised codes of dim/4
+    bytes (scalar 8-bit codes when dim is not a multiple of 4). Text queries lie away from the
+    regions in the space, so they need more lists probed than regions do; the build tunes it."""
+    lists = max(1, min(REGION_LISTS, int(4 * np.sqrt(n)), n // 39))
     if n < 256 * 39:  # too few to train 256 codes per sub-vector (only in tests: large catalogs have more)
         return f"IVF{lists},Flat"
-    return f"IVF{lists},PQ{dim // 4}" if dim % 4 == 0 else f"IVF{lists},SQ8"
+    return f"IVF{lists}_HNSW32,PQ{dim // 4}" if dim % 4 == 0 else f"IVF{lists}_HNSW32,SQ8"
 
 
 def build_region_index(parts: list[Path], r_max: int, text_queries: np.ndarray | None = None,
@@ -339,7 +343,23 @@ class StageTimes:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_STAGES, 0.0))
     images: int = 0
     wall: float = 0.0
+    shards: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, images) per shard encoded
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def begin(self) -> None:
+        """The run starts now (shard times count from here)."""
+        self._start = time.perf_counter()
+
+    def shard_done(self, images: int) -> None:
+        self.shards.append((time.perf_counter() - self._start, images))
+
+    def steady_rate(self) -> float | None:
+        """Images/s from the first shard encoded to the last (what a long run approaches: no
+        start-up, model loading or Ray workers starting), or None with fewer than 2 shards."""
+        if len(self.shards) < 2:
+            return None
+        return sum(n for _, n in self.shards[1:]) / max(self.shards[-1][0] - self.shards[0][0], 1e-9)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -354,8 +374,10 @@ class StageTimes:
         wall = self.wall or sum(self.seconds.values()) or 1e-9
         parts = ", ".join(f"{stage} {sec:.1f} s" for stage, sec in self.seconds.items())
         rate = self.images / wall if self.images else 0.0
-        return (f"{self.images} images in {wall:.1f} s ({rate:.0f} img/s); seconds per stage (decode and "
-                f"preprocess in {DECODE_THREADS} threads, beside the forward pass): {parts}")
+        steady = self.steady_rate()
+        steady_note = f", {steady:.0f} img/s after the first shard" if steady else ""
+        return (f"{self.images} images in {wall:.1f} s ({rate:.0f} img/s{steady_note}); seconds per stage (decode "
+                f"and preprocess in {DECODE_THREADS} threads, beside the forward pass): {parts}")
 
 
 def build_catalog(
@@ -405,6 +427,7 @@ def build_catalog(
     check_output_folder(out, images_dir)
     times = times if times is not None else StageTimes()
     started = time.perf_counter()
+    times.begin()
     with output_lock(out) as cleaned:
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
         shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
@@ -498,6 +521,7 @@ class ShardFolder:
             encoded = _encode_images(part, images_dir, out, backbone, meta, batch_size, times, bar, seen_ids)
             with times("write"):
                 self.write(n, encoded)
+            times.shard_done(len(part))
         bar.close()
 
     def write(self, n: int, encoded: EncodedImages) -> None:

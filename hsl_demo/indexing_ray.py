@@ -109,7 +109,9 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
                 if stage in PROFILE_STAGES:
                     times.seconds[stage] += sec
             times.images += int(row["images"])
-            bar.update(len(json.loads(next(r["files"] for r in rows if r["shard"] == row["shard"]))))
+            files = len(json.loads(next(r["files"] for r in rows if r["shard"] == row["shard"])))
+            times.shard_done(files)
+            bar.update(files)
         bar.close()
         if progress and rows:
             tqdm.write(f"Ray: {len(rows)} shards in {time.perf_counter() - start:.1f} s")

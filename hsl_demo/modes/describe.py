@@ -112,8 +112,13 @@ def image_side(catalog: Catalog, head: HSLHead) -> HslStore:
         return HslStore(**{k: np.asarray(v) for k, v in catalog.hsl.items()})  # still mapped; faster to index
     log.warning("catalog %r has no HSL features precomputed for this head; computing them for %d items now "
                 "(re-index with `hsl-demo index` to skip this)", catalog.name, len(catalog))
-    return encode_hsl_store(head, torch.from_numpy(catalog.embeddings),
-                            *catalog.region_features(np.arange(len(catalog))), progress=len(catalog) > 10_000)
+    from tqdm.auto import tqdm
+
+    chunk = 8192  # the catalog's float features are read a chunk at a time (an int8 store is kept)
+    parts = [encode_hsl_store(head, torch.from_numpy(catalog.vectors(rows)), *catalog.region_features(rows))
+             for rows in tqdm([np.arange(a, min(a + chunk, len(catalog))) for a in range(0, len(catalog), chunk)],
+                              desc="HSL image side", unit="chunk", disable=len(catalog) <= 10_000)]
+    return HslStore(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in HSL_FILES})
 
 
 @torch.no_grad()
