@@ -177,10 +177,10 @@ class Catalog:
                 embeds = index.reconstruct_n(0, index.ntotal)
         except (OSError, ValueError, RuntimeError) as e:
             raise HslDemoError(f"{root}: catalog files unreadable ({e}); rebuild it") from None
+        _check_region_arrays(root, regions, scale, mask)
+        _check_array(root, EMBEDS_FILE, embeds, (None, index.d), "f")
         if not (len(items) == index.ntotal == len(regions) == len(embeds) == manifest.get("count")):
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
-        _check_region_arrays(root, regions, scale, mask)
-        _check_array(root, EMBEDS_FILE, embeds, (len(items), index.d), "f")
         if index.d != regions.shape[2]:
             raise HslDemoError(f"{root}: index.faiss holds {index.d}-d vectors, regions.npy {regions.shape[2]}-d; "
                                "rebuild it")
@@ -189,10 +189,14 @@ class Catalog:
             ivf.nprobe = int(manifest.get("nprobe", 16))
         if region_index is not None:
             region_ivf = faiss.try_extract_index_ivf(region_index)
-            if region_index.d != index.d or region_ivf is None:
-                raise HslDemoError(f"{root}: {REGION_INDEX_FILE} is not an IVF index of {index.d}-d regions; "
-                                   "rebuild it")
-            region_ivf.nprobe = int(manifest.get("region_index", {}).get("nprobe", 16))
+            entry = manifest.get("region_index")
+            fits = (isinstance(entry, dict) and isinstance(entry.get("nprobe"), int) and entry["nprobe"] > 0
+                    and entry.get("vectors") == region_index.ntotal == int(np.count_nonzero(mask))
+                    and entry.get("per_item", regions.shape[1]) == regions.shape[1])
+            if region_index.d != index.d or region_ivf is None or not fits:
+                raise HslDemoError(f"{root}: {REGION_INDEX_FILE} is not the IVF index of this catalog's "
+                                   f"{index.d}-d regions its manifest describes; rebuild the catalog")
+            region_ivf.nprobe = entry["nprobe"]
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
@@ -264,7 +268,7 @@ class Catalog:
             return first_items(self.search(queries, per_query)[1], per_query)
         per_item = self.regions.shape[1]
         _, ids = self.region_index.search(queries, min(self.region_index.ntotal, per_query * per_item))
-        return first_items(np.where(ids >= 0, ids // per_item, -1), per_query)
+        return first_items(np.where((ids >= 0) & (ids < len(self) * per_item), ids // per_item, -1), per_query)
 
     def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""

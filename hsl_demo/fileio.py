@@ -215,9 +215,10 @@ class NpyRowWriter:
         self._file.write(np.ascontiguousarray(block).tobytes())
         self.rows += len(block)
 
-    def close(self) -> None:
+    def close(self, check: bool = True) -> None:
+        """Close the file; with `check`, an error unless every announced row was written."""
         self._file.close()
-        if self.rows != self.shape[0]:
+        if check and self.rows != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows} rows written, {self.shape[0]} announced")
 
 
@@ -225,7 +226,12 @@ def load_mapped(path: Path) -> np.ndarray:
     """A .npy file memory-mapped read-only, for reads of scattered rows: the kernel's
     read-ahead is turned off (it would page in, and count as resident, some 128 KB around
     every row a search reads)."""
-    array = np.load(path, allow_pickle=False, mmap_mode="r")
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except EOFError:  # an empty or cut-short file
+        raise ValueError(f"{path.name} is empty or cut short") from None
+    if array.ndim == 0:
+        raise ValueError(f"{path.name} holds a single value, not an array")
     mapping = getattr(array, "_mmap", None)  # None for an empty file
     if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)

@@ -17,6 +17,7 @@ import posixpath
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -58,11 +59,17 @@ def default_index_spec(n: int, dim: int) -> str:
     the candidates with them)."""
     if n <= FLAT_MAX_ITEMS:
         return "Flat"
-    lists = max(1, min(int(4 * np.sqrt(n)), n // 39))
+    lists = _ivf_lists(n)
     if n * dim * 4 <= IVF_FLAT_MAX_BYTES or dim % 4:
         return f"IVF{lists},Flat"
     m = dim // 4
     return f"OPQ{m},IVF{lists},PQ{m}"
+
+
+def _ivf_lists(n: int, most: int | None = None) -> int:
+    """About 4 sqrt(n) IVF lists for n vectors (at most `most`), with at least 39 training
+    points a list, as faiss wants."""
+    return max(1, min(int(4 * np.sqrt(n)), most or n, n // 39))
 
 
 def build_index(vectors: np.ndarray, spec: str | None = None) -> tuple[faiss.Index, str, int]:
@@ -208,7 +215,7 @@ def region_index_spec(n: int, dim: int) -> str:
     found by an HNSW graph: adding millions stays fast) with product-quantised codes of dim/4
     bytes (scalar 8-bit codes when dim is not a multiple of 4). Text queries lie away from the
     regions in the space, so they need more lists probed than regions do; the build tunes it."""
-    lists = max(1, min(REGION_LISTS, int(4 * np.sqrt(n)), n // 39))
+    lists = _ivf_lists(n, REGION_LISTS)
     if n < 256 * 39:  # too few to train 256 codes per sub-vector (only in tests: large catalogs have more)
         return f"IVF{lists},Flat"
     return f"IVF{lists}_HNSW32,PQ{dim // 4}" if dim % 4 == 0 else f"IVF{lists}_HNSW32,SQ8"
@@ -254,7 +261,8 @@ def build_region_index(parts: list[Path], r_max: int, text_queries: np.ndarray |
     queries = sample[rng.choice(len(sample), size=min(256, len(sample)), replace=False)]
     groups = [queries] if text_queries is None or not len(text_queries) else [queries, text_queries]
     nprobe, recall = tune_nprobe(index, groups, (shard_regions(p)[0] for p in parts), max_nprobe=REGION_MAX_NPROBE)
-    return index, {"index": spec, "vectors": total, "nprobe": nprobe, "nprobe_recall": round(recall, 4)}
+    return index, {"index": spec, "vectors": total, "per_item": r_max, "nprobe": nprobe,
+                   "nprobe_recall": round(recall, 4)}
 
 
 def check_output_folder(out: Path, images_dir: Path) -> None:
@@ -425,6 +433,8 @@ def build_catalog(
     # catalog, keep the link
     out = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
     check_output_folder(out, images_dir)
+    if index_spec:
+        _new_index(backbone.embed_dim, index_spec)  # a bad spec is refused now, not after hours of encoding
     times = times if times is not None else StageTimes()
     started = time.perf_counter()
     times.begin()
@@ -445,12 +455,15 @@ def build_catalog(
                 shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
             if not shards.count():
                 raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
-            missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
-            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, missing,
-                                    replaceable=lambda final: check_output_folder(final, images_dir))
-        except HslDemoError:  # bad input: nothing to resume (an interruption keeps the shards)
+        except HslDemoError:  # bad input met while encoding: nothing to resume (an interruption keeps the shards)
             shards.remove()
             raise
+        missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
+        try:
+            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, missing,
+                                    replaceable=lambda final: check_output_folder(final, images_dir))
+        except HslDemoError as e:  # the shards are sound: a run with the cause fixed resumes from them
+            raise HslDemoError(f"{e} (the encoded shards are kept in {shards.root}: run again to resume)") from None
         shards.remove()
     times.wall += time.perf_counter() - started
     return {**summary, "cleaned": cleaned, "resumed_shards": resumed}
@@ -478,6 +491,8 @@ class ShardFolder:
         root = out.with_name(f".{out.name}.shards")
         if root.is_symlink() or (root.exists() and not root.is_dir()):
             raise HslDemoError(f"{root} exists and is not a folder hsl-demo wrote (a link or a file): move it away")
+        if root.is_dir() and not any(root.iterdir()):  # killed between making it and writing its plan
+            root.rmdir()
         if root.exists():
             try:
                 kept = json.loads((root / "plan.json").read_text())
@@ -525,15 +540,21 @@ class ShardFolder:
         bar.close()
 
     def write(self, n: int, encoded: EncodedImages) -> None:
-        """Shard `n` on disk, complete or not at all (written aside, then renamed)."""
-        tmp = self.root / f".tmp-{self.shard(n).name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, array in encoded.arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        write_jsonl(tmp / "items.jsonl", encoded.items)
-        write_json(tmp / "skipped.json", encoded.skipped)
-        os.replace(tmp, self.shard(n))
+        """Shard `n` on disk, complete or not at all (written aside, then renamed); a shard done
+        already (a Ray task retried after its first attempt wrote it) is left as it is."""
+        if self.shard(n).is_dir():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.shard(n).name}-", dir=self.root))
+        try:
+            for name, array in encoded.arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+            write_jsonl(tmp / "items.jsonl", encoded.items)
+            write_json(tmp / "skipped.json", encoded.skipped)
+            os.replace(tmp, self.shard(n))
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.shard(n).is_dir():  # not another attempt's finished shard: a real failure
+                raise
 
     def count(self) -> int:
         """Items in the finished shards."""
@@ -625,7 +646,6 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
     filled shard by shard, its nprobe tuned), then every file written in row order, one shard
     in memory at a time, with plain writes (see NpyRowWriter). `missing`: metadata records
     without an image, listed in the manifest; `replaceable` is atomic_dir's."""
-    from tqdm.auto import tqdm
 
     times = times if times is not None else StageTimes()
     parts = shards.done()
@@ -647,36 +667,19 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
     heads: dict = {}
     if hsl is not None:
         heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim}
-    has_boxes = False
     with atomic_dir(out, replaceable=replaceable) as tmp, times("write"):
         outputs = {name: NpyRowWriter(tmp / name, shape, dtype) for name, (shape, dtype) in {
             EMBEDS_FILE: ((count, dim), np.float32), "regions.npy": ((count, r_max, dim), np.int8),
             "region_scale.npy": ((count, r_max), np.float16), "region_mask.npy": ((count, r_max), bool)}.items()}
         items_out = ItemWriter(tmp, count)
-        for part in tqdm(parts, desc="writing the catalog", unit="shard", disable=not progress):
-            items = load_jsonl(part / "items.jsonl")
-            for item in items:
-                has_boxes = has_boxes or "items" in item
-                items_out.add(item)
-            embeds_part = np.load(part / "embeds.npy")
-            shard = {EMBEDS_FILE: embeds_part, "regions.npy": np.load(part / "regions.npy"),
-                     "region_scale.npy": np.load(part / "scale.npy"), "region_mask.npy": np.load(part / "mask.npy")}
-            for name, array in shard.items():
-                outputs[name].write(array)
-            if hsl is not None:
-                full = {name: _pad_regions(shard[name], r_max) for name in ("regions.npy", "region_scale.npy",
-                                                                               "region_mask.npy")}
-                store = encode_hsl_store(hsl, torch.from_numpy(embeds_part),
-                                         dequantize(full["regions.npy"], full["region_scale.npy"]),
-                                         torch.from_numpy(full["region_mask.npy"]))
-                for name, array in store.arrays().items():
-                    if name not in outputs:
-                        outputs[name] = NpyRowWriter(tmp / f"{name}.npy", (count, *array.shape[1:]), array.dtype)
-                    outputs[name].write(array)
-                heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
-        items_out.close()
-        for writer in outputs.values():
-            writer.close()
+        try:
+            has_boxes = _write_rows(parts, outputs, items_out, tmp, hsl, heads, r_max, count, progress)
+            for writer in (items_out, *outputs.values()):
+                writer.close()
+        except BaseException:
+            for writer in (items_out, *outputs.values()):  # closed, unchecked: atomic_dir removes them
+                writer.close(check=False)
+            raise
         faiss.write_index(index, str(tmp / "index.faiss"))
         if region_index is not None:
             faiss.write_index(region_index, str(tmp / REGION_INDEX_FILE))
@@ -701,6 +704,37 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
         }
         write_json(tmp / "manifest.json", manifest)
     return {"count": count, "skipped": skipped, "index": index_type, "out": str(out)}
+
+
+def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: ItemWriter, tmp: Path,
+                hsl: HSLHead | None, heads: dict, r_max: int, count: int, progress: bool) -> bool:
+    """Every shard's rows through the writers, in order (with an HSL head, its image side too,
+    into writers added to `outputs`); whether any item has boxes."""
+    from tqdm.auto import tqdm
+
+    has_boxes = False
+    for part in tqdm(parts, desc="writing the catalog", unit="shard", disable=not progress):
+        items = load_jsonl(part / "items.jsonl")
+        for item in items:
+            has_boxes = has_boxes or "items" in item
+            items_out.add(item)
+        embeds_part = np.load(part / "embeds.npy")
+        shard = {EMBEDS_FILE: embeds_part, "regions.npy": np.load(part / "regions.npy"),
+                 "region_scale.npy": np.load(part / "scale.npy"), "region_mask.npy": np.load(part / "mask.npy")}
+        for name, array in shard.items():
+            outputs[name].write(array)
+        if hsl is not None:
+            full = {name: _pad_regions(shard[name], r_max) for name in ("regions.npy", "region_scale.npy",
+                                                                           "region_mask.npy")}
+            store = encode_hsl_store(hsl, torch.from_numpy(embeds_part),
+                                     dequantize(full["regions.npy"], full["region_scale.npy"]),
+                                     torch.from_numpy(full["region_mask.npy"]))
+            for name, array in store.arrays().items():
+                if name not in outputs:
+                    outputs[name] = NpyRowWriter(tmp / f"{name}.npy", (count, *array.shape[1:]), array.dtype)
+                outputs[name].write(array)
+            heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
+    return has_boxes
 
 
 def _pad_regions(array: np.ndarray, r_max: int) -> np.ndarray:

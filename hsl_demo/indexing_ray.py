@@ -84,9 +84,12 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts images, not blocks
         context.print_on_execution_start = False
+        if not todo:  # every shard was encoded by an earlier run
+            return
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        workers = workers or (gpus if gpus else max(1, cpus // 2))
+        # one GPU an actor: more actors than GPUs would wait for one forever
+        workers = min(workers or gpus, gpus) if gpus else (workers or max(1, cpus // 2))
         threads = max(1, cpus // workers)
         size = shards.plan["shard_size"]
         rows = []

@@ -2,6 +2,7 @@
 is the same as one built in a single go, and the shard folder is only ever removed when the
 tool wrote it."""
 
+import json
 import shutil
 
 import numpy as np
@@ -145,6 +146,14 @@ def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_
     _, ids = cat.region_index.search(region, 1)
     assert ids[0][0] == 7 * per_item + 3  # the ids name the row and the region
     assert cat.region_candidates(region, 4)[0] == 7
+
+    edited = tmp_path / "edited"  # a region index its manifest does not describe (copied from elsewhere)
+    shutil.copytree(tmp_path / "cat", edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["region_index"]["vectors"] += 1
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HslDemoError, match="regions.faiss is not the IVF index of this catalog's"):
+        Catalog.open(edited)
 
     monkeypatch.setattr(search, "HMRN_CACHE_ITEMS", 0)
     monkeypatch.setattr(Catalog, "search", lambda *a: pytest.fail("drill-down fell back to the global index"))

@@ -167,6 +167,10 @@ MATRIX = [
     Case("regions of another dimension than the index",
          _broken_catalog(lambda f: np.save(f / "regions.npy", np.zeros((12, 16, 7), np.int8))),
          "index.faiss holds 128-d vectors, regions.npy 7-d"),
+    Case("item offsets emptied", _broken_catalog(lambda f: (f / "item_offsets.npy").write_bytes(b"")),
+         "item_offsets.npy is empty or cut short"),
+    Case("embeddings a single number", _broken_catalog(lambda f: np.save(f / "embeds.npy", np.float32(1))),
+         "embeds.npy holds a single value, not an array"),
     Case("manifest nested too deeply",
          _broken_catalog(lambda f: (f / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)),
          "nested too deeply"),
@@ -250,7 +254,9 @@ def test_a_file_put_into_the_catalog_during_the_run_is_kept(small_images, catalo
     assert last.startswith("hsl-demo: error: ")
     assert "is not a catalog written by hsl-demo (it holds thesis.docx)" in last
     assert (out / "thesis.docx").read_text() == "my thesis" and (out / "manifest.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]  # no temporary folder left
+    # no temporary folder left; the encoded shards are kept, for a run once the folder is cleared
+    assert "the encoded shards are kept in" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".catalog.shards", "catalog"]
 
 
 def test_a_folder_named_like_a_catalog_file_is_not_one(small_images, catalog_dir, tmp_path, capsys):
