@@ -351,23 +351,28 @@ class StageTimes:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROFILE_STAGES, 0.0))
     images: int = 0
     wall: float = 0.0
-    shards: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, images) per shard encoded
+    shards: list[tuple[float, int]] = field(default_factory=list)  # (seconds, images) of each shard encoded
+    workers: int = 1  # shards encoded at once (the Ray engine's actors)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _start: float = field(default_factory=time.perf_counter, repr=False)
+    _last: float = field(default_factory=time.perf_counter, repr=False)
 
     def begin(self) -> None:
-        """The run starts now (shard times count from here)."""
-        self._start = time.perf_counter()
+        """The run starts now (the first shard's seconds count from here)."""
+        self._last = time.perf_counter()
 
-    def shard_done(self, images: int) -> None:
-        self.shards.append((time.perf_counter() - self._start, images))
+    def shard_done(self, images: int, seconds: float | None = None) -> None:
+        """A shard of `images` is encoded and written; it took `seconds` (default: since the
+        last one, or since `begin`)."""
+        now = time.perf_counter()
+        self.shards.append((now - self._last if seconds is None else seconds, images))
+        self._last = now
 
     def steady_rate(self) -> float | None:
-        """Images/s from the first shard encoded to the last (what a long run approaches: no
-        start-up, model loading or Ray workers starting), or None with fewer than 2 shards."""
+        """Images/s over the shards after the first (what a long run approaches: without
+        start-up, the first batches or Ray's workers starting), or None with fewer than 2."""
         if len(self.shards) < 2:
             return None
-        return sum(n for _, n in self.shards[1:]) / max(self.shards[-1][0] - self.shards[0][0], 1e-9)
+        return self.workers * sum(n for _, n in self.shards[1:]) / max(sum(s for s, _ in self.shards[1:]), 1e-9)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:

@@ -51,9 +51,9 @@ class ShardEncoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tqdm.auto import tqdm
 
-        images, seconds = [], []
+        images, seconds, walls = [], [], []
         for n, files, meta in zip(batch["shard"].tolist(), batch["files"], batch["meta"]):
-            times = StageTimes()
+            times, start = StageTimes(), time.perf_counter()
             paths = [self.images_dir / rel for rel in json.loads(files)]
             # ids are checked across shards when the catalog is written (ItemWriter)
             encoded = _encode_images(paths, self.images_dir, self.out, self.backbone, json.loads(meta),
@@ -62,7 +62,9 @@ class ShardEncoder:
                 self.shards.write(n, encoded)
             images.append(times.images)
             seconds.append(json.dumps(times.seconds))
-        return {"shard": batch["shard"], "images": np.array(images), "seconds": np.array(seconds)}
+            walls.append(time.perf_counter() - start)
+        return {"shard": batch["shard"], "images": np.array(images), "seconds": np.array(seconds),
+                "wall": np.array(walls)}
 
 
 def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], images_dir: Path, out: Path,
@@ -91,6 +93,7 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
         # one GPU an actor: more actors than GPUs would wait for one forever
         workers = min(workers or gpus, gpus) if gpus else (workers or max(1, cpus // 2))
         threads = max(1, cpus // workers)
+        times.workers = workers
         size = shards.plan["shard_size"]
         rows = []
         for n in todo:
@@ -113,7 +116,7 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
                     times.seconds[stage] += sec
             times.images += int(row["images"])
             files = len(json.loads(next(r["files"] for r in rows if r["shard"] == row["shard"])))
-            times.shard_done(files)
+            times.shard_done(files, float(row["wall"]))  # the worker's own seconds: rows reach us in bursts
             bar.update(files)
         bar.close()
         if progress and rows:
