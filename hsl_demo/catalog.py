@@ -23,7 +23,8 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,6 +133,7 @@ class Catalog:
     region_mask: np.ndarray  # (N, R) bool
     hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
     region_index: faiss.Index | None = None  # regions.faiss, in large catalogs
+    _prefetching: threading.Thread | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -209,9 +211,16 @@ class Catalog:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
         # what searches read rows of, most read first: warmed in the background
-        prefetch([root / name for name in (EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), "regions.npy",
-                                            "region_scale.npy", "region_mask.npy") if (root / name).is_file()])
-        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index)
+        row_files = (EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), "regions.npy", "region_scale.npy",
+                     "region_mask.npy")
+        reading = prefetch([root / name for name in row_files if (root / name).is_file()])
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index, _prefetching=reading)
+
+    def wait_prefetched(self, timeout: float | None = None) -> None:
+        """Wait (at most `timeout` s) until the background read of the row files that `open`
+        started is done: queries after it read memory, not disk."""
+        if self._prefetching is not None:
+            self._prefetching.join(timeout)
 
     def check_model(self, backbone: Backbone) -> None:
         """A clear error if the catalog was encoded by a different model than `backbone`."""

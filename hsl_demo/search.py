@@ -145,7 +145,9 @@ class Retriever:
     def warm_up(self) -> None:
         """One query of each mode, so that a visitor's first query does not pay for first use
         (drill-down's region side, built here for a small catalog; torch's first runs at these
-        shapes): what the app does before it serves searches."""
+        shapes), and the catalog's row files read into memory (a minute at most): what the app
+        does before it serves searches."""
+        self.catalog.wait_prefetched(timeout=60)
         self.hmrn_store()
         if len(self.catalog):
             self.search_text("a product", k=1)

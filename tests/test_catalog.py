@@ -273,3 +273,20 @@ def test_duplicate_ids_are_refused_when_the_items_are_written(tmp_path):
 
     with pytest.raises(HslDemoError, match=r"duplicate item id 'a' \(items 1 and 3\)"):
         write_items(tmp_path, [{"id": "a", "image": "x.jpg"}, {"id": "b", "image": "y.jpg"}, {"id": "a", "image": "z"}])
+
+
+def test_row_files_are_read_ahead_into_the_page_cache_when_they_fit(built, tmp_path):
+    import os
+
+    from hsl_demo.fileio import prefetch
+
+    cat = Catalog.open(built[0])
+    assert cat._prefetching is not None  # a small catalog fits
+    cat.wait_prefetched(timeout=30)
+    assert not cat._prefetching.is_alive()
+    assert prefetch([built[0] / "embeds.npy"], share=0.0) is None  # nothing fits in no memory
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(b"x" * 4096)
+    small.write_bytes(b"x")
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert prefetch([small, big], share=2048 / free) is not None  # the first file fits, the second not
