@@ -407,6 +407,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="passes over the 200 text queries")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--skip-app", action="store_true", help="do not time `hsl-demo serve`")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="empty the kernel's page cache before measuring each catalog (a cold start; needs root)")
     parser.add_argument("--index-copies", type=int, default=4, metavar="K",
                         help="indexing throughput over the 2,992 demo photos linked K times (0: skip; default 4)")
     parser.add_argument("_child", nargs="*", help=argparse.SUPPRESS)
@@ -431,6 +433,9 @@ def main() -> None:
                                               "recipe": RECIPE}))
         build_figures = json.loads(built_file.read_text())
         print(f"measuring the {n:,}-item catalog ...", file=sys.stderr)
+        if args.drop_caches:  # a cold start: nothing of the catalog in the page cache
+            os.sync()
+            Path("/proc/sys/vm/drop_caches").write_text("1\n")
         measured, _, _ = child("measure", str(out), "--repeats", str(args.repeats))
         app = {"first_200_s": float("nan"), "rss_mb_at_first_200": float("nan")} if args.skip_app else app_start(out)
         results["catalogs"][str(n)] = {"build": build_figures, "measure": measured, "app": app}

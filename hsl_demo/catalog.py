@@ -211,8 +211,8 @@ class Catalog:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
         # what searches read rows of, most read first: warmed in the background
-        row_files = (EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), "regions.npy", "region_scale.npy",
-                     "region_mask.npy")
+        row_files = ("index.faiss", EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), REGION_INDEX_FILE, "regions.npy",
+                     "region_scale.npy", "region_mask.npy")  # the mapped files, in the order queries need them
         reading = prefetch([root / name for name in row_files if (root / name).is_file()])
         return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index, _prefetching=reading)
 
