@@ -88,10 +88,10 @@ def image_side(catalog: Catalog, head: HMRNHead) -> HmrnStore:
 
 @torch.no_grad()
 def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], variant: str, k: int,
-               earlier: list[dict[str, int]]) -> tuple[list[str], list[SearchResult]]:
+               earlier: list[dict[int, int]]) -> tuple[list[int], list[SearchResult]]:
     """Rank the catalog for a set of region queries (T, D), whose words are `texts`: FAISS
     candidates for each query (from the regions that match it), then the HMRN re-rank. Returns
-    every candidate's id, best first, and the first k as results (their earlier ranks looked up
+    every candidate's catalog row, best first, and the first k as results (their earlier ranks looked up
     in `earlier`, and on each the region every query attended to, marked with its text)."""
     head = retriever.hmrn
     q = torch.from_numpy(queries)[None]
@@ -111,18 +111,18 @@ def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], vari
     final = head.combine(scores, len(queries), variant)[0]
     order = torch.argsort(final, descending=True, stable=True)
     weights = head.variant_weights(len(queries), variant)
-    ids = [retriever.catalog.items[r]["id"] for r in rows[order.numpy()].tolist()]
+    ranked = rows[order.numpy()].tolist()  # rows, not ids: an id would parse every candidate's record
     breakdowns = []
-    for item_id, i in zip(ids, order[:k].tolist()):
+    for row, i in zip(ranked, order[:k].tolist()):
         local, global_, reasoning = (Term(float(s[0, i]), w) for s, w in
                                      zip((scores.local, scores.global_, scores.reasoning), weights))
         breakdowns.append(DrillDownBreakdown(local, global_, reasoning, scores.per_query[0, i].tolist(),
-                                             float(final[i]), [ranks.get(item_id) for ranks in earlier]))
+                                             float(final[i]), [ranks.get(row) for ranks in earlier]))
     top = order[:k].numpy()
     attended = head.attended_regions(q, query_mask, images.take(torch.from_numpy(top)))[0].tolist()  # (k, T)
     marks = [[(region, f"{n}. {text}") for n, (region, text) in enumerate(zip(per_result, texts), 1)]
              for per_result in attended]
-    return ids, retriever.results(rows[top], final[top].numpy(), breakdowns, marks)
+    return ranked, retriever.results(rows[top], final[top].numpy(), breakdowns, marks)
 
 
 @dataclass
@@ -162,7 +162,7 @@ class DrillDownSession:
         self.retriever, self.k, self.variant = retriever, k, variant
         self.queries: list[str] = []
         self._embeds: list[np.ndarray] = []
-        self._ranks: list[dict[str, int]] = []  # per round: id -> rank of every candidate
+        self._ranks: list[dict[int, int]] = []  # per round: catalog row -> rank of every candidate
         self.rounds: list[DrillDownRound] = []
 
     @property
@@ -188,11 +188,11 @@ class DrillDownSession:
             return DrillDownStep(self.current, [f"{text!r} was already asked in round "
                                                 f"{seen.index(text.lower()) + 1}: ignored"])
         embed = self.retriever.backbone.encode_text([text])[0]  # before any state changes
-        ids, results = rank_round(self.retriever, np.stack([*self._embeds, embed]), [*self.queries, text],
+        ranked, results = rank_round(self.retriever, np.stack([*self._embeds, embed]), [*self.queries, text],
                                   self.variant, self.k, self._ranks)
         self.queries.append(text)
         self._embeds.append(embed)
-        self._ranks.append({item_id: rank for rank, item_id in enumerate(ids, 1)})
+        self._ranks.append({row: rank for rank, row in enumerate(ranked, 1)})
         self.rounds.append(DrillDownRound(len(self.queries), list(self.queries), results))
         return DrillDownStep(self.current, self.retriever.backbone.unknown_words_notice(text))
 
