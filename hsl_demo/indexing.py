@@ -35,7 +35,7 @@ from .catalog import BOX_SOURCE, CATALOG_FILES, EMBEDS_FILE, FORMAT_VERSION, REG
 from .defaults import REGION_INDEX_ITEMS
 from .errors import HslDemoError
 from .features import REGION_GRID, dequantize, quantize, region_features_for
-from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, write_json, write_jsonl
+from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, read_json_list, write_json, write_jsonl
 from .images import list_images, open_image
 from .items import ItemWriter
 from .models import head_fingerprint
@@ -657,7 +657,7 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
     embeds = [np.load(p / "embeds.npy", mmap_mode="r") for p in parts]
     masks = [np.load(p / "mask.npy", mmap_mode="r") for p in parts]
     count = sum(len(e) for e in embeds)
-    skipped = [s for p in parts for s in json.loads((p / "skipped.json").read_text())]
+    skipped = [s for p in parts for s in read_json_list(p / "skipped.json", "skipped files")]
     dim, r_max = embeds[0].shape[1], max(m.shape[1] for m in masks)
     with times("index"):
         index, index_type, nprobe = build_index_from_shards(embeds, index_spec, progress)

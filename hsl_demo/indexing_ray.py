@@ -100,7 +100,8 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
             part = [p.relative_to(images_dir).as_posix() for p in paths[n * size:(n + 1) * size]]
             rows.append({"shard": n, "files": json.dumps(part),
                          "meta": json.dumps({rel: meta[rel] for rel in part if rel in meta})})
-        done = len(paths) - sum(len(json.loads(r["files"])) for r in rows)
+        files_of = {r["shard"]: len(json.loads(r["files"])) for r in rows}
+        done = len(paths) - sum(files_of.values())
         bar = tqdm(total=len(paths), initial=done, desc=f"encoding images (Ray, {workers} workers)", unit="img",
                    disable=not progress, smoothing=0.1)
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
@@ -115,7 +116,7 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
                 if stage in PROFILE_STAGES:
                     times.seconds[stage] += sec
             times.images += int(row["images"])
-            files = len(json.loads(next(r["files"] for r in rows if r["shard"] == row["shard"])))
+            files = files_of[int(row["shard"])]
             times.shard_done(files, float(row["wall"]))  # the worker's own seconds: rows reach us in bursts
             bar.update(files)
         bar.close()

@@ -41,6 +41,15 @@ def _id_map(ids: Iterable[str], n: int) -> np.ndarray:
     return table[np.argsort(table[:, 0], kind="stable")]
 
 
+def _first_duplicate(table: np.ndarray, ids: list[str]) -> tuple[int, int] | None:
+    """Two rows with the same id (found among equal hashes in the sorted `table`), or None."""
+    for i in np.flatnonzero(table[1:, 0] == table[:-1, 0]).tolist():
+        first, second = sorted((int(table[i, 1]), int(table[i + 1, 1])))
+        if ids[first] == ids[second]:
+            return first, second
+    return None
+
+
 class ItemWriter:
     """Writes items.jsonl and its two index files into a folder, record by record."""
 
@@ -65,12 +74,11 @@ class ItemWriter:
         if len(self._ids) != self.count:
             raise RuntimeError(f"ItemWriter: {len(self._ids)} records written, {self.count} announced")
         table = _id_map(self._ids, self.count)
-        same = np.flatnonzero(table[1:, 0] == table[:-1, 0])  # equal hashes: the same id, or (rarely) not
-        for i in same.tolist():
-            first, second = int(table[i, 1]), int(table[i + 1, 1])
-            if self._ids[first] == self._ids[second]:
-                raise HslDemoError(f"duplicate item id {self._ids[first]!r} (items {first + 1} and {second + 1}): "
-                                   "ids must be unique")
+        duplicate = _first_duplicate(table, self._ids)
+        if duplicate:
+            first, second = duplicate
+            raise HslDemoError(f"duplicate item id {self._ids[first]!r} (items {first + 1} and {second + 1}): "
+                               "ids must be unique")
         np.save(self.folder / OFFSETS_FILE, self._offsets)
         np.save(self.folder / IDS_FILE, table)
 
@@ -121,13 +129,15 @@ class ItemStore:
         offsets = np.zeros(len(lines) + 1, dtype=np.int64)
         np.cumsum([len(line) for line in lines], out=offsets[1:])
         where = Path(where)
-        seen: set[str] = set()
         for line, record in enumerate(records, 1):
             _check_record(record, where, line)
-            if record["id"] in seen:
-                raise HslDemoError(f"{where}: item {line}: duplicate id {record['id']!r}; rebuild the catalog")
-            seen.add(record["id"])
-        return cls(b"".join(lines), offsets, _id_map((r["id"] for r in records), len(records)), where)
+        ids = [r["id"] for r in records]
+        table = _id_map(ids, len(ids))
+        duplicate = _first_duplicate(table, ids)
+        if duplicate:
+            raise HslDemoError(f"{where}: items {duplicate[0] + 1} and {duplicate[1] + 1} have the same id: duplicate "
+                               f"id {ids[duplicate[0]]!r}; rebuild the catalog")
+        return cls(b"".join(lines), offsets, table, where)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1

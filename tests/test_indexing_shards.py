@@ -3,6 +3,7 @@ is the same as one built in a single go, and the shard folder is only ever remov
 tool wrote it."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -105,6 +106,17 @@ def test_profile_prints_where_the_time_went(small_images, tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("profile: "))
     assert "12 images in" in line and all(f"{stage} " in line for stage in indexing.PROFILE_STAGES)
+    assert re.search(r"\(\d+ img/s, \d+ img/s after the first shard\)", line), line  # 3 shards of 4
+
+
+def test_the_steady_rate_leaves_out_the_first_shard():
+    times = StageTimes()
+    assert times.steady_rate() is None
+    for seconds, images in ((30.0, 100), (2.0, 100), (2.0, 100)):  # the first carries the start-up
+        times.shard_done(images, seconds)
+    assert times.steady_rate() == 50.0
+    times.workers = 2  # two Ray workers encoding at once: their per-shard seconds overlap
+    assert times.steady_rate() == 100.0
 
 
 def test_the_build_picks_the_smallest_nprobe_that_finds_the_exact_top_10():
