@@ -133,7 +133,7 @@ class Catalog:
     region_mask: np.ndarray  # (N, R) bool
     hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
     region_index: faiss.Index | None = None  # regions.faiss, in large catalogs
-    _prefetching: threading.Thread | None = field(default=None, repr=False)
+    _prefetching: threading.Thread | bool | None = field(default=None, repr=False)  # False: nothing fit
 
     def __len__(self) -> int:
         return len(self.items)
@@ -210,16 +210,22 @@ class Catalog:
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
-        # what searches read rows of, most read first: warmed in the background
-        row_files = ("index.faiss", EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), REGION_INDEX_FILE, "regions.npy",
-                     "region_scale.npy", "region_mask.npy")  # the mapped files, in the order queries need them
-        reading = prefetch([root / name for name in row_files if (root / name).is_file()])
-        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index, _prefetching=reading)
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index)
+
+    def start_prefetch(self) -> None:
+        """Start reading the mapped files searches read rows of into the page cache, in the
+        background, in the order queries need them (once; what a server does right after
+        opening its catalogs: a one-off search does not need it)."""
+        if self._prefetching is None:
+            names = ("index.faiss", EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), REGION_INDEX_FILE, "regions.npy",
+                     "region_scale.npy", "region_mask.npy")
+            self._prefetching = prefetch([self.root / n for n in names if (self.root / n).is_file()]) or False
 
     def wait_prefetched(self, timeout: float | None = None) -> None:
-        """Wait (at most `timeout` s) until the background read of the row files that `open`
-        started is done: queries after it read memory, not disk."""
-        if self._prefetching is not None:
+        """Wait (at most `timeout` s) until that read is done (starting it if need be): queries
+        after it read memory, not disk."""
+        self.start_prefetch()
+        if self._prefetching:
             self._prefetching.join(timeout)
 
     def check_model(self, backbone: Backbone) -> None:

@@ -537,6 +537,8 @@ def _cmd_serve(args) -> None:
     # open_clip and the model load behind it (a search sent meanwhile waits for them).
     models = AppModels(Catalog.open(args.catalog or default_catalog()),
                        Catalog.open(args.looks_catalog or default_looks_catalog()))
+    for catalog in (models.products_catalog, models.looks_catalog):
+        catalog.start_prefetch()  # while the model loads (warm_up waits for it)
     demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False)
     try:
         models.set(*_load_retrievers(models, args.model, args.device))

@@ -281,9 +281,12 @@ def test_row_files_are_read_ahead_into_the_page_cache_when_they_fit(built, tmp_p
     from hsl_demo.fileio import prefetch
 
     cat = Catalog.open(built[0])
-    assert cat._prefetching is not None  # a small catalog fits
+    assert cat._prefetching is None  # opening alone reads nothing
+    cat.start_prefetch()
+    reading = cat._prefetching
+    assert reading  # a small catalog fits
     cat.wait_prefetched(timeout=30)
-    assert not cat._prefetching.is_alive()
+    assert not reading.is_alive() and cat._prefetching is reading  # started once
     assert prefetch([built[0] / "embeds.npy"], share=0.0) is None  # nothing fits in no memory
     big, small = tmp_path / "big", tmp_path / "small"
     big.write_bytes(b"x" * 4096)
