@@ -317,8 +317,8 @@ class Catalog:
 
     @property
     def embeddings(self) -> np.ndarray:
-        """(N, D) float32 global embeddings of every item, in memory (small catalogs)."""
-        return np.asarray(self.embeds, dtype=np.float32)
+        """(N, D) float32 global embeddings of every item, a copy in memory (small catalogs)."""
+        return np.array(self.embeds, dtype=np.float32)  # writable: torch.from_numpy warns on a read-only map
 
 
 def first_items(hits: np.ndarray, per_query: int) -> np.ndarray:
