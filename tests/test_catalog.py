@@ -293,3 +293,15 @@ def test_row_files_are_read_ahead_into_the_page_cache_when_they_fit(built, tmp_p
     small.write_bytes(b"x")
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert prefetch([small, big], share=2048 / free) is not None  # the first file fits, the second not
+
+
+def test_warm_up_readies_every_mode_before_a_visitor_comes(demo_backbone):
+    """What the app runs once its model is loaded: the catalog's files read into memory,
+    drill-down's region side built, and one query of each mode run."""
+    from hsl_demo.search import Retriever, load_heads
+
+    retriever = Retriever(demo_backbone, Catalog.open("looks"), **load_heads(demo_backbone))
+    assert retriever._hmrn_cache is None and retriever.catalog._prefetching is None
+    retriever.warm_up()
+    assert retriever._hmrn_cache is not None and retriever.hmrn_store() is retriever._hmrn_cache
+    assert retriever.catalog._prefetching and not retriever.catalog._prefetching.is_alive()
