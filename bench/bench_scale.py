@@ -94,7 +94,7 @@ def build(n: int, out: Path) -> dict:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "plan.json").write_text(json.dumps(plan))
-    shards = ShardFolder(root, {**plan, "images": n})
+    shards = ShardFolder(root, {**plan, "images": n, "shards": -(-n // SHARD)})
     done = {p.name for p in shards.done()}
     start = time.perf_counter()
     from tqdm.auto import tqdm

@@ -1,4 +1,4 @@
-"""The reader: a catalog folder, opened and checked, ready to search.
+"""The back: a catalog folder, opened and checked, ready to search.
 
 A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically) holds
 - manifest.json: format version, the model that encoded it (id, dim, a probe fingerprint),
@@ -6,6 +6,8 @@ A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically)
 - items.jsonl: one record per item (id, image path relative to the catalog, title, metadata),
   with item_offsets.npy and item_ids.npy to read one record or find an id without parsing the
   rest (hsl_demo/items.py);
+- images/SHARD/ROW.ext: the images of a Parquet or WebDataset input (a folder's are referred to
+  where they are; hsl_demo/reader.py);
 - embeds.npy: (N, D) float32 L2-normalised global embeddings, memory-mapped;
 - index.faiss: an inner-product FAISS index over them (row = item), any faiss.index_factory
   type: exact, IVF, or IVF-PQ, which keeps only codes (candidates are re-scored from embeds.npy);

@@ -98,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --catalog: JSONL of {\"reference\": ID, \"text\": ..., \"targets\": [ID, ...]} "
                    "(default: pairs of items that differ in one or two attributes)")
 
-    p = sub.add_parser("index", help="encode a folder of images into a searchable catalog")
-    p.add_argument("images", help="folder of images (jpg, png, webp; subfolders too)")
+    p = sub.add_parser("index", help="encode images (a folder, Parquet or WebDataset) into a searchable catalog")
+    p.add_argument("images", metavar="INPUT",
+                   help="a folder of images (jpg, png, webp; subfolders too), Parquet files of image bytes and "
+                   "metadata columns, or WebDataset .tar shards (a file, or a folder of them)")
     p.add_argument("--out", required=True, help="catalog folder to write")
-    p.add_argument("--metadata", help="JSONL with one record per image (\"image\": path relative to IMAGES)")
+    p.add_argument("--metadata", help="with a folder of images: JSONL with one record per image (\"image\": path "
+                   "relative to INPUT)")
+    p.add_argument("--image-column", metavar="NAME",
+                   help="with Parquet input: the column of image bytes (default: image; bytes, or a struct with "
+                   "\"bytes\" as Hugging Face datasets writes)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--index", metavar="SPEC", help="FAISS index_factory spec, e.g. Flat, IVF1024,Flat, "
@@ -259,7 +265,8 @@ def _cmd_index(args) -> None:
     times = StageTimes()
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
                             hsl=load_heads(backbone).get("hsl"), index_spec=args.index, shard_size=args.shard_size,
-                            times=times, engine=args.engine, ray_address=args.address, workers=args.workers)
+                            times=times, engine=args.engine, ray_address=args.address, workers=args.workers,
+                            image_column=args.image_column)
     if args.profile:
         print(f"profile: {times.report()}", file=sys.stderr)
     for note in summary["cleaned"]:

@@ -9,11 +9,8 @@ rename, and only where nothing but an older catalog would be replaced (see
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import posixpath
 import re
 import shutil
 import sys
@@ -36,11 +33,12 @@ from .defaults import REGION_INDEX_ITEMS
 from .errors import HslDemoError
 from .features import REGION_GRID, dequantize, quantize, region_features_for
 from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, read_json_list, write_json, write_jsonl
-from .images import list_images, open_image
+from .images import open_image
 from .items import ItemWriter
 from .models import head_fingerprint
 from .models.hsl import HSLHead
 from .modes.describe import encode_hsl_store
+from .reader import PACKED_IMAGES_DIR, ImageSource, SourceImage, image_suffix, open_source
 
 FLAT_MAX_ITEMS = 50_000  # exact search up to this many items, IVF above
 IVF_FLAT_MAX_BYTES = 1 << 30  # IVF keeps the full vectors up to this size, product-quantised codes above
@@ -283,7 +281,9 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
         return
     names = {p.name for p in entries}
     # a folder or link named like a catalog file is not one: replacing it would delete what it holds
-    foreign = sorted({p.name for p in entries if p.name not in CATALOG_FILES or p.is_symlink() or not p.is_file()})
+    foreign = sorted({p.name for p in entries
+                      if not (p.name == PACKED_IMAGES_DIR and _kept_images_only(p))
+                      and (p.name not in CATALOG_FILES or p.is_symlink() or not p.is_file())})
     if "manifest.json" not in names or foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise HslDemoError(f"--out {out} exists and is not a catalog written by hsl-demo "
@@ -296,47 +296,6 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
     if not is_catalog:
         raise HslDemoError(f"--out {out} exists and its manifest.json is not an hsl-demo catalog manifest; "
                            "choose another folder")
-
-def _metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dict]:
-    if metadata is None:
-        return {}
-    records = load_jsonl(metadata)
-    by_image = {}
-    for line, r in enumerate(records, 1):
-        image = r.get("image")
-        if not isinstance(image, str) or not image:
-            raise HslDemoError(f"{metadata}: record {line} has no \"image\" (path relative to {images_dir})")
-        if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
-            raise HslDemoError(f"{metadata}: record {line}: \"id\" must be a non-empty string")
-        _check_boxes(r.get("items", []), f"{metadata}: record {line}")
-        by_image[posixpath.normpath(Path(image).as_posix())] = r
-    ids = [r["id"] for r in by_image.values() if "id" in r]
-    if len(set(ids)) < len(ids):
-        duplicate = next(i for i in ids if ids.count(i) > 1)
-        raise HslDemoError(f"{metadata}: duplicate item id {duplicate!r} (ids must be unique)")
-    return by_image
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _check_boxes(parts: object, where: str) -> None:
-    """`items`: a list of {"box": [x0, y0, x1, y1], "caption": ...} in image pixels, x1 > x0, y1 > y0."""
-    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-        raise HslDemoError(f"{where}: \"items\" must be a list of objects with a \"box\"")
-    for part in parts:
-        if "box" not in part:
-            continue
-        box = part["box"]
-        ok = (isinstance(box, list) and len(box) == 4
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in box))
-        if not ok or box[2] <= box[0] or box[3] <= box[1]:
-            raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
-
 
 SHARD_SIZE = 4096  # images encoded and written together; what an interrupted run keeps
 PROFILE_STAGES = ("decode", "preprocess", "forward", "regions", "write", "index")
@@ -407,18 +366,23 @@ def build_catalog(
     engine: str = "local",
     ray_address: str | None = None,
     workers: int | None = None,
+    image_column: str | None = None,
 ) -> dict:
-    """Encode every image below `images_dir` and write a catalog folder at `out`.
+    """Encode every image of the input `images_dir` and write a catalog folder at `out`.
+
+    The input (hsl_demo/reader.py): a folder of images (with `metadata` JSONL records), Parquet
+    files of image bytes and metadata columns (the bytes in `image_column`, default "image"), or
+    WebDataset tar shards; the catalog keeps a copy of a packed input's images.
 
     `index_spec` is a faiss.index_factory spec ("Flat", "IVF1024,Flat", "OPQ32,IVF4096,PQ32";
     default by size, see `default_index_spec`).
 
     The images are encoded `shard_size` at a time, each shard written to disk
     (`.OUT.shards/` next to `out`) before the next: a run that is interrupted resumes from its
-    finished shards when run again on the same images and model, and the catalog is then
+    finished shards when run again on the same input and model, and the catalog is then
     assembled shard by shard, so memory does not grow with the catalog. With an HSL head, its
     query-independent image side is computed too, so a search only encodes the query.
-    Unreadable files are skipped and listed (in the manifest and the returned summary); the
+    Unreadable images are skipped and listed (in the manifest and the returned summary); the
     folder appears only when everything is written. `times` collects seconds per stage.
 
     `engine`: "local" (this process) or "ray" (a Ray Data pool of `workers` backbones, in local
@@ -430,14 +394,12 @@ def build_catalog(
         raise HslDemoError(f"--engine ray: model {backbone.model_id!r} has random weights, which every worker "
                            "would draw anew; give a model folder, a Hub id or NAME:PRETRAINED")
     images_dir, out = Path(images_dir), Path(out)
-    paths = list_images(images_dir)
-    meta = _metadata_by_image(Path(metadata) if metadata else None, images_dir)
-    if not paths:
-        raise HslDemoError(f"{images_dir}: no images (.jpg, .jpeg, .png, .webp) found")
     # absolute and without "..", so "--out ." names a folder; a link to a catalog: replace the
     # catalog, keep the link
     out = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
-    check_output_folder(out, images_dir)
+    if images_dir.exists():
+        check_output_folder(out, images_dir)  # before listing a large input
+    source = open_source(images_dir, metadata, image_column)
     if index_spec:
         _new_index(backbone.embed_dim, index_spec)  # a bad spec is refused now, not after hours of encoding
     times = times if times is not None else StageTimes()
@@ -445,7 +407,8 @@ def build_catalog(
     times.begin()
     with output_lock(out) as cleaned:
         check_output_folder(out, images_dir)  # again under the lock: a finished run may have written it
-        shards = ShardFolder.for_run(out, paths, images_dir, meta, backbone, shard_size)
+        plans = source.shards(shard_size)
+        shards = ShardFolder.for_run(out, source, len(plans), backbone, shard_size)
         try:
             resumed = len(shards.done())
             if resumed and progress:
@@ -454,18 +417,17 @@ def build_catalog(
             if engine == "ray":
                 from .indexing_ray import encode_with_ray
 
-                encode_with_ray(shards, shards.todo(), paths, images_dir, out, backbone.model_id, meta, batch_size,
-                                progress, times, ray_address, workers)
+                encode_with_ray(shards, plans, source, out, backbone.model_id, batch_size, progress, times,
+                                ray_address, workers)
             else:
-                shards.encode(paths, images_dir, out, backbone, meta, batch_size, progress, times)
+                shards.encode(plans, source, out, backbone, batch_size, progress, times)
             if not shards.count():
-                raise HslDemoError(f"{images_dir}: none of the {len(paths)} files could be read as an image")
+                raise HslDemoError(f"{images_dir}: none of the {source.count} images could be read")
         except HslDemoError:  # bad input met while encoding: nothing to resume (an interruption keeps the shards)
             shards.remove()
             raise
-        missing = sorted(set(meta) - {p.relative_to(images_dir).as_posix() for p in paths})
         try:
-            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, missing,
+            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, source.missing,
                                     replaceable=lambda final: check_output_folder(final, images_dir))
         except HslDemoError as e:  # the shards are sound: a run with the cause fixed resumes from them
             raise HslDemoError(f"{e} (the encoded shards are kept in {shards.root}: run again to resume)") from None
@@ -475,24 +437,20 @@ def build_catalog(
 
 
 class ShardFolder:
-    """The shards of one indexing run (`.OUT.shards/`): `plan.json` says which images, model
-    and shard size they are of; `shard-NNNNN/` holds one shard's items and features, each
-    written under a temporary name and renamed when complete."""
+    """The shards of one indexing run (`.OUT.shards/`): `plan.json` says which input, model
+    and shard size they are of; `shard-NNNNN/` holds one shard's items and features (and a
+    packed input's images), each written under a temporary name and renamed when complete."""
 
     def __init__(self, root: Path, plan: dict):
         self.root, self.plan = root, plan
 
     @classmethod
-    def for_run(cls, out: Path, paths: list[Path], images_dir: Path, meta: dict[str, dict], backbone: Backbone,
-                shard_size: int) -> ShardFolder:
-        """The run's shard folder: the one an interrupted run of the same plan left (kept), or a
-        new one (an older plan's shards are removed; a folder this tool did not write is an error)."""
-        digest = hashlib.sha256()
-        for path in paths:
-            digest.update(path.relative_to(images_dir).as_posix().encode() + b"\0")
-        digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
-        plan = {"images": len(paths), "digest": digest.hexdigest()[:32], "model": backbone.probe(),
-                "shard_size": shard_size}
+    def for_run(cls, out: Path, source: ImageSource, count: int, backbone: Backbone, shard_size: int) -> ShardFolder:
+        """The run's shard folder for `count` shards of `source`: the one an interrupted run of
+        the same plan left (kept), or a new one (an older plan's shards are removed; a folder
+        this tool did not write is an error)."""
+        plan = {"input": source.kind, "images": source.count, "shards": count, "digest": source.digest(),
+                "model": backbone.probe(), "shard_size": shard_size}
         root = out.with_name(f".{out.name}.shards")
         if root.is_symlink() or (root.exists() and not root.is_dir()):
             raise HslDemoError(f"{root} exists and is not a folder hsl-demo wrote (a link or a file): move it away")
@@ -518,36 +476,41 @@ class ShardFolder:
 
     def done(self) -> list[Path]:
         """The finished shards' folders, in order."""
-        count = -(-self.plan["images"] // self.plan["shard_size"])
-        return [self.shard(n) for n in range(count) if self.shard(n).is_dir()]
+        return [self.shard(n) for n in range(self.plan["shards"]) if self.shard(n).is_dir()]
 
     def todo(self) -> list[int]:
         """The numbers of the shards still to encode."""
-        count = -(-self.plan["images"] // self.plan["shard_size"])
-        return [n for n in range(count) if not self.shard(n).is_dir()]
+        return [n for n in range(self.plan["shards"]) if not self.shard(n).is_dir()]
 
-    def encode(self, paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
-               batch_size: int, progress: bool, times: StageTimes) -> None:
+    def staging(self, n: int) -> Path:
+        """A new folder for the images shard `n` keeps (a packed input's), moved into the shard
+        when it is written (a run of the same plan removes one left by a killed run)."""
+        return Path(tempfile.mkdtemp(prefix=f".tmp-images-{n:05d}-", dir=self.root))
+
+    def encode(self, plans: list[dict], source: ImageSource, out: Path, backbone: Backbone, batch_size: int,
+               progress: bool, times: StageTimes) -> None:
         """Encode every shard not on disk yet, in this process."""
         from tqdm.auto import tqdm
 
-        size = self.plan["shard_size"]
         todo = self.todo()
-        bar = tqdm(total=len(paths), initial=len(paths) - sum(len(paths[n * size:(n + 1) * size]) for n in todo),
+        bar = tqdm(total=source.count, initial=source.count - sum(plans[n]["count"] for n in todo),
                    desc="encoding images", unit="img", disable=not progress, smoothing=0.1)
         seen_ids = {item["id"] for p in self.done() for item in load_jsonl(p / "items.jsonl")}
         for n in todo:
-            part = paths[n * size:(n + 1) * size]
-            encoded = _encode_images(part, images_dir, out, backbone, meta, batch_size, times, bar, seen_ids)
+            encoded = _encode_images(source, plans[n], out, backbone, batch_size, times, bar, seen_ids,
+                                     keep=self.staging(n) if source.packed else None,
+                                     keep_as=f"{PACKED_IMAGES_DIR}/{n:05d}")
             with times("write"):
                 self.write(n, encoded)
-            times.shard_done(len(part))
+            times.shard_done(plans[n]["count"])
         bar.close()
 
     def write(self, n: int, encoded: EncodedImages) -> None:
         """Shard `n` on disk, complete or not at all (written aside, then renamed); a shard done
         already (a Ray task retried after its first attempt wrote it) is left as it is."""
         if self.shard(n).is_dir():
+            if encoded.kept is not None:
+                shutil.rmtree(encoded.kept, ignore_errors=True)
             return
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.shard(n).name}-", dir=self.root))
         try:
@@ -555,6 +518,8 @@ class ShardFolder:
                 np.save(tmp / f"{name}.npy", array)
             write_jsonl(tmp / "items.jsonl", encoded.items)
             write_json(tmp / "skipped.json", encoded.skipped)
+            if encoded.kept is not None:
+                os.replace(encoded.kept, tmp / PACKED_IMAGES_DIR)
             os.replace(tmp, self.shard(n))
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -571,52 +536,69 @@ class ShardFolder:
 
 @dataclass
 class EncodedImages:
-    """One shard: its items (metadata records), their features and the files skipped."""
+    """One shard: its items (metadata records), their features, the images skipped and the
+    folder of the images it keeps (a packed input's, moved into the shard when it is written)."""
 
     items: list[dict]
     arrays: dict[str, np.ndarray]  # embeds (n, D) float32; regions (n, R, D) int8; scale (n, R); mask (n, R)
     skipped: list[dict]
+    kept: Path | None = None
 
 
 DECODE_THREADS = 2  # threads that decode and preprocess the next batch while the backbone encodes this one
 
 
-def _encode_images(paths: list[Path], images_dir: Path, out: Path, backbone: Backbone, meta: dict[str, dict],
-                   batch_size: int, times: StageTimes, bar, seen_ids: set[str],
+def _encode_images(source: ImageSource, shard: dict, out: Path, backbone: Backbone, batch_size: int,
+                   times: StageTimes, bar, seen_ids: set[str], keep: Path | None = None, keep_as: str = "",
                    threads: int = DECODE_THREADS) -> EncodedImages:
-    """One shard's images encoded: decoded and preprocessed by `threads` threads a batch ahead
-    of the forward pass (PIL and torchvision release the GIL), so the backbone rarely waits."""
+    """One shard's images encoded: read from `source` a batch ahead, decoded and preprocessed by
+    `threads` threads (PIL and torchvision release the GIL), so the backbone rarely waits. With
+    `keep`, each encoded image's bytes are saved there too, as `keep_as/ROW.ext` of the catalog."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def load(path: Path) -> tuple[Path, Image.Image | str, torch.Tensor | None]:
+    def load(position: int, found: SourceImage) -> tuple[SourceImage, Image.Image | str, torch.Tensor | None]:
+        if found.problem:
+            return found, found.problem, None
         try:
             with times("decode"):
-                image = open_image(path)
+                image = open_image(found.data)
         except HslDemoError as e:
-            return path, str(e).split(": ", 1)[-1], None
+            return found, str(e).split(": ", 1)[-1], None
         with times("preprocess"):
-            return path, image, backbone.preprocess(image)
+            pixels = backbone.preprocess(image)
+        if keep is None:
+            found.record["image"] = os.path.relpath(Path(found.data).resolve(), out.resolve())
+        else:
+            name = f"{position:05d}{image_suffix(found.data)}"
+            with times("write"):
+                (keep / name).write_bytes(found.data)
+            found.record["image"] = f"{keep_as}/{name}"
+        return found, image, pixels
+
+    def next_batch(reading: Iterator[SourceImage], pool: ThreadPoolExecutor) -> list:
+        futures = []
+        for position, found in reading:
+            futures.append(pool.submit(load, position, found))
+            if len(futures) == batch_size:
+                break
+        return futures
 
     items, embeds, regions, scales, skipped = [], [], [], [], []
-    batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+    reading = enumerate(source.read(shard))
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="hsl-demo-decode") as pool:
-        ahead = [pool.submit(load, path) for path in batches[0]] if batches else []
-        for n in range(len(batches)):
+        ahead = next_batch(reading, pool)
+        while ahead:
             loaded = [future.result() for future in ahead]
-            ahead = [pool.submit(load, path) for path in batches[n + 1]] if n + 1 < len(batches) else []
+            ahead = next_batch(reading, pool)
             batch, batch_pixels, batch_records = [], [], []
-            for path, image, pixels in loaded:
-                rel = path.relative_to(images_dir).as_posix()
+            for found, image, pixels in loaded:
                 if pixels is None:
-                    skipped.append({"file": rel, "reason": image})
+                    skipped.append({"file": found.name, "reason": image})
                     continue
-                record = dict(meta.get(rel, {}))
-                record.setdefault("id", Path(rel).with_suffix("").as_posix())
-                record.setdefault("title", path.stem.replace("_", " "))
+                record = found.record
                 if record["id"] in seen_ids:
-                    raise HslDemoError(f"duplicate item id {record['id']!r} ({rel})")
+                    raise HslDemoError(f"duplicate item id {record['id']!r} ({found.name})")
                 seen_ids.add(record["id"])
-                record["image"] = os.path.relpath(path.resolve(), out.resolve())
                 batch.append(image)
                 batch_pixels.append(pixels)
                 batch_records.append(record)
@@ -641,7 +623,7 @@ def _encode_images(paths: list[Path], images_dir: Path, out: Path, backbone: Bac
         region_arr[i, :len(q)], scale_arr[i, :len(q)], mask_arr[i, :len(q)] = q, sc, True
     vectors = np.concatenate(embeds) if embeds else np.zeros((0, dim), np.float32)
     return EncodedImages(items, {"embeds": vectors, "regions": region_arr, "scale": scale_arr, "mask": mask_arr},
-                         skipped)
+                         skipped, keep)
 
 
 def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHead | None = None,
@@ -685,6 +667,7 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
             for writer in (items_out, *outputs.values()):  # closed, unchecked: atomic_dir removes them
                 writer.close(check=False)
             raise
+        kept = _link_kept_images(parts, tmp / PACKED_IMAGES_DIR, progress)
         faiss.write_index(index, str(tmp / "index.faiss"))
         if region_index is not None:
             faiss.write_index(region_index, str(tmp / REGION_INDEX_FILE))
@@ -702,6 +685,7 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
                 "bytes_per_item": int(r_max * dim + r_max * 2 + r_max),
             },
             **({"region_index": region_entry} if region_entry else {}),
+            **({"kept_images": {"folder": PACKED_IMAGES_DIR, "count": kept}} if kept else {}),
             "heads": heads,
             "skipped": skipped,
             "missing_images": missing or [],
@@ -740,6 +724,44 @@ def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: 
                 outputs[name].write(array)
             heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
     return has_boxes
+
+
+_KEPT_IMAGE = re.compile(r"\d{5,}\.(jpg|png|webp|gif|bmp|tif)")
+
+
+def _kept_images_only(folder: Path) -> bool:
+    """Whether `folder` is what `_link_kept_images` writes and nothing else (SHARD/ROW.ext plain
+    files), so replacing the catalog deletes no file of someone else's."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    for shard in folder.iterdir():
+        if shard.is_symlink() or not shard.is_dir() or not re.fullmatch(r"\d{5,}", shard.name):
+            return False
+        with os.scandir(shard) as entries:
+            if not all(e.is_file(follow_symlinks=False) and _KEPT_IMAGE.fullmatch(e.name) for e in entries):
+                return False
+    return True
+
+
+def _link_kept_images(parts: list[Path], folder: Path, progress: bool) -> int:
+    """The images the shards keep (a packed input's), as `folder/SHARD/ROW.ext`: hard links
+    (copies across file systems), so the shards stay whole until the catalog is written.
+    Returns how many."""
+    from tqdm.auto import tqdm
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    count = 0
+    kept = [p for p in parts if (p / PACKED_IMAGES_DIR).is_dir()]
+    for part in tqdm(kept, desc="linking the images", unit="shard", disable=not progress or not kept):
+        target = folder / part.name.removeprefix("shard-")
+        shutil.copytree(part / PACKED_IMAGES_DIR, target, copy_function=link)
+        count += sum(1 for _ in target.iterdir())
+    return count
 
 
 def _pad_regions(array: np.ndarray, r_max: int) -> np.ndarray:

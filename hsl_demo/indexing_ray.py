@@ -1,9 +1,10 @@
 """`hsl-demo index --engine ray`: the writer's shards encoded by a Ray Data pool of backbones.
 
-The same plan and shard folder as the local engine (hsl_demo/indexing.py), the same encode
-and write code: each shard still to do is one row of a Ray Dataset, and `map_batches` sends it
-to an actor that holds a backbone, encodes the shard's images (decoded by threads a batch
-ahead) and writes the shard, complete or not at all. The driver then builds the FAISS index
+The same plan and shard folder as the local engine (hsl_demo/indexing.py), the same reader,
+encode and write code: each shard still to do is one row of a Ray Dataset (its plan: a list of
+files, or a range of a Parquet file's rows or a tar's samples; hsl_demo/reader.py), and
+`map_batches` sends it to an actor that holds a backbone, reads and encodes the shard's images
+(decoded by threads a batch ahead) and writes the shard, complete or not at all. The driver then builds the FAISS index
 from the shards and writes the catalog as the local engine does. A run that stops resumes
 from its finished shards, with either engine.
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from .errors import HslDemoError
 from .indexing import PROFILE_STAGES, ShardFolder, StageTimes, _encode_images
+from .reader import PACKED_IMAGES_DIR, ImageSource, open_source_config
 
 
 def _import_ray():
@@ -37,8 +39,8 @@ def _import_ray():
 class ShardEncoder:
     """A Ray Data actor: one backbone, loaded once, encoding whole shards."""
 
-    def __init__(self, model: str, root: str, plan: dict, images_dir: str, out: str, batch_size: int,
-                 threads: int, gpu: bool):
+    def __init__(self, model: str, root: str, plan: dict, source: dict, out: str, batch_size: int, threads: int,
+                 gpu: bool):
         import torch
 
         from .backbone import Backbone
@@ -46,18 +48,19 @@ class ShardEncoder:
         torch.set_num_threads(max(1, threads))
         self.backbone = Backbone.load(model, device="cuda" if gpu else "cpu")
         self.shards = ShardFolder(Path(root), plan)
-        self.images_dir, self.out, self.batch_size = Path(images_dir), Path(out), batch_size
+        self.source, self.out, self.batch_size = open_source_config(source), Path(out), batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tqdm.auto import tqdm
 
         images, seconds, walls = [], [], []
-        for n, files, meta in zip(batch["shard"].tolist(), batch["files"], batch["meta"]):
+        for n, shard in zip(batch["shard"].tolist(), batch["plan"]):
             times, start = StageTimes(), time.perf_counter()
-            paths = [self.images_dir / rel for rel in json.loads(files)]
             # ids are checked across shards when the catalog is written (ItemWriter)
-            encoded = _encode_images(paths, self.images_dir, self.out, self.backbone, json.loads(meta),
-                                     self.batch_size, times, tqdm(disable=True), set())
+            encoded = _encode_images(self.source, json.loads(shard), self.out, self.backbone, self.batch_size, times,
+                                     tqdm(disable=True), set(),
+                                     keep=self.shards.staging(n) if self.source.packed else None,
+                                     keep_as=f"{PACKED_IMAGES_DIR}/{n:05d}")
             with times("write"):
                 self.shards.write(n, encoded)
             images.append(times.images)
@@ -67,14 +70,16 @@ class ShardEncoder:
                 "wall": np.array(walls)}
 
 
-def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], images_dir: Path, out: Path,
-                    model: str, meta: dict[str, dict], batch_size: int, progress: bool, times: StageTimes,
-                    address: str | None = None, workers: int | None = None) -> None:
-    """Encode the shards `todo` with an actor pool of `workers` backbones (default: one per GPU
-    on a cluster with GPUs, else one per 2 CPUs), each writing its shards into `shards`."""
+def encode_with_ray(shards: ShardFolder, plans: list[dict], source: ImageSource, out: Path, model: str,
+                    batch_size: int, progress: bool, times: StageTimes, address: str | None = None,
+                    workers: int | None = None) -> None:
+    """Encode the shards of `plans` not done yet with an actor pool of `workers` backbones
+    (default: one per GPU on a cluster with GPUs, else one per 2 CPUs), each reading its shards
+    from `source` and writing them into `shards`."""
     from tqdm.auto import tqdm
 
     ray = _import_ray()
+    todo = shards.todo()
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -94,21 +99,14 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
         workers = min(workers or gpus, gpus) if gpus else (workers or max(1, cpus // 2))
         threads = max(1, cpus // workers)
         times.workers = workers
-        size = shards.plan["shard_size"]
-        rows = []
-        for n in todo:
-            part = [p.relative_to(images_dir).as_posix() for p in paths[n * size:(n + 1) * size]]
-            rows.append({"shard": n, "files": json.dumps(part),
-                         "meta": json.dumps({rel: meta[rel] for rel in part if rel in meta})})
-        files_of = {r["shard"]: len(json.loads(r["files"])) for r in rows}
-        done = len(paths) - sum(files_of.values())
-        bar = tqdm(total=len(paths), initial=done, desc=f"encoding images (Ray, {workers} workers)", unit="img",
-                   disable=not progress, smoothing=0.1)
+        rows = [{"shard": n, "plan": json.dumps(plans[n])} for n in todo]
+        bar = tqdm(total=source.count, initial=source.count - sum(plans[n]["count"] for n in todo),
+                   desc=f"encoding images (Ray, {workers} workers)", unit="img", disable=not progress, smoothing=0.1)
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
             ShardEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
             num_gpus=1 if gpus else 0,
             fn_constructor_kwargs={"model": model, "root": str(shards.root), "plan": shards.plan,
-                                   "images_dir": str(images_dir), "out": str(out), "batch_size": batch_size,
+                                   "source": source.config(), "out": str(out), "batch_size": batch_size,
                                    "threads": threads, "gpu": bool(gpus)})
         start = time.perf_counter()
         for row in _rows(dataset):
@@ -116,7 +114,7 @@ def encode_with_ray(shards: ShardFolder, todo: list[int], paths: list[Path], ima
                 if stage in PROFILE_STAGES:
                     times.seconds[stage] += sec
             times.images += int(row["images"])
-            files = files_of[int(row["shard"])]
+            files = plans[int(row["shard"])]["count"]
             times.shard_done(files, float(row["wall"]))  # the worker's own seconds: rows reach us in bursts
             bar.update(files)
         bar.close()

@@ -46,7 +46,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert_clean_error(run_cli("search", "--text", "   "), "empty query")
     assert_clean_error(run_cli("search", "--catalog", "nowhere", "--text", "cap"), "no such catalog")
     assert_clean_error(run_cli("search", "--model", str(tmp_path / "nope"), "--text", "cap"), "no such folder")
-    assert_clean_error(run_cli("index", str(tmp_path / "no-images"), "--out", str(tmp_path / "c")), "no such folder")
+    assert_clean_error(run_cli("index", str(tmp_path / "no-images"), "--out", str(tmp_path / "c")),
+                       "no such file or folder")
     (tmp_path / "empty").mkdir()
     assert_clean_error(run_cli("index", str(tmp_path / "empty"), "--out", str(tmp_path / "c")), "no images")
     assert not (tmp_path / "c").exists()

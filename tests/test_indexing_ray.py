@@ -1,6 +1,6 @@
-"""`hsl-demo index --engine ray`: Ray Data in local mode, on a few hundred demo photos, writes
-the same catalog as the local engine (same ids, embeddings to 1e-5), and resumes from the
-shards another run left."""
+"""`hsl-demo index --engine ray`: Ray Data in local mode, on a few hundred demo photos (a
+folder, or Parquet files of their bytes), writes the same catalog as the local engine (same
+ids, embeddings to 1e-5), and resumes from the shards another run left."""
 
 import os
 
@@ -31,19 +31,27 @@ def photos(tmp_path_factory):
     return root
 
 
-def test_the_ray_engine_writes_the_local_engines_catalog_and_resumes_its_shards(photos, tmp_path, monkeypatch,
-                                                                                 capsys):
+@pytest.fixture(scope="module")
+def local(photos, tmp_path_factory) -> Catalog:
+    """The local engine's catalog of the photos."""
+    out = tmp_path_factory.mktemp("local") / "catalog"
+    assert cli.main(["index", str(photos), "--model", str(DEFAULT_MODEL_DIR), "--shard-size", "64",
+                     "--out", str(out)]) == 0
+    return Catalog.open(out)
+
+
+def test_the_ray_engine_writes_the_local_engines_catalog_and_resumes_its_shards(photos, local, tmp_path,
+                                                                                 monkeypatch, capsys):
     args = [str(photos), "--model", str(DEFAULT_MODEL_DIR), "--shard-size", "64"]
-    assert cli.main(["index", *args, "--out", str(tmp_path / "local")]) == 0
 
     # a local run interrupted after two shards; the Ray run takes over from them
     encode, calls = indexing._encode_images, []
 
-    def stop_after_two(paths, *a, **k):
+    def stop_after_two(source, shard, *a, **k):
         if len(calls) == 2:
             raise KeyboardInterrupt
-        calls.append(len(paths))
-        return encode(paths, *a, **k)
+        calls.append(shard["count"])
+        return encode(source, shard, *a, **k)
 
     monkeypatch.setattr(indexing, "_encode_images", stop_after_two)
     assert cli.main(["index", *args, "--out", str(tmp_path / "ray")]) == 130  # Ctrl-C
@@ -52,12 +60,37 @@ def test_the_ray_engine_writes_the_local_engines_catalog_and_resumes_its_shards(
     assert cli.main(["index", *args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
     assert "resuming: 2 shard(s) of 64 images" in capsys.readouterr().err
 
-    local, ray = Catalog.open(tmp_path / "local"), Catalog.open(tmp_path / "ray")
+    ray = Catalog.open(tmp_path / "ray")
     assert len(ray) == IMAGES and [it["id"] for it in ray.items] == [it["id"] for it in local.items]
     assert np.abs(ray.embeddings - local.embeddings).max() < 1e-5
     assert np.array_equal(np.asarray(ray.regions), np.asarray(local.regions))
     assert np.array_equal(np.asarray(ray.hsl["hsl_objects"]), np.asarray(local.hsl["hsl_objects"]))
     assert not (tmp_path / ".ray.shards").exists()
+
+
+def test_the_ray_engine_reads_parquet_shards_into_the_same_catalog(photos, local, tmp_path, capsys):
+    """Parquet files of the same photos' bytes (ids and titles as columns), encoded by Ray
+    workers that each read their own row ranges: the local engine's catalog of the folder,
+    with the images kept in the catalog."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    files = sorted(p for p in photos.rglob("*.*"))
+    data = tmp_path / "parquet"
+    data.mkdir()
+    for n, part in enumerate((files[:100], files[100:])):
+        rel = [f.relative_to(photos) for f in part]
+        pq.write_table(pa.table({"image": [f.read_bytes() for f in part],
+                                 "id": [r.with_suffix("").as_posix() for r in rel],
+                                 "title": [r.stem.replace("_", " ") for r in rel]}), data / f"part-{n}.parquet",
+                       row_group_size=50)
+    assert cli.main(["index", str(data), "--model", str(DEFAULT_MODEL_DIR), "--shard-size", "64",
+                     "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
+    assert f"indexed {IMAGES} images" in capsys.readouterr().out
+    ray = Catalog.open(tmp_path / "ray")
+    assert [it["id"] for it in ray.items] == [it["id"] for it in local.items]
+    assert np.abs(ray.embeddings - local.embeddings).max() < 1e-5
+    assert ray.image_path(150).read_bytes() == local.image_path(150).read_bytes()
+    assert ray.image_path(150).is_relative_to((tmp_path / "ray" / "images").resolve())
 
 
 def test_the_ray_engine_refuses_what_it_cannot_run(photos, tmp_path, capsys):

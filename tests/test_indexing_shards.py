@@ -27,11 +27,11 @@ def counting(monkeypatch, stop_after: int | None = None) -> list[int]:
     calls: list[int] = []
     real = ENCODE
 
-    def encode(paths, *args, **kwargs):
+    def encode(source, shard, *args, **kwargs):
         if stop_after is not None and len(calls) == stop_after:
             raise Interrupted
-        calls.append(len(paths))
-        return real(paths, *args, **kwargs)
+        calls.append(shard["count"])
+        return real(source, shard, *args, **kwargs)
 
     monkeypatch.setattr(indexing, "_encode_images", encode)
     return calls

@@ -1,0 +1,432 @@
+"""The reader: what `hsl-demo index` encodes, planned as shards that are read one at a time.
+
+Three inputs, told apart by what the path holds:
+- a folder of image files (subfolders too), with `--metadata` JSONL records keyed by image
+  path; the catalog refers to the files where they are;
+- Parquet files of image bytes plus metadata columns: the image column holds bytes, or a struct
+  with "bytes" as a Hugging Face `datasets` Image column does; every other column is metadata;
+- WebDataset tar shards: a sample is the members that share a key (`0001.jpg`, `0001.json`
+  holding its metadata, `0001.txt` its title).
+
+A packed input (Parquet, WebDataset) has no files to show, so the catalog keeps a copy of each
+image it encodes (`images/SHARD/ROW.ext`, written by the worker that encodes it). A shard
+never crosses an input file, so a worker reads one file's range: Parquet row groups, a tar's
+members by offset. A plan of shards is plain JSON, so Ray workers (hsl_demo/indexing_ray.py)
+get the same shards as the local engine (hsl_demo/indexing.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import HslDemoError
+from .fileio import load_jsonl
+from .images import IMAGE_SUFFIXES, list_images
+
+PACKED_IMAGES_DIR = "images"  # a catalog's copies of a packed input's images
+MAX_MEMBER_BYTES = 64 * 2**20  # a tar member read into memory (a photo is far smaller; a huge one is refused)
+MAX_RECORD_BYTES = 2**20  # a sample's JSON metadata
+IMAGE_COLUMN = "image"
+PARQUET_SUFFIX, TAR_SUFFIX = ".parquet", ".tar"
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+@dataclass
+class SourceImage:
+    """One image to encode: `name` says where it came from (messages, skipped lists); `data` is
+    its file or its bytes; `record` its metadata, with an "id" and a "title" at least; `problem`,
+    when set, is why it cannot be used (it is skipped, with that reason)."""
+
+    name: str
+    data: Path | bytes
+    record: dict = field(default_factory=dict)
+    problem: str | None = None
+
+
+class ImageSource:
+    """What a run encodes. Made cheaply (a Ray worker makes one from `config()` to read its
+    shards); `scan()` then lists the input (the driver's step): `count` images in
+    `shards(size)` (JSON-able plans, each with its "count"), read by `read(shard)`."""
+
+    kind = ""
+    packed = False  # whether the catalog keeps copies of the images (an input without files to show)
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.missing: list[str] = []  # metadata records without an image
+
+    def scan(self) -> ImageSource:
+        """List the input (and check it): what `count`, `shards` and `digest` report."""
+        raise NotImplementedError
+
+    @property
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def shards(self, size: int) -> list[dict]:
+        raise NotImplementedError
+
+    def read(self, shard: dict) -> Iterator[SourceImage]:
+        raise NotImplementedError
+
+    def digest(self) -> str:
+        """What the images are: a run resumes only the shards of the same digest."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "root": str(self.root)}
+
+
+class FolderSource(ImageSource):
+    """Image files below a folder; `metadata`: JSONL records with "image" (relative to it)."""
+
+    kind = "images"
+
+    def __init__(self, root: Path, metadata: Path | None = None):
+        super().__init__(root)
+        self.metadata = metadata
+        self.paths: list[Path] = []
+        self.meta: dict[str, dict] = {}
+
+    def scan(self) -> FolderSource:
+        self.paths = list_images(self.root)
+        if not self.paths:
+            raise HslDemoError(f"{self.root}: no images (.jpg, .jpeg, .png, .webp) found")
+        self.meta = metadata_by_image(self.metadata, self.root)
+        self.missing = sorted(set(self.meta) - {p.relative_to(self.root).as_posix() for p in self.paths})
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    def shards(self, size: int) -> list[dict]:
+        plans = []
+        for start in range(0, len(self.paths), size):
+            files = [p.relative_to(self.root).as_posix() for p in self.paths[start:start + size]]
+            plans.append({"count": len(files), "files": files,
+                          "meta": {rel: self.meta[rel] for rel in files if rel in self.meta}})
+        return plans
+
+    def read(self, shard: dict) -> Iterator[SourceImage]:
+        for rel in shard["files"]:
+            record = dict(shard["meta"].get(rel, {}))
+            record.setdefault("id", Path(rel).with_suffix("").as_posix())
+            record.setdefault("title", Path(rel).stem.replace("_", " "))
+            yield SourceImage(rel, self.root / rel, record)
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.paths:
+            digest.update(path.relative_to(self.root).as_posix().encode() + b"\0")
+        digest.update(json.dumps(self.meta, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:32]
+
+
+class _PackedSource(ImageSource):
+    """Input files (`suffix`) each holding many images: shards are ranges of one file's rows."""
+
+    packed = True
+    suffix = ""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.files: list[Path] = []
+        self.rows: list[int] = []
+
+    def scan(self) -> _PackedSource:
+        from tqdm.auto import tqdm
+
+        root = self.root
+        self.files = [root] if root.is_file() else sorted(p for p in root.rglob(f"*{self.suffix}") if p.is_file())
+        if not self.files:
+            raise HslDemoError(f"{root}: no {self.suffix} files found")
+        self.rows = [self._rows(f) for f in tqdm(self.files, desc=f"reading the {self.kind} layout", unit="file",
+                                                  disable=len(self.files) < 10)]
+        return self
+
+    def _rows(self, file: Path) -> int:
+        raise NotImplementedError
+
+    def _name(self, file: Path) -> str:
+        return file.name if file == self.root else file.relative_to(self.root).as_posix()
+
+    @property
+    def count(self) -> int:
+        return sum(self.rows)
+
+    def shards(self, size: int) -> list[dict]:
+        return [{"count": min(size, rows - start), "file": self._name(file), "start": start,
+                 "stop": min(rows, start + size)}
+                for file, rows in zip(self.files, self.rows) for start in range(0, rows, size)]
+
+    def _file(self, shard: dict) -> Path:
+        return self.root if self.root.is_file() else self.root / shard["file"]
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for file, rows in zip(self.files, self.rows):
+            stat = file.stat()
+            digest.update(f"{self._name(file)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{rows}\0".encode())
+        return digest.hexdigest()[:32]
+
+
+class ParquetSource(_PackedSource):
+    """Parquet files: a row per image, its bytes in `image_column`, metadata in the others."""
+
+    kind = "parquet"
+    suffix = PARQUET_SUFFIX
+
+    def __init__(self, root: Path, image_column: str = IMAGE_COLUMN):
+        super().__init__(root)
+        self.image_column = image_column
+        self.parquet = _import_parquet()
+
+    def _open(self, file: Path):
+        try:
+            return self.parquet.ParquetFile(file)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise HslDemoError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+    def _rows(self, file: Path) -> int:
+        parquet = self._open(file)
+        names = parquet.schema_arrow.names
+        if self.image_column not in names:
+            raise HslDemoError(f"{file}: no column {self.image_column!r} of image bytes (columns: "
+                               f"{', '.join(names[:8])}); name it with --image-column")
+        return parquet.metadata.num_rows
+
+    def config(self) -> dict:
+        return {**super().config(), "image_column": self.image_column}
+
+    def read(self, shard: dict) -> Iterator[SourceImage]:
+        file = self._file(shard)
+        parquet = self._open(file)
+        start, stop = shard["start"], shard["stop"]
+        groups, first, row = [], None, 0  # the row groups that hold rows start..stop
+        for g in range(parquet.metadata.num_row_groups):
+            rows = parquet.metadata.row_group(g).num_rows
+            if row < stop and row + rows > start:
+                groups.append(g)
+                first = row if first is None else first
+            row += rows
+        row = first or 0
+        for batch in parquet.iter_batches(batch_size=64, row_groups=groups):
+            for values in batch.to_pylist():
+                if start <= row < stop:
+                    yield self._image(shard["file"], row, values)
+                row += 1
+            if row >= stop:
+                return
+
+    def _image(self, file: str, row: int, values: dict) -> SourceImage:
+        name = f"{file}#{row}"
+        data = values.pop(self.image_column)
+        if isinstance(data, dict):  # a Hugging Face datasets Image: {"bytes": ..., "path": ...}
+            data = data.get("bytes")
+        record = {k: v for k, v in values.items() if not isinstance(v, (bytes, bytearray))}
+        default_id = f"{Path(file).stem}-{row}"
+        problem = None if isinstance(data, (bytes, bytearray)) and data else \
+            f"no image bytes in column {self.image_column!r}"
+        return SourceImage(name, bytes(data or b""), *_checked_record(record, default_id, name, problem))
+
+
+class WebDatasetSource(_PackedSource):
+    """WebDataset tar shards: the members sharing a key make a sample (an image, and optionally
+    KEY.json metadata and KEY.txt a title). Read by offset with the standard library's tarfile:
+    a shard's worker seeks to its samples instead of streaming the whole tar."""
+
+    kind = "webdataset"
+    suffix = TAR_SUFFIX
+
+    def _samples(self, file: Path) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
+        """The tar's samples, in order: (key, {extension: member})."""
+        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        try:
+            with tarfile.open(file, "r:") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    folder, base = posixpath.split(member.name)
+                    if "." not in base.lstrip("."):
+                        continue
+                    stem, extension = base.split(".", 1) if not base.startswith(".") else (base, "")
+                    samples.setdefault(posixpath.join(folder, stem), {})[extension.lower()] = member
+        except (tarfile.TarError, OSError) as e:
+            raise HslDemoError(f"{file}: not a readable tar file ({e})") from None
+        return list(samples.items())
+
+    def _rows(self, file: Path) -> int:
+        return len(self._samples(file))
+
+    def read(self, shard: dict) -> Iterator[SourceImage]:
+        file = self._file(shard)
+        with open(file, "rb") as f:
+            for key, members in self._samples(file)[shard["start"]:shard["stop"]]:
+                yield self._image(f, f"{shard['file']}:{key}", key, members)
+
+    def _image(self, f, name: str, key: str, members: dict[str, tarfile.TarInfo]) -> SourceImage:
+        image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
+        record: dict = {}
+        problem = None if image is not None else "no image member (.jpg, .jpeg, .png, .webp)"
+        if image is not None and image.size > MAX_MEMBER_BYTES:
+            problem = f"{image.size // 2**20} MB image member (limit {MAX_MEMBER_BYTES // 2**20} MB)"
+        if "json" in members and problem is None:
+            try:
+                record = json.loads(_member_bytes(f, members["json"], MAX_RECORD_BYTES))
+            except (ValueError, UnicodeDecodeError) as e:
+                problem = f"{key}.json is not JSON ({e})"
+            if not isinstance(record, dict):
+                record, problem = {}, problem or f"{key}.json is not a JSON object"
+        if "txt" in members and problem is None and "title" not in record:
+            try:
+                record["title"] = _member_bytes(f, members["txt"], MAX_RECORD_BYTES).decode().strip()
+            except (ValueError, UnicodeDecodeError):
+                problem = f"{key}.txt is not UTF-8 text"
+        data = _member_bytes(f, image, MAX_MEMBER_BYTES) if problem is None else b""
+        return SourceImage(name, data, *_checked_record(record, key, name, problem))
+
+
+def _member_bytes(f, member: tarfile.TarInfo, limit: int) -> bytes:
+    if member.size > limit:
+        raise ValueError(f"{member.size} bytes (limit {limit})")
+    f.seek(member.offset_data)
+    return f.read(member.size)
+
+
+def _checked_record(record: dict, default_id: str, name: str, problem: str | None) -> tuple[dict, str | None]:
+    """A packed input's record with an id and a title, and why it cannot be used (a bad record
+    is one skipped image, not a failed run of hours)."""
+    if isinstance(record.get("id"), int) and not isinstance(record["id"], bool):
+        record["id"] = str(record["id"])
+    record.setdefault("id", default_id)
+    if not isinstance(record["id"], str) or not record["id"]:
+        return record, problem or "\"id\" must be a non-empty string"
+    if isinstance(record.get("items"), str):  # boxes stored as a JSON string column
+        try:
+            record["items"] = json.loads(record["items"])
+        except ValueError:
+            return record, problem or "\"items\" is not JSON"
+    record.setdefault("title", record["id"])
+    try:
+        check_boxes(record.get("items", []), name)
+    except HslDemoError as e:
+        return record, problem or str(e).split(": ", 1)[-1]
+    return record, problem
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix of image bytes, by their format (".jpg" when unknown: Pillow reads by
+    content anyway)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _FORMAT_SUFFIX.get(image.format or "", ".jpg")
+    except (OSError, ValueError, SyntaxError):
+        return ".jpg"
+
+
+def _import_parquet():
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise HslDemoError("Parquet input needs pyarrow: pip install 'hsl-demo[parquet]' (or pyarrow)") from None
+    return pyarrow.parquet
+
+
+def open_source(path: str | Path, metadata: str | Path | None = None, image_column: str | None = None) -> ImageSource:
+    """The input at `path`: a folder of images, Parquet (a file, or a folder of them) or
+    WebDataset (a .tar, or a folder of them), told apart by what it holds."""
+    path = Path(path)
+    if not path.exists():
+        raise HslDemoError(f"{path}: no such file or folder")
+    if path.is_file():
+        kind = {PARQUET_SUFFIX: "parquet", TAR_SUFFIX: "webdataset"}.get(path.suffix.lower())
+        if kind is None:
+            raise HslDemoError(f"{path}: give a folder of images, a .parquet file or a WebDataset .tar shard "
+                               "(or a folder of them)")
+    else:
+        found = {kind for kind, suffixes in (("parquet", (PARQUET_SUFFIX,)), ("webdataset", (TAR_SUFFIX,)),
+                                             ("images", IMAGE_SUFFIXES))
+                 if any(p.suffix.lower() in suffixes for p in _files(path))}
+        if len(found) > 1:
+            raise HslDemoError(f"{path} holds {' and '.join(sorted(found))} input together: give a folder of one "
+                               "kind")
+        kind = found.pop() if found else "images"
+    if kind != "images" and metadata:
+        raise HslDemoError("--metadata goes with a folder of images: Parquet and WebDataset inputs carry their "
+                           "metadata")
+    if kind != "parquet" and image_column:
+        raise HslDemoError("--image-column goes with Parquet input")
+    if kind == "parquet":
+        source: ImageSource = ParquetSource(path, image_column or IMAGE_COLUMN)
+    elif kind == "webdataset":
+        source = WebDatasetSource(path)
+    else:
+        source = FolderSource(path, Path(metadata) if metadata else None)
+    return source.scan()
+
+
+def open_source_config(config: dict) -> ImageSource:
+    """The source that `ImageSource.config()` describes, unscanned (a Ray worker reads the
+    shards it is given)."""
+    root = Path(config["root"])
+    if config["kind"] == "parquet":
+        return ParquetSource(root, config["image_column"])
+    return {"webdataset": WebDatasetSource, "images": FolderSource}[config["kind"]](root)
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.rglob("*") if p.is_file())
+
+
+def metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dict]:
+    """`--metadata` records by image path (relative to `images_dir`), checked: ids unique, boxes
+    well-formed."""
+    if metadata is None:
+        return {}
+    records = load_jsonl(metadata)
+    by_image = {}
+    for line, r in enumerate(records, 1):
+        image = r.get("image")
+        if not isinstance(image, str) or not image:
+            raise HslDemoError(f"{metadata}: record {line} has no \"image\" (path relative to {images_dir})")
+        if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
+            raise HslDemoError(f"{metadata}: record {line}: \"id\" must be a non-empty string")
+        check_boxes(r.get("items", []), f"{metadata}: record {line}")
+        by_image[posixpath.normpath(Path(image).as_posix())] = r
+    ids = [r["id"] for r in by_image.values() if "id" in r]
+    if len(set(ids)) < len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise HslDemoError(f"{metadata}: duplicate item id {duplicate!r} (ids must be unique)")
+    return by_image
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def check_boxes(parts: object, where: str) -> None:
+    """`items`: a list of {"box": [x0, y0, x1, y1], "caption": ...} in image pixels, x1 > x0, y1 > y0."""
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise HslDemoError(f"{where}: \"items\" must be a list of objects with a \"box\"")
+    for part in parts:
+        if "box" not in part:
+            continue
+        box = part["box"]
+        ok = (isinstance(box, list) and len(box) == 4
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in box))
+        if not ok or box[2] <= box[0] or box[3] <= box[1]:
+            raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")

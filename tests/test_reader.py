@@ -1,0 +1,170 @@
+"""`hsl-demo index` on packed input: Parquet files of image bytes and metadata columns, and
+WebDataset tar shards, give the catalog a folder of the same images gives (ids from their
+metadata), keep a copy of each image for the app to show, skip and list bad rows, resume, and
+refuse what they cannot read in one line."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_cli
+
+from hsl_demo import cli, indexing
+from hsl_demo.catalog import Catalog
+from hsl_demo.errors import HslDemoError
+from hsl_demo.indexing import build_catalog
+from hsl_demo.reader import open_source
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _photos(small_images) -> list[tuple[dict, bytes]]:
+    """The 12 small photos' metadata records and bytes, in the folder catalog's order."""
+    records = [json.loads(line) for line in (small_images / "metadata.jsonl").read_text().splitlines()]
+    records.sort(key=lambda r: r["image"])
+    return [(r, (small_images / "images" / r["image"]).read_bytes()) for r in records]
+
+
+def _write_parquet(path, photos, hf_struct: bool = False, row_group_size: int = 4) -> None:
+    images = [{"bytes": data, "path": r["image"]} for r, data in photos] if hf_struct else [d for _, d in photos]
+    table = pa.table({"image": images, "id": [r["id"] for r, _ in photos], "title": [r["title"] for r, _ in photos],
+                      "color": [r["color"] for r, _ in photos]})
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def _write_tar(path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples:
+            for extension, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def folder_catalog(small_images, tiny_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("folder") / "catalog"
+    build_catalog(small_images / "images", out, tiny_backbone, metadata=small_images / "metadata.jsonl",
+                  progress=False)
+    return Catalog.open(out)
+
+
+def _same_catalog(packed: Catalog, folder: Catalog, photos) -> None:
+    """Same ids, titles and embeddings as the folder's catalog; each image kept inside the
+    catalog, byte for byte."""
+    assert [it["id"] for it in packed.items] == [it["id"] for it in folder.items]
+    assert [it["title"] for it in packed.items] == [it["title"] for it in folder.items]
+    assert np.abs(packed.embeddings - folder.embeddings).max() < 1e-5
+    assert np.array_equal(np.asarray(packed.regions), np.asarray(folder.regions))
+    by_id = {r["id"]: data for r, data in photos}
+    for row, item in enumerate(packed.items):
+        path = packed.image_path(row)
+        assert path.is_relative_to(packed.root.resolve() / "images") and path.read_bytes() == by_id[item["id"]]
+
+
+def test_parquet_files_give_the_folders_catalog_and_keep_the_images(small_images, tiny_backbone, folder_catalog,
+                                                                    tmp_path, monkeypatch):
+    photos = _photos(small_images)
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_parquet(data / "part-0.parquet", photos[:7])  # row groups of 4: shards cut across them
+    _write_parquet(data / "part-1.parquet", photos[7:], hf_struct=True)  # a Hugging Face Image column
+    source = open_source(data)
+    assert source.kind == "parquet" and source.count == 12
+    assert [s["count"] for s in source.shards(5)] == [5, 2, 5]  # a shard never crosses a file
+
+    # interrupted after two shards, then resumed
+    real, calls = indexing._encode_images, []
+
+    def stop_after_two(source, shard, *a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(shard["count"])
+        return real(source, shard, *a, **k)
+
+    monkeypatch.setattr(indexing, "_encode_images", stop_after_two)
+    out = tmp_path / "catalog"
+    with pytest.raises(KeyboardInterrupt):
+        build_catalog(data, out, tiny_backbone, progress=False, shard_size=5)
+    monkeypatch.setattr(indexing, "_encode_images", real)
+    summary = build_catalog(data, out, tiny_backbone, progress=False, shard_size=5)
+    assert summary["resumed_shards"] == 2 and summary["skipped"] == []
+    catalog = Catalog.open(out)
+    _same_catalog(catalog, folder_catalog, photos)
+    assert catalog.manifest["kept_images"] == {"folder": "images", "count": 12}
+    assert catalog.items[0]["color"] == photos[0][0]["color"]  # other columns are metadata
+    assert not (tmp_path / ".catalog.shards").exists()
+
+    # indexing again replaces the catalog, its images included; a file of someone else's in
+    # them is never deleted
+    build_catalog(data / "part-1.parquet", out, tiny_backbone, progress=False)
+    assert len(Catalog.open(out)) == 5 and len(list((out / "images").rglob("*.*"))) == 5
+    (out / "images" / "00000" / "notes.txt").write_text("mine")
+    with pytest.raises(HslDemoError, match="not a catalog written by hsl-demo"):
+        build_catalog(data, out, tiny_backbone, progress=False)
+    assert (out / "images" / "00000" / "notes.txt").read_text() == "mine"
+
+
+def test_a_webdataset_gives_the_folders_catalog_and_skips_bad_samples(small_images, tiny_backbone, folder_catalog,
+                                                                      tmp_path):
+    photos = _photos(small_images)
+    samples = []
+    for r, data in photos:
+        extension = "png" if data.startswith(b"\x89PNG") else "jpg"
+        meta = {k: v for k, v in r.items() if k not in ("image", "title")}
+        samples.append((r["id"], {extension: data, "json": json.dumps(meta).encode(), "txt": r["title"].encode()}))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _write_tar(shards / "shard-0.tar", samples[:6])
+    _write_tar(shards / "shard-1.tar", samples[6:])
+    summary = build_catalog(shards, tmp_path / "catalog", tiny_backbone, progress=False, shard_size=4)
+    assert summary["count"] == 12 and summary["skipped"] == []
+    _same_catalog(Catalog.open(tmp_path / "catalog"), folder_catalog, photos)
+
+    # bad samples are skipped with their reason; a member named to escape is never extracted by name
+    bad = tmp_path / "bad.tar"
+    _write_tar(bad, [("a", {"jpg": photos[1][1]}), ("b", {"jpg": b"not an image"}), ("c", {"json": b"{}"}),
+                     ("d", {"jpg": photos[2][1], "json": b"[1, 2]"}),
+                     ("e", {"jpg": photos[3][1], "json": json.dumps({"items": [{"box": [5, 5, 1, 1]}]}).encode()}),
+                     ("../../escape", {"jpg": photos[4][1]})])
+    summary = build_catalog(bad, tmp_path / "bad", tiny_backbone, progress=False)
+    reasons = {s["file"]: s["reason"] for s in summary["skipped"]}
+    assert set(reasons) == {"bad.tar:b", "bad.tar:c", "bad.tar:d", "bad.tar:e"}
+    assert "not an image" in reasons["bad.tar:b"] and "no image member" in reasons["bad.tar:c"]
+    assert "not a JSON object" in reasons["bad.tar:d"] and "x1 > x0" in reasons["bad.tar:e"]
+    catalog = Catalog.open(tmp_path / "bad")
+    assert [it["id"] for it in catalog.items] == ["a", "../../escape"]
+    assert catalog.image_path(1).is_relative_to((tmp_path / "bad" / "images").resolve())
+    assert not (tmp_path.parent / "escape.jpg").exists()
+
+
+def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
+    photos = _photos(small_images)
+    _write_parquet(tmp_path / "p.parquet", photos[:2])
+    cases = {
+        "mixed": lambda d: ((d / "p.parquet").write_bytes((tmp_path / "p.parquet").read_bytes()),
+                            (d / "x.jpg").write_bytes(photos[0][1])),
+        "fake": lambda d: (d / "f.parquet").write_text("not parquet"),
+        "badtar": lambda d: (d / "t.tar").write_bytes(b"\0garbage" * 100),
+    }
+    for name, make in cases.items():
+        (tmp_path / name).mkdir()
+        make(tmp_path / name)
+    out = str(tmp_path / "out")
+    assert_clean_error(run_cli("index", str(tmp_path / "mixed"), "--out", out), "holds images and parquet input")
+    for args, fragment in [
+        ([str(tmp_path / "fake"), "--out", out], "not a readable Parquet file"),
+        ([str(tmp_path / "badtar"), "--out", out], "not a readable tar file"),
+        ([str(tmp_path / "p.parquet"), "--out", out, "--image-column", "photo"], "no column 'photo'"),
+        ([str(tmp_path / "p.parquet"), "--out", out, "--metadata", "m.jsonl"], "--metadata goes with a folder"),
+        ([str(small_images / "images"), "--out", out, "--image-column", "x"], "--image-column goes with Parquet"),
+        ([str(small_images / "metadata.jsonl"), "--out", out], "a .parquet file or a WebDataset .tar"),
+    ]:
+        with pytest.raises(HslDemoError, match=fragment):
+            cli._cmd_index(cli.build_parser().parse_args(["index", *args, "--model", "hsl-demo-tiny"]))
+    assert not (tmp_path / "out").exists()
+    assert cli.main(["index", str(tmp_path / "p.parquet"), "--model", "hsl-demo-tiny", "--out", out]) == 0
+    assert len(Catalog.open(out)) == 2
