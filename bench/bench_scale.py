@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_hsl import measure as measure_text  # noqa: E402
 from bench_hsl import percentile  # noqa: E402
 
-RECIPE = 3  # bump when the synthetic catalog changes: kept catalogs of another recipe are rebuilt
+RECIPE = 4  # bump when the synthetic catalog changes: kept catalogs of another recipe are rebuilt
 SHARD = 8192
 TARGETS = {  # issue 16, on 2 cores with the embedded model
     "build_peak_gb": 8.0, "text_p50_ms": 20.0, "text_p95_ms": 40.0, "ratio_to_knn": 1.5, "ann_recall": 0.98,
@@ -173,9 +173,13 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
         fn(*args)
         return (time.perf_counter() - t) * 1000
 
+    # The tenth query is the first one again: first against tenth is then what serving costs
+    # before it is warm, not how two different queries differ.
     composed = queries["composed"][:40]
+    composed = composed[:9] + composed[:1] + composed[9:]
     composed_ms = [timed(retriever.search_composed, q["reference"], q["text"], 10) for q in composed]
     multi = [q["regions"][:1] for q in queries["multi"][:40]]
+    multi = multi[:9] + multi[:1] + multi[9:]
     drill_ms = [timed(retriever.search_multi, regions, 10) for regions in multi]
     texts = [q["text"] for q in queries["text"]][:200]
 
@@ -346,7 +350,7 @@ def report(results: dict) -> None:
         ]
         for mode, key in (("composed", "composed_over_text"), ("drill", "drill_over_text")):
             q = m[mode]
-            rows.append((f"{mode} first / tenth query", f"{q['first_ms']} / {q['tenth_ms']} ms",
+            rows.append((f"{mode} first / tenth query (the first again)", f"{q['first_ms']} / {q['tenth_ms']} ms",
                          verdict(q["first_ms"] / q["tenth_ms"], TARGETS["first_over_tenth"])))
             rows.append((f"{mode} p50 / text p50", f"{q['p50_ms']} ms, {q['p50_ms'] / text['p50_ms']:.2f}x",
                          verdict(q["p50_ms"] / text["p50_ms"], TARGETS[key])))

@@ -134,7 +134,7 @@ class Catalog:
     region_scale: np.ndarray  # (N, R) float16
     region_mask: np.ndarray  # (N, R) bool
     hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
-    region_index: faiss.Index | None = None  # regions.faiss, in large catalogs
+    region_index_file: Path | None = None  # regions.faiss, in large catalogs (read on first use)
     _prefetching: threading.Thread | bool | None = field(default=None, repr=False)  # False: nothing fit
 
     def __len__(self) -> int:
@@ -168,9 +168,6 @@ class Catalog:
         try:
             items = ItemStore.open(root)
             index = faiss.read_index(str(root / "index.faiss"), INDEX_READ_FLAGS)
-            region_index = None
-            if (root / REGION_INDEX_FILE).is_file():
-                region_index = faiss.read_index(str(root / REGION_INDEX_FILE), INDEX_READ_FLAGS)
             # memory-mapped: a search reads the rows of its candidates, not the whole catalog
             regions = load_mapped(root / "regions.npy")
             scale = load_mapped(root / "region_scale.npy")
@@ -191,16 +188,6 @@ class Catalog:
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.nprobe = int(manifest.get("nprobe", 16))
-        if region_index is not None:
-            region_ivf = faiss.try_extract_index_ivf(region_index)
-            entry = manifest.get("region_index")
-            fits = (isinstance(entry, dict) and isinstance(entry.get("nprobe"), int) and entry["nprobe"] > 0
-                    and entry.get("vectors") == region_index.ntotal == int(np.count_nonzero(mask))
-                    and entry.get("per_item", regions.shape[1]) == regions.shape[1])
-            if region_index.d != index.d or region_ivf is None or not fits:
-                raise HslDemoError(f"{root}: {REGION_INDEX_FILE} is not the IVF index of this catalog's "
-                                   f"{index.d}-d regions its manifest describes; rebuild the catalog")
-            region_ivf.nprobe = entry["nprobe"]
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
@@ -212,7 +199,32 @@ class Catalog:
             except (OSError, ValueError) as e:
                 raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
             _check_hsl_arrays(root, hsl, len(items))
-        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index)
+        region_index_file = root / REGION_INDEX_FILE if (root / REGION_INDEX_FILE).is_file() else None
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index_file)
+
+    @cached_property
+    def region_index(self) -> faiss.Index | None:
+        """The index of every region (regions.faiss, in large catalogs), read on first use:
+        only drill-down needs it, and fast-scan codes are read into memory, not mapped.
+        (A server's warm-up reads it; racing first calls read equal copies.)"""
+        if self.region_index_file is None:
+            return None
+        try:
+            region_index = faiss.read_index(str(self.region_index_file), INDEX_READ_FLAGS)
+        except RuntimeError as e:
+            raise HslDemoError(f"{self.root}: {REGION_INDEX_FILE} unreadable ({str(e).splitlines()[0][:120]}); "
+                               "rebuild the catalog") from None
+        region_ivf = faiss.try_extract_index_ivf(region_index)
+        entry = self.manifest.get("region_index")
+        per_item = self.regions.shape[1]
+        fits = (isinstance(entry, dict) and isinstance(entry.get("nprobe"), int) and entry["nprobe"] > 0
+                and entry.get("vectors") == region_index.ntotal == int(np.count_nonzero(self.region_mask))
+                and entry.get("per_item", per_item) == per_item)
+        if region_index.d != self.index.d or region_ivf is None or not fits:
+            raise HslDemoError(f"{self.root}: {REGION_INDEX_FILE} is not the IVF index of this catalog's "
+                               f"{self.index.d}-d regions its manifest describes; rebuild the catalog")
+        region_ivf.nprobe = entry["nprobe"]
+        return region_index
 
     def start_prefetch(self) -> None:
         """Start reading the mapped files searches read rows of into the page cache, in the
@@ -285,7 +297,14 @@ class Catalog:
             return first_items(self.search(queries, per_query)[1], per_query)
         per_item = self.regions.shape[1]
         _, ids = self.region_index.search(queries, min(self.region_index.ntotal, per_query * per_item))
-        return first_items(np.where((ids >= 0) & (ids < len(self) * per_item), ids // per_item, -1), per_query)
+        valid = (ids >= 0) & (ids < len(self) * per_item)
+        rows, regions = np.where(valid, ids // per_item, 0), np.where(valid, ids % per_item, 0)
+        # the index's scores are those of its compressed codes: the stored int8 regions order
+        # its hits exactly (a few hundred KB read per query)
+        scores = np.einsum("tkd,td->tk", self.regions[rows, regions].astype(np.float32), queries)
+        scores *= self.region_scale[rows, regions].astype(np.float32)
+        order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
+        return first_items(np.take_along_axis(np.where(valid, rows, -1), order, 1), per_query)
 
     def region_features(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, R, D) float unit region vectors and (n, R) validity mask for the given rows."""

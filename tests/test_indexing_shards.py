@@ -164,8 +164,9 @@ def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_
     manifest = json.loads((edited / "manifest.json").read_text())
     manifest["region_index"]["vectors"] += 1
     (edited / "manifest.json").write_text(json.dumps(manifest))
+    opened = Catalog.open(edited)  # read on first use: only drill-down needs it
     with pytest.raises(HslDemoError, match="regions.faiss is not the IVF index of this catalog's"):
-        Catalog.open(edited)
+        opened.region_candidates(region, 4)
 
     monkeypatch.setattr(search, "HMRN_CACHE_ITEMS", 0)
     monkeypatch.setattr(Catalog, "search", lambda *a: pytest.fail("drill-down fell back to the global index"))
