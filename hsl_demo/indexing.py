@@ -9,6 +9,7 @@ rename, and only where nothing but an older catalog would be replaced (see
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -428,7 +429,8 @@ def build_catalog(
             else:
                 shards.encode(plans, source, out, backbone, batch_size, progress, times)
             if not shards.count():
-                raise HslDemoError(f"{images_dir}: none of the {source.count} images could be read")
+                raise HslDemoError(f"{images_dir}: none of the {source.count} images could be read "
+                                   f"({shards.top_reasons()})")
         except HslDemoError:  # bad input met while encoding: nothing to resume (an interruption keeps the shards)
             shards.remove()
             raise
@@ -458,6 +460,9 @@ class ShardFolder:
         plan = {"input": source.kind, "images": source.count, "shards": count, "digest": source.digest(),
                 "model": backbone.probe(), "shard_size": shard_size}
         root = out.with_name(f".{out.name}.shards")
+        for trash in root.parent.glob(f"{glob.escape(root.name)}.trash-*"):  # a removal that was stopped
+            if trash.is_dir() and not trash.is_symlink():
+                shutil.rmtree(trash, ignore_errors=True)
         if root.is_symlink() or (root.exists() and not root.is_dir()):
             raise HslDemoError(f"{root} exists and is not a folder hsl-demo wrote (a link or a file): move it away")
         if root.is_dir() and not any(root.iterdir()):  # killed between making it and writing its plan
@@ -536,8 +541,22 @@ class ShardFolder:
         """Items in the finished shards."""
         return sum(len(np.load(p / "embeds.npy", mmap_mode="r")) for p in self.done())
 
+    def top_reasons(self, most: int = 3) -> str:
+        """The commonest reasons images were skipped, with their counts."""
+        from collections import Counter
+
+        reasons = Counter(s["reason"] for p in self.done() for s in read_json_list(p / "skipped.json", "skipped"))
+        return "; ".join(f"{count}x {reason}" for reason, count in reasons.most_common(most)) or "no reason recorded"
+
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Removed in one rename first: a run stopped while deleting leaves no shard folder
+        without its plan (which the next run would refuse to touch)."""
+        trash = self.root.with_name(f"{self.root.name}.trash-{os.getpid()}")
+        try:
+            os.replace(self.root, trash)
+        except OSError:
+            trash = self.root
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 @dataclass
@@ -602,8 +621,12 @@ def _encode_images(source: ImageSource, shard: dict, out: Path, backbone: Backbo
                     skipped.append({"file": found.name, "reason": image})
                     continue
                 record = found.record
-                if record["id"] in seen_ids:
-                    raise HslDemoError(f"duplicate item id {record['id']!r} ({found.name})")
+                if record["id"] in seen_ids:  # a later image with an id taken: skipped, not hours of shards lost
+                    skipped.append({"file": found.name, "reason": f"duplicate item id {record['id']!r} (an "
+                                    "earlier image has it)"})
+                    if keep is not None:
+                        (keep / Path(record["image"]).name).unlink(missing_ok=True)
+                    continue
                 seen_ids.add(record["id"])
                 batch.append(image)
                 batch_pixels.append(pixels)

@@ -17,6 +17,8 @@ get the same shards as the local engine (hsl_demo/indexing.py).
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import io
 import json
@@ -138,6 +140,7 @@ class _PackedSource(ImageSource):
 
     packed = True
     suffix = ""
+    unit = "row"
 
     def __init__(self, root: Path):
         super().__init__(root)
@@ -148,11 +151,13 @@ class _PackedSource(ImageSource):
         from tqdm.auto import tqdm
 
         root = self.root
-        self.files = [root] if root.is_file() else sorted(p for p in root.rglob(f"*{self.suffix}") if p.is_file())
+        self.files = [root] if root.is_file() else sorted(p for p in _files(root) if p.suffix.lower() == self.suffix)
         if not self.files:
             raise HslDemoError(f"{root}: no {self.suffix} files found")
         self.rows = [self._rows(f) for f in tqdm(self.files, desc=f"reading the {self.kind} layout", unit="file",
                                                   disable=len(self.files) < 10)]
+        if not self.count:
+            raise HslDemoError(f"{root}: its {self.suffix} files hold no {self.unit}s")
         return self
 
     def _rows(self, file: Path) -> int:
@@ -160,6 +165,11 @@ class _PackedSource(ImageSource):
 
     def _name(self, file: Path) -> str:
         return file.name if file == self.root else file.relative_to(self.root).as_posix()
+
+    def _default_id(self, file: str, key: str, separator: str) -> str:
+        """KEY in a single input file; FILE (its path below INPUT, without suffix) + separator +
+        KEY in a folder of them, so that two files' rows or samples never share an id."""
+        return key if self.root.is_file() else f"{posixpath.splitext(file)[0]}{separator}{key}"
 
     @property
     def count(self) -> int:
@@ -191,6 +201,9 @@ class ParquetSource(_PackedSource):
         super().__init__(root)
         self.image_column = image_column
         self.parquet = _import_parquet()
+        import pyarrow.types
+
+        self.parquet_types = pyarrow.types
 
     def _open(self, file: Path):
         try:
@@ -200,45 +213,61 @@ class ParquetSource(_PackedSource):
 
     def _rows(self, file: Path) -> int:
         parquet = self._open(file)
-        names = parquet.schema_arrow.names
-        if self.image_column not in names:
+        schema = parquet.schema_arrow
+        if self.image_column not in schema.names:
             raise HslDemoError(f"{file}: no column {self.image_column!r} of image bytes (columns: "
-                               f"{', '.join(names[:8])}); name it with --image-column")
+                               f"{', '.join(schema.names[:8])}); name it with --image-column")
+        kind = schema.field(self.image_column).type
+        types = self.parquet_types
+        if types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+            kind = kind.field("bytes").type
+        if not (types.is_binary(kind) or types.is_large_binary(kind) or types.is_fixed_size_binary(kind)):
+            raise HslDemoError(f"{file}: column {self.image_column!r} holds {kind}, not image bytes (binary, or a "
+                               "struct with \"bytes\"); name the right one with --image-column")
         return parquet.metadata.num_rows
 
     def config(self) -> dict:
         return {**super().config(), "image_column": self.image_column}
 
     def read(self, shard: dict) -> Iterator[SourceImage]:
-        file = self._file(shard)
-        parquet = self._open(file)
-        start, stop = shard["start"], shard["stop"]
-        groups, first, row = [], None, 0  # the row groups that hold rows start..stop
-        for g in range(parquet.metadata.num_row_groups):
-            rows = parquet.metadata.row_group(g).num_rows
-            if row < stop and row + rows > start:
-                groups.append(g)
-                first = row if first is None else first
-            row += rows
-        row = first or 0
-        for batch in parquet.iter_batches(batch_size=64, row_groups=groups):
-            for values in batch.to_pylist():
-                if start <= row < stop:
-                    yield self._image(shard["file"], row, values)
-                row += 1
-            if row >= stop:
-                return
+        """The rows start..stop of one file, read a row group at a time (a corrupt group's rows
+        are skipped and listed; the others are read)."""
+        parquet = self._open(self._file(shard))
+        start, stop, first = shard["start"], shard["stop"], 0
+        for group in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            if first < stop and first + size > start:
+                yield from self._group(parquet, group, first, shard)
+            first += size
+
+    def _group(self, parquet, group: int, first: int, shard: dict) -> Iterator[SourceImage]:
+        row = first
+        try:
+            for batch in parquet.iter_batches(batch_size=64, row_groups=[group]):
+                for values in batch.to_pylist():
+                    if shard["start"] <= row < shard["stop"]:
+                        yield self._image(shard["file"], row, values)
+                    row += 1
+        except (OSError, ValueError) as e:  # corrupt pages (ArrowInvalid is a ValueError)
+            reason = f"unreadable Parquet data ({_printable(str(e).splitlines()[0][:120])})"
+            end = first + parquet.metadata.row_group(group).num_rows
+            for left in range(max(row, shard["start"]), min(end, shard["stop"])):
+                yield SourceImage(f"{_printable(shard['file'])}#{left}", b"", {}, reason)
 
     def _image(self, file: str, row: int, values: dict) -> SourceImage:
-        name = f"{file}#{row}"
+        name = f"{_printable(file)}#{row}"
         data = values.pop(self.image_column)
         if isinstance(data, dict):  # a Hugging Face datasets Image: {"bytes": ..., "path": ...}
             data = data.get("bytes")
-        record = {k: v for k, v in values.items() if not isinstance(v, (bytes, bytearray))}
-        default_id = f"{Path(file).stem}-{row}"
-        problem = None if isinstance(data, (bytes, bytearray)) and data else \
-            f"no image bytes in column {self.image_column!r}"
-        return SourceImage(name, bytes(data or b""), *_checked_record(record, default_id, name, problem))
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            data, problem = b"", f"no image bytes in column {self.image_column!r}"
+        else:
+            data, problem = bytes(data), None
+        try:
+            record = json_safe(values)
+        except RecursionError:
+            record, problem = {}, problem or "metadata nested too deeply"
+        return SourceImage(name, data, *_checked_record(record, self._default_id(file, str(row), "-"), name, problem))
 
 
 class WebDatasetSource(_PackedSource):
@@ -248,6 +277,7 @@ class WebDatasetSource(_PackedSource):
 
     kind = "webdataset"
     suffix = TAR_SUFFIX
+    unit = "sample"
 
     def _samples(self, file: Path) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
         """The tar's samples, in order: (key, {extension: member})."""
@@ -273,9 +303,10 @@ class WebDatasetSource(_PackedSource):
         file = self._file(shard)
         with open(file, "rb") as f:
             for key, members in self._samples(file)[shard["start"]:shard["stop"]]:
-                yield self._image(f, f"{shard['file']}:{key}", key, members)
+                yield self._image(f, f"{_printable(shard['file'])}:{_printable(key)}",
+                                  self._default_id(shard["file"], key, "/"), members)
 
-    def _image(self, f, name: str, key: str, members: dict[str, tarfile.TarInfo]) -> SourceImage:
+    def _image(self, f, name: str, default_id: str, members: dict[str, tarfile.TarInfo]) -> SourceImage:
         image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
         record: dict = {}
         problem = None if image is not None else "no image member (.jpg, .jpeg, .png, .webp)"
@@ -283,18 +314,18 @@ class WebDatasetSource(_PackedSource):
             problem = f"{image.size // 2**20} MB image member (limit {MAX_MEMBER_BYTES // 2**20} MB)"
         if "json" in members and problem is None:
             try:
-                record = json.loads(_member_bytes(f, members["json"], MAX_RECORD_BYTES))
-            except (ValueError, UnicodeDecodeError) as e:
-                problem = f"{key}.json is not JSON ({e})"
+                record = json_safe(json.loads(_member_bytes(f, members["json"], MAX_RECORD_BYTES)))
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                problem = f"its .json is not JSON ({_printable(str(e)[:120])})"
             if not isinstance(record, dict):
-                record, problem = {}, problem or f"{key}.json is not a JSON object"
+                record, problem = {}, problem or "its .json is not a JSON object"
         if "txt" in members and problem is None and "title" not in record:
             try:
                 record["title"] = _member_bytes(f, members["txt"], MAX_RECORD_BYTES).decode().strip()
             except (ValueError, UnicodeDecodeError):
-                problem = f"{key}.txt is not UTF-8 text"
+                problem = "its .txt is not UTF-8 text"
         data = _member_bytes(f, image, MAX_MEMBER_BYTES) if problem is None else b""
-        return SourceImage(name, data, *_checked_record(record, key, name, problem))
+        return SourceImage(name, data, *_checked_record(record, default_id, name, problem))
 
 
 def _member_bytes(f, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -314,8 +345,8 @@ def _checked_record(record: dict, default_id: str, name: str, problem: str | Non
         return record, problem or "\"id\" must be a non-empty string"
     if isinstance(record.get("items"), str):  # boxes stored as a JSON string column
         try:
-            record["items"] = json.loads(record["items"])
-        except ValueError:
+            record["items"] = json_safe(json.loads(record["items"]))
+        except (ValueError, RecursionError):
             return record, problem or "\"items\" is not JSON"
     record.setdefault("title", record["id"])
     try:
@@ -323,6 +354,35 @@ def _checked_record(record: dict, default_id: str, name: str, problem: str | Non
     except HslDemoError as e:
         return record, problem or str(e).split(": ", 1)[-1]
     return record, problem
+
+
+def json_safe(value: object, depth: int = 0) -> object:
+    """`value` as strict JSON can hold it: non-finite floats become null, dates and times ISO
+    text, decimals numbers, durations seconds, bytes are dropped (a Parquet column may hold any
+    of them; a catalog's items.jsonl must stay readable by any JSON parser)."""
+    if depth > 64:
+        raise RecursionError("nested more than 64 levels")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items() if not isinstance(v, (bytes, bytearray))}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value if not isinstance(v, (bytes, bytearray))]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return json_safe(float(value))
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: a name from an input file may carry any, and it
+    is printed in messages (a newline could forge a line of output)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def image_suffix(data: bytes) -> str:
@@ -403,7 +463,10 @@ def metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dict
         if "id" in r and (not isinstance(r["id"], str) or not r["id"]):
             raise HslDemoError(f"{metadata}: record {line}: \"id\" must be a non-empty string")
         check_boxes(r.get("items", []), f"{metadata}: record {line}")
-        by_image[posixpath.normpath(Path(image).as_posix())] = r
+        try:
+            by_image[posixpath.normpath(Path(image).as_posix())] = json_safe(r)
+        except RecursionError:
+            raise HslDemoError(f"{metadata}: record {line} is nested too deeply") from None
     ids = [r["id"] for r in by_image.values() if "id" in r]
     if len(set(ids)) < len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
@@ -423,7 +486,8 @@ def check_boxes(parts: object, where: str) -> None:
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
         raise HslDemoError(f"{where}: \"items\" must be a list of objects with a \"box\"")
     for part in parts:
-        if "box" not in part:
+        if part.get("box") is None:  # a part with a caption alone (Arrow gives its missing box as null)
+            part.pop("box", None)
             continue
         box = part["box"]
         ok = (isinstance(box, list) and len(box) == 4

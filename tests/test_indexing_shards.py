@@ -91,13 +91,23 @@ def test_a_shard_link_is_refused_and_kept(small_images, tiny_backbone, tmp_path)
     assert (tmp_path / ".cat.shards").is_symlink() and target.is_dir()
 
 
-def test_bad_input_leaves_no_shards(small_images, tiny_backbone, tmp_path):
+def test_a_taken_id_is_skipped_and_input_with_nothing_readable_leaves_no_shards(small_images, tiny_backbone,
+                                                                               tmp_path):
     meta = tmp_path / "meta.jsonl"  # item04.jpg takes the id item05.jpg gets by default
     meta.write_text('{"image": "item04.jpg", "id": "item05"}\n')
-    with pytest.raises(HslDemoError, match="duplicate item id 'item05'"):
-        build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, metadata=meta, progress=False,
-                      shard_size=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.jsonl"]
+    summary = build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, metadata=meta, progress=False,
+                            shard_size=3)
+    assert summary["count"] == 11
+    assert summary["skipped"] == [{"file": "item05.jpg",
+                                   "reason": "duplicate item id 'item05' (an earlier image has it)"}]
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.png"):
+        (broken / name).write_bytes(b"not an image")
+    with pytest.raises(HslDemoError, match=r"none of the 3 images could be read \(3x not an image"):
+        build_catalog(broken, tmp_path / "none", tiny_backbone, progress=False, shard_size=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "cat", "meta.jsonl"]
 
 
 def test_profile_prints_where_the_time_went(small_images, tmp_path):
@@ -173,3 +183,12 @@ def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_
     retriever = search.Retriever(tiny_backbone, cat)
     rounds = retriever.search_multi(["a red cap", "a blue scarf"], k=3)
     assert [len(r.results) for r in rounds] == [3, 3]
+
+
+def test_a_removal_that_was_stopped_is_finished_by_the_next_run(small_images, tiny_backbone, tmp_path):
+    """Shards are removed by a rename then a delete: a run stopped while deleting leaves
+    `.OUT.shards.trash-PID`, which the next run of that output removes."""
+    leftover = tmp_path / ".cat.shards.trash-12345" / "shard-00001"
+    leftover.mkdir(parents=True)
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat"]

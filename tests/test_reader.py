@@ -129,16 +129,53 @@ def test_a_webdataset_gives_the_folders_catalog_and_skips_bad_samples(small_imag
     _write_tar(bad, [("a", {"jpg": photos[1][1]}), ("b", {"jpg": b"not an image"}), ("c", {"json": b"{}"}),
                      ("d", {"jpg": photos[2][1], "json": b"[1, 2]"}),
                      ("e", {"jpg": photos[3][1], "json": json.dumps({"items": [{"box": [5, 5, 1, 1]}]}).encode()}),
-                     ("../../escape", {"jpg": photos[4][1]})])
+                     ("../../escape", {"jpg": photos[4][1]}),
+                     ("f", {"jpg": photos[5][1], "json": b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}"}),
+                     ("g\nhsl-demo: error: forged", {"jpg": b"\xff\xd8 broken"}),
+                     ("h", {"jpg": photos[6][1], "json": b'{"id": "a"}'})])
     summary = build_catalog(bad, tmp_path / "bad", tiny_backbone, progress=False)
     reasons = {s["file"]: s["reason"] for s in summary["skipped"]}
-    assert set(reasons) == {"bad.tar:b", "bad.tar:c", "bad.tar:d", "bad.tar:e"}
+    assert set(reasons) == {"bad.tar:b", "bad.tar:c", "bad.tar:d", "bad.tar:e", "bad.tar:f",
+                            "bad.tar:g\\nhsl-demo: error: forged", "bad.tar:h"}
     assert "not an image" in reasons["bad.tar:b"] and "no image member" in reasons["bad.tar:c"]
     assert "not a JSON object" in reasons["bad.tar:d"] and "x1 > x0" in reasons["bad.tar:e"]
+    assert "not JSON" in reasons["bad.tar:f"] and "duplicate item id 'a'" in reasons["bad.tar:h"]
     catalog = Catalog.open(tmp_path / "bad")
     assert [it["id"] for it in catalog.items] == ["a", "../../escape"]
+    assert len(list((tmp_path / "bad" / "images").rglob("*.*"))) == 2  # the duplicate's copy is not kept
     assert catalog.image_path(1).is_relative_to((tmp_path / "bad" / "images").resolve())
     assert not (tmp_path.parent / "escape.jpg").exists()
+
+
+def test_parquet_values_json_cannot_hold_are_written_as_strict_json(small_images, tiny_backbone, tmp_path):
+    """NaN, dates, decimals and durations in metadata columns; a part with a caption and no box
+    (Arrow writes its box as null); two files of one name in two folders (their default ids
+    differ); an upper-case suffix."""
+    import datetime
+    import decimal
+
+    photos = _photos(small_images)[:4]
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        (data / split).mkdir(parents=True)
+        pq.write_table(pa.table({
+            "image": [d for _, d in photos],
+            "price": [1.5, float("nan"), float("inf"), 2.0],
+            "added": [datetime.datetime(2026, 1, 2, 3, 4, 5)] * 4,
+            "cost": pa.array([decimal.Decimal("9.99")] * 4, pa.decimal128(5, 2)),
+            "wait": pa.array([datetime.timedelta(seconds=90)] * 4, pa.duration("s")),
+            "items": [[{"box": [0.0, 0.0, 10.0, 10.0], "caption": "a"}, {"box": None, "caption": "b"}]] * 4,
+        }), data / split / ("0000.PARQUET" if split == "test" else "0000.parquet"))
+    summary = build_catalog(data, tmp_path / "cat", tiny_backbone, progress=False)
+    assert summary["count"] == 8 and summary["skipped"] == []
+    for line in (tmp_path / "cat" / "items.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not strict JSON"))
+    catalog = Catalog.open(tmp_path / "cat")
+    assert [it["id"] for it in catalog.items][:5] == ["test/0000-0", "test/0000-1", "test/0000-2", "test/0000-3",
+                                                      "train/0000-0"]
+    first = catalog.items[1]
+    assert first["price"] is None and first["added"] == "2026-01-02T03:04:05" and first["cost"] == 9.99
+    assert first["wait"] == 90.0 and first["items"][1] == {"caption": "b"}
 
 
 def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
@@ -149,6 +186,8 @@ def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
                             (d / "x.jpg").write_bytes(photos[0][1])),
         "fake": lambda d: (d / "f.parquet").write_text("not parquet"),
         "badtar": lambda d: (d / "t.tar").write_bytes(b"\0garbage" * 100),
+        "norows": lambda d: pq.write_table(pa.table({"image": pa.array([], pa.binary())}), d / "e.parquet"),
+        "strings": lambda d: pq.write_table(pa.table({"image": ["a.jpg"]}), d / "s.parquet"),
     }
     for name, make in cases.items():
         (tmp_path / name).mkdir()
@@ -158,6 +197,8 @@ def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
     for args, fragment in [
         ([str(tmp_path / "fake"), "--out", out], "not a readable Parquet file"),
         ([str(tmp_path / "badtar"), "--out", out], "not a readable tar file"),
+        ([str(tmp_path / "norows"), "--out", out], "its .parquet files hold no rows"),
+        ([str(tmp_path / "strings"), "--out", out], "column 'image' holds string, not image bytes"),
         ([str(tmp_path / "p.parquet"), "--out", out, "--image-column", "photo"], "no column 'photo'"),
         ([str(tmp_path / "p.parquet"), "--out", out, "--metadata", "m.jsonl"], "--metadata goes with a folder"),
         ([str(small_images / "images"), "--out", out, "--image-column", "x"], "--image-column goes with Parquet"),
@@ -168,3 +209,16 @@ def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
     assert not (tmp_path / "out").exists()
     assert cli.main(["index", str(tmp_path / "p.parquet"), "--model", "hsl-demo-tiny", "--out", out]) == 0
     assert len(Catalog.open(out)) == 2
+
+
+def test_corrupt_parquet_pages_skip_their_rows(small_images, tiny_backbone, tmp_path):
+    photos = _photos(small_images)[:6]
+    path = tmp_path / "p.parquet"
+    _write_parquet(path, photos, row_group_size=2)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4096] = bytes(b ^ 0x5A for b in raw[middle:middle + 4096])
+    path.write_bytes(bytes(raw))
+    summary = build_catalog(path, tmp_path / "cat", tiny_backbone, progress=False)
+    assert summary["skipped"] and summary["count"] + len(summary["skipped"]) == 6
+    assert all(s["file"].startswith("p.parquet#") for s in summary["skipped"])
