@@ -287,9 +287,15 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
     if not entries:
         return
     names = {p.name for p in entries}
+    kept = None  # how many images the catalog says it keeps
+    if PACKED_IMAGES_DIR in names and "manifest.json" in names:
+        try:
+            kept = _read_manifest(out / "manifest.json").get("kept_images", {}).get("count")
+        except (HslDemoError, AttributeError):
+            kept = None
     # a folder or link named like a catalog file is not one: replacing it would delete what it holds
     foreign = sorted({p.name for p in entries
-                      if not (p.name == PACKED_IMAGES_DIR and _kept_images_only(p))
+                      if not (p.name == PACKED_IMAGES_DIR and _kept_images_only(p, kept))
                       and (p.name not in CATALOG_FILES or p.is_symlink() or not p.is_file())})
     if "manifest.json" not in names or foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -758,18 +764,22 @@ def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: 
 _KEPT_IMAGE = re.compile(r"\d{5,}\.(jpg|png|webp|gif|bmp|tif)")
 
 
-def _kept_images_only(folder: Path) -> bool:
-    """Whether `folder` is what `_link_kept_images` writes and nothing else (SHARD/ROW.ext plain
-    files), so replacing the catalog deletes no file of someone else's."""
-    if folder.is_symlink() or not folder.is_dir():
+def _kept_images_only(folder: Path, count: int | None) -> bool:
+    """Whether `folder` is what `_link_kept_images` wrote and nothing else: `count` plain files
+    named SHARD/ROW.ext (the count the catalog's manifest gives), so replacing the catalog
+    deletes no file of someone else's."""
+    if folder.is_symlink() or not folder.is_dir() or not isinstance(count, int):
         return False
+    found = 0
     for shard in folder.iterdir():
         if shard.is_symlink() or not shard.is_dir() or not re.fullmatch(r"\d{5,}", shard.name):
             return False
         with os.scandir(shard) as entries:
-            if not all(e.is_file(follow_symlinks=False) and _KEPT_IMAGE.fullmatch(e.name) for e in entries):
-                return False
-    return True
+            for entry in entries:
+                if not (entry.is_file(follow_symlinks=False) and _KEPT_IMAGE.fullmatch(entry.name)):
+                    return False
+                found += 1
+    return found == count
 
 
 def _link_kept_images(parts: list[Path], folder: Path, progress: bool) -> int:

@@ -348,7 +348,8 @@ def _checked_record(record: dict, default_id: str, name: str, problem: str | Non
             record["items"] = json_safe(json.loads(record["items"]))
         except (ValueError, RecursionError):
             return record, problem or "\"items\" is not JSON"
-    record.setdefault("title", record["id"])
+    title = record.get("title")
+    record["title"] = record["id"] if title is None or title == "" else str(title)
     try:
         check_boxes(record.get("items", []), name)
     except HslDemoError as e:

@@ -102,10 +102,12 @@ def test_parquet_files_give_the_folders_catalog_and_keep_the_images(small_images
     # them is never deleted
     build_catalog(data / "part-1.parquet", out, tiny_backbone, progress=False)
     assert len(Catalog.open(out)) == 5 and len(list((out / "images").rglob("*.*"))) == 5
-    (out / "images" / "00000" / "notes.txt").write_text("mine")
-    with pytest.raises(HslDemoError, match="not a catalog written by hsl-demo"):
-        build_catalog(data, out, tiny_backbone, progress=False)
-    assert (out / "images" / "00000" / "notes.txt").read_text() == "mine"
+    for mine in ("notes.txt", "00007.jpg"):  # a file of someone else's, even one named as ours
+        (out / "images" / "00000" / mine).write_text("mine")
+        with pytest.raises(HslDemoError, match="not a catalog written by hsl-demo"):
+            build_catalog(data, out, tiny_backbone, progress=False)
+        assert (out / "images" / "00000" / mine).read_text() == "mine"
+        (out / "images" / "00000" / mine).unlink()
 
 
 def test_a_webdataset_gives_the_folders_catalog_and_skips_bad_samples(small_images, tiny_backbone, folder_catalog,
