@@ -173,13 +173,9 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
         fn(*args)
         return (time.perf_counter() - t) * 1000
 
-    # The tenth query is the first one again: first against tenth is then what serving costs
-    # before it is warm, not how two different queries differ.
     composed = queries["composed"][:40]
-    composed = composed[:9] + composed[:1] + composed[9:]
     composed_ms = [timed(retriever.search_composed, q["reference"], q["text"], 10) for q in composed]
     multi = [q["regions"][:1] for q in queries["multi"][:40]]
-    multi = multi[:9] + multi[:1] + multi[9:]
     drill_ms = [timed(retriever.search_multi, regions, 10) for regions in multi]
     texts = [q["text"] for q in queries["text"]][:200]
 
@@ -205,13 +201,17 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
     return {
         "items": n, "index": catalog.manifest["index"], "nprobe": catalog.manifest.get("nprobe", 0),
         "nprobe_recall_at_build": catalog.manifest.get("nprobe_recall"),
+        "region_index": catalog.manifest.get("region_index"),
         "open_s": round(open_s, 2), "resident_mb_opened": round(opened - before, 1),
         "resident_mb_warm": round(warm - before, 1), "resident_mb_after_queries": round(after - before, 1),
         "file_mb_after_queries": round(after_file, 1),
         "text": text_latency,
+        # single queries: the median of the 2nd to 10th says how far the tenth is from typical
         "composed": {**stats(composed_ms[1:]), "first_ms": round(composed_ms[0], 2),
-                     "tenth_ms": round(composed_ms[9], 2)},
-        "drill": {**stats(drill_ms[1:]), "first_ms": round(drill_ms[0], 2), "tenth_ms": round(drill_ms[9], 2)},
+                     "tenth_ms": round(composed_ms[9], 2), "second_to_tenth_p50_ms": round(
+                         statistics.median(composed_ms[1:10]), 2)},
+        "drill": {**stats(drill_ms[1:]), "first_ms": round(drill_ms[0], 2), "tenth_ms": round(drill_ms[9], 2),
+                  "second_to_tenth_p50_ms": round(statistics.median(drill_ms[1:10]), 2)},
         "ann_recall": round(recall, 4), "ann_queries": len(q),
         "disk_bytes": sum(p.stat().st_size for p in catalog_dir.iterdir()),
     }
@@ -348,9 +348,15 @@ def report(results: dict) -> None:
             ("app start to first HTTP 200", f"{app['first_200_s']} s (RSS then {app['rss_mb_at_first_200']} MB)",
              verdict(app["first_200_s"], TARGETS["app_first_200_s"])),
         ]
+        if m.get("region_index"):
+            r = m["region_index"]
+            rows.append(("drill-down's region index", f"{r['index']} over {r['vectors']:,} regions, nprobe "
+                         f"{r['nprobe']} (build's recall estimate {r['nprobe_recall']}, in the "
+                         f"{r['per_item']} x 200 hits a round takes)", ""))
         for mode, key in (("composed", "composed_over_text"), ("drill", "drill_over_text")):
             q = m[mode]
-            rows.append((f"{mode} first / tenth query (the first again)", f"{q['first_ms']} / {q['tenth_ms']} ms",
+            rows.append((f"{mode} first / tenth query (2nd to 10th p50)",
+                         f"{q['first_ms']} / {q['tenth_ms']} ms ({q['second_to_tenth_p50_ms']} ms)",
                          verdict(q["first_ms"] / q["tenth_ms"], TARGETS["first_over_tenth"])))
             rows.append((f"{mode} p50 / text p50", f"{q['p50_ms']} ms, {q['p50_ms'] / text['p50_ms']:.2f}x",
                          verdict(q["p50_ms"] / text["p50_ms"], TARGETS[key])))
