@@ -25,6 +25,7 @@ import json
 import math
 import posixpath
 import tarfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ class SourceImage:
     problem: str | None = None
 
 
-class ImageSource:
+class ImageSource(ABC):
     """What a run encodes. Made cheaply (a Ray worker makes one from `config()` to read its
     shards); `scan()` then lists the input (the driver's step): `count` images in
     `shards(size)` (JSON-able plans, each with its "count"), read by `read(shard)`."""
@@ -67,23 +68,28 @@ class ImageSource:
         self.root = root
         self.missing: list[str] = []  # metadata records without an image
 
+    @abstractmethod
     def scan(self) -> ImageSource:
         """List the input (and check it): what `count`, `shards` and `digest` report."""
-        raise NotImplementedError
+        ...
 
     @property
+    @abstractmethod
     def count(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def shards(self, size: int) -> list[dict]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def read(self, shard: dict) -> Iterator[SourceImage]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def digest(self) -> str:
         """What the images are: a run resumes only the shards of the same digest."""
-        raise NotImplementedError
+        ...
 
     def config(self) -> dict:
         return {"kind": self.kind, "root": str(self.root)}
@@ -160,8 +166,9 @@ class _PackedSource(ImageSource):
             raise HslDemoError(f"{root}: its {self.suffix} files hold no {self.unit}s")
         return self
 
+    @abstractmethod
     def _rows(self, file: Path) -> int:
-        raise NotImplementedError
+        """How many images the input file holds (reading its layout only)."""
 
     def _name(self, file: Path) -> str:
         return file.name if file == self.root else file.relative_to(self.root).as_posix()
