@@ -96,6 +96,14 @@ def test_parquet_files_give_the_folders_catalog_and_keep_the_images(small_images
     _same_catalog(catalog, folder_catalog, photos)
     assert catalog.manifest["kept_images"] == {"folder": "images", "count": 12}
     assert catalog.items[0]["color"] == photos[0][0]["color"]  # other columns are metadata
+    from PIL import Image
+
+    from hsl_demo.search import Retriever
+    from hsl_demo.thumbnails import Thumbnails
+
+    results = Retriever(tiny_backbone, catalog).search_text("a red striped scarf", k=3).results
+    shown = Thumbnails(tmp_path / "thumbs").of(results[0].image)  # what the app serves for a result
+    assert Image.open(shown).size[0] > 0 and results[0].image.is_relative_to((out / "images").resolve())
     assert not (tmp_path / ".catalog.shards").exists()
 
     # indexing again replaces the catalog, its images included; a file of someone else's in
