@@ -52,9 +52,10 @@ def main() -> None:
     lists = _ivf_lists(total, REGION_LISTS)
     specs = args.spec or [region_index_spec(total, dim), f"IVF{lists}_HNSW32,PQ{dim // 4}"]
 
-    def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        vectors = regions[start:stop].astype(np.float32) * scale[start:stop].astype(np.float32)[..., None]
-        return vectors.reshape(-1, dim), np.asarray(mask[start:stop]).reshape(-1)
+    def block(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' region vectors (n * per_item, dim) and which are valid, as the catalog reads them."""
+        vectors, valid = catalog.region_features(rows)
+        return vectors.numpy().reshape(-1, dim), valid.numpy().reshape(-1)
 
     backbone = Backbone.load(default_model(), device="cpu")
     texts = [q["regions"][0] for q in load_queries(DEMO_DATA_DIR / "looks" / "queries.multi.test.jsonl")][:40]
@@ -63,7 +64,7 @@ def main() -> None:
     exact_scores = np.full((len(queries), 0), -np.inf, np.float32)
     exact_ids = np.zeros((len(queries), 0), np.int64)
     for start in tqdm(range(0, n, CHUNK), desc="exact top 10", unit="chunk"):
-        vectors, valid = block(start, min(n, start + CHUNK))
+        vectors, valid = block(np.arange(start, min(n, start + CHUNK)))
         vectors[~valid] = 0
         scores, ids = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
         exact_scores = np.concatenate([exact_scores, scores], 1)
@@ -77,11 +78,11 @@ def main() -> None:
     for spec in specs:
         index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
         rows = np.sort(np.random.default_rng(0).choice(n, size=max(1, n // 16), replace=False))
-        sample = (regions[rows].astype(np.float32) * scale[rows].astype(np.float32)[..., None]).reshape(-1, dim)
+        sample, valid = block(rows)
         start = time.perf_counter()
-        index.train(sample[np.asarray(mask[rows]).reshape(-1)])
+        index.train(sample[valid])
         for first in tqdm(range(0, n, CHUNK), desc=f"filling {spec}", unit="chunk"):
-            vectors, valid = block(first, min(n, first + CHUNK))
+            vectors, valid = block(np.arange(first, min(n, first + CHUNK)))
             ids = np.arange(first * per_item, min(n, first + CHUNK) * per_item, dtype=np.int64)
             index.add_with_ids(vectors[valid], ids[valid])
         built = time.perf_counter() - start

@@ -287,12 +287,14 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
     if not entries:
         return
     names = {p.name for p in entries}
-    kept = None  # how many images the catalog says it keeps
-    if PACKED_IMAGES_DIR in names and "manifest.json" in names:
+    manifest = None  # an hsl-demo catalog's (a manifest.json file that reads as one)
+    if "manifest.json" in names:
         try:
-            kept = _read_manifest(out / "manifest.json").get("kept_images", {}).get("count")
-        except (HslDemoError, AttributeError):
-            kept = None
+            manifest = _read_manifest(out / "manifest.json")
+        except HslDemoError:
+            manifest = None
+    kept = manifest.get("kept_images") if manifest else None  # the images the catalog says it keeps
+    kept = kept.get("count") if isinstance(kept, dict) else None
     # a folder or link named like a catalog file is not one: replacing it would delete what it holds
     foreign = sorted({p.name for p in entries
                       if not (p.name == PACKED_IMAGES_DIR and _kept_images_only(p, kept))
@@ -302,13 +304,10 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
         raise HslDemoError(f"--out {out} exists and is not a catalog written by hsl-demo "
                            f"({'it holds ' + shown if foreign else 'no manifest.json'}); "
                            "choose another folder (hsl-demo only replaces its own catalogs)")
-    try:
-        is_catalog = "format_version" in _read_manifest(out / "manifest.json")
-    except HslDemoError:
-        is_catalog = False
-    if not is_catalog:
+    if manifest is None or "format_version" not in manifest:
         raise HslDemoError(f"--out {out} exists and its manifest.json is not an hsl-demo catalog manifest; "
                            "choose another folder")
+
 
 SHARD_SIZE = 4096  # images encoded and written together; what an interrupted run keeps
 PROFILE_STAGES = ("decode", "preprocess", "forward", "regions", "write", "index")
@@ -514,13 +513,18 @@ class ShardFolder:
                    desc="encoding images", unit="img", disable=not progress, smoothing=0.1)
         seen_ids = {item["id"] for p in self.done() for item in load_jsonl(p / "items.jsonl")}
         for n in todo:
-            encoded = _encode_images(source, plans[n], out, backbone, batch_size, times, bar, seen_ids,
-                                     keep=self.staging(n) if source.packed else None,
-                                     keep_as=f"{PACKED_IMAGES_DIR}/{n:05d}")
-            with times("write"):
-                self.write(n, encoded)
+            self.encode_shard(n, plans[n], source, out, backbone, batch_size, times, bar, seen_ids)
             times.shard_done(plans[n]["count"])
         bar.close()
+
+    def encode_shard(self, n: int, plan: dict, source: ImageSource, out: Path, backbone: Backbone, batch_size: int,
+                     times: StageTimes, bar, seen_ids: set[str]) -> None:
+        """Shard `n` (its `plan`) read, encoded and written: what either engine does per shard."""
+        encoded = _encode_images(source, plan, out, backbone, batch_size, times, bar, seen_ids,
+                                 keep=self.staging(n) if source.packed else None,
+                                 keep_as=f"{PACKED_IMAGES_DIR}/{n:05d}")
+        with times("write"):
+            self.write(n, encoded)
 
     def write(self, n: int, encoded: EncodedImages) -> None:
         """Shard `n` on disk, complete or not at all (written aside, then renamed); a shard done

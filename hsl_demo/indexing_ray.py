@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HslDemoError
-from .indexing import PROFILE_STAGES, ShardFolder, StageTimes, _encode_images
-from .reader import PACKED_IMAGES_DIR, ImageSource, open_source_config
+from .indexing import PROFILE_STAGES, ShardFolder, StageTimes
+from .reader import ImageSource, open_source_config
 
 
 def _import_ray():
@@ -57,12 +57,8 @@ class ShardEncoder:
         for n, shard in zip(batch["shard"].tolist(), batch["plan"]):
             times, start = StageTimes(), time.perf_counter()
             # ids are checked across shards when the catalog is written (ItemWriter)
-            encoded = _encode_images(self.source, json.loads(shard), self.out, self.backbone, self.batch_size, times,
-                                     tqdm(disable=True), set(),
-                                     keep=self.shards.staging(n) if self.source.packed else None,
-                                     keep_as=f"{PACKED_IMAGES_DIR}/{n:05d}")
-            with times("write"):
-                self.shards.write(n, encoded)
+            self.shards.encode_shard(n, json.loads(shard), self.source, self.out, self.backbone, self.batch_size,
+                                     times, tqdm(disable=True), set())
             images.append(times.images)
             seconds.append(json.dumps(times.seconds))
             walls.append(time.perf_counter() - start)

@@ -423,9 +423,10 @@ def open_source(path: str | Path, metadata: str | Path | None = None, image_colu
             raise HslDemoError(f"{path}: give a folder of images, a .parquet file or a WebDataset .tar shard "
                                "(or a folder of them)")
     else:
-        found = {kind for kind, suffixes in (("parquet", (PARQUET_SUFFIX,)), ("webdataset", (TAR_SUFFIX,)),
-                                             ("images", IMAGE_SUFFIXES))
-                 if any(p.suffix.lower() in suffixes for p in _files(path))}
+        suffixes = {p.suffix.lower() for p in _files(path)}  # one walk of the folder
+        found = {kind for kind, kind_suffixes in (("parquet", (PARQUET_SUFFIX,)), ("webdataset", (TAR_SUFFIX,)),
+                                                  ("images", IMAGE_SUFFIXES))
+                 if suffixes & set(kind_suffixes)}
         if len(found) > 1:
             raise HslDemoError(f"{path} holds {' and '.join(sorted(found))} input together: give a folder of one "
                                "kind")

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from hsl_demo import indexing
 from hsl_demo.data.attributes import Attributes, title
 from hsl_demo.data.demo import render_product
+
+ENCODE_IMAGES = indexing._encode_images  # the real one, whatever a test patched in
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,3 +124,20 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> No
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def counting_shards(monkeypatch, stop_after: int | None = None,
+                    error: type[BaseException] = KeyboardInterrupt) -> list[int]:
+    """Count the images of each shard `hsl-demo index` encodes (in this process); raise `error`
+    (a crash, a kill, Ctrl-C) instead of encoding shard `stop_after` + 1. Called again, it
+    counts afresh."""
+    calls: list[int] = []
+
+    def encode(source, shard, *args, **kwargs):
+        if stop_after is not None and len(calls) == stop_after:
+            raise error
+        calls.append(shard["count"])
+        return ENCODE_IMAGES(source, shard, *args, **kwargs)
+
+    monkeypatch.setattr(indexing, "_encode_images", encode)
+    return calls

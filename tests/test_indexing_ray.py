@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import counting_shards
 
 from hsl_demo import cli, indexing
 from hsl_demo.catalog import Catalog
@@ -45,17 +46,9 @@ def test_the_ray_engine_writes_the_local_engines_catalog_and_resumes_its_shards(
     args = [str(photos), "--model", str(DEFAULT_MODEL_DIR), "--shard-size", "64"]
 
     # a local run interrupted after two shards; the Ray run takes over from them
-    encode, calls = indexing._encode_images, []
-
-    def stop_after_two(source, shard, *a, **k):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(shard["count"])
-        return encode(source, shard, *a, **k)
-
-    monkeypatch.setattr(indexing, "_encode_images", stop_after_two)
+    counting_shards(monkeypatch, stop_after=2)
     assert cli.main(["index", *args, "--out", str(tmp_path / "ray")]) == 130  # Ctrl-C
-    monkeypatch.setattr(indexing, "_encode_images", encode)
+    monkeypatch.undo()
     capsys.readouterr()
     assert cli.main(["index", *args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"]) == 0
     assert "resuming: 2 shard(s) of 64 images" in capsys.readouterr().err

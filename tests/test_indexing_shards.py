@@ -8,14 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import counting_shards, run_cli
 
 from hsl_demo import indexing
 from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
 from hsl_demo.indexing import StageTimes, build_catalog
-
-ENCODE = indexing._encode_images
 
 
 class Interrupted(RuntimeError):  # a crash or a kill mid-run (not bad input)
@@ -23,18 +21,7 @@ class Interrupted(RuntimeError):  # a crash or a kill mid-run (not bad input)
 
 
 def counting(monkeypatch, stop_after: int | None = None) -> list[int]:
-    """Count the shards encoded; raise Interrupted on shard `stop_after` + 1."""
-    calls: list[int] = []
-    real = ENCODE
-
-    def encode(source, shard, *args, **kwargs):
-        if stop_after is not None and len(calls) == stop_after:
-            raise Interrupted
-        calls.append(shard["count"])
-        return real(source, shard, *args, **kwargs)
-
-    monkeypatch.setattr(indexing, "_encode_images", encode)
-    return calls
+    return counting_shards(monkeypatch, stop_after, Interrupted)
 
 
 def test_an_interrupted_index_resumes_from_its_finished_shards(small_images, tiny_backbone, tmp_path, monkeypatch):
@@ -150,20 +137,26 @@ def test_the_build_picks_the_smallest_nprobe_that_finds_the_exact_top_10():
     assert lower < recall  # half as many lists find less: the smallest that reaches the target
 
 
+@pytest.mark.parametrize("codes", ["flat", "fast-scan"])
 def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_from(small_images, tiny_backbone,
-                                                                                      tmp_path, monkeypatch):
+                                                                                      tmp_path, monkeypatch, codes):
     """Above REGION_INDEX_ITEMS a catalog keeps its regions in a FAISS index (regions.faiss, id =
     row * regions per item + region), and drill-down's candidates come from it, not from the
-    whole-image embeddings. Here 12 items are "large"."""
+    whole-image embeddings. Here 12 items are "large"; "fast-scan": the 4-bit codes large
+    catalogs get (approximate: the catalog orders their hits by its stored regions)."""
     from hsl_demo import search
     from hsl_demo.features import dequantize
 
     monkeypatch.setattr(indexing, "REGION_INDEX_ITEMS", 5)
+    if codes == "fast-scan":
+        assert indexing.region_index_spec(16_000_000, 128).endswith(",PQ64x4fs")
+        monkeypatch.setattr(indexing, "region_index_spec", lambda n, dim: f"IVF2,PQ{dim // 2}x4fs")
     build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, shard_size=5, progress=False)
     cat = Catalog.open(tmp_path / "cat")
     entry, per_item = cat.manifest["region_index"], cat.regions.shape[1]
     assert (tmp_path / "cat" / "regions.faiss").is_file() and entry["vectors"] == int(cat.region_mask.sum())
     assert entry["index"].startswith("IVF") and entry["nprobe_recall"] >= indexing.NPROBE_RECALL
+    assert ("x4fs" in entry["index"]) == (codes == "fast-scan")
     region = dequantize(np.asarray(cat.regions[7:8, 3]), np.asarray(cat.region_scale[7:8, 3])).numpy()
     _, ids = cat.region_index.search(region, 1)
     assert ids[0][0] == 7 * per_item + 3  # the ids name the row and the region

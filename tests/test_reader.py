@@ -9,9 +9,9 @@ import tarfile
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, counting_shards, run_cli
 
-from hsl_demo import cli, indexing
+from hsl_demo import cli
 from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
 from hsl_demo.indexing import build_catalog
@@ -76,22 +76,14 @@ def test_parquet_files_give_the_folders_catalog_and_keep_the_images(small_images
     assert source.kind == "parquet" and source.count == 12
     assert [s["count"] for s in source.shards(5)] == [5, 2, 5]  # a shard never crosses a file
 
-    # interrupted after two shards, then resumed
-    real, calls = indexing._encode_images, []
-
-    def stop_after_two(source, shard, *a, **k):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(shard["count"])
-        return real(source, shard, *a, **k)
-
-    monkeypatch.setattr(indexing, "_encode_images", stop_after_two)
+    # interrupted after two shards, then resumed: only the third is encoded
+    counting_shards(monkeypatch, stop_after=2)
     out = tmp_path / "catalog"
     with pytest.raises(KeyboardInterrupt):
         build_catalog(data, out, tiny_backbone, progress=False, shard_size=5)
-    monkeypatch.setattr(indexing, "_encode_images", real)
+    resumed = counting_shards(monkeypatch)
     summary = build_catalog(data, out, tiny_backbone, progress=False, shard_size=5)
-    assert summary["resumed_shards"] == 2 and summary["skipped"] == []
+    assert summary["resumed_shards"] == 2 and resumed == [5] and summary["skipped"] == []
     catalog = Catalog.open(out)
     _same_catalog(catalog, folder_catalog, photos)
     assert catalog.manifest["kept_images"] == {"folder": "images", "count": 12}
