@@ -195,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub repo id to create (if needed) and upload to")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN or the `hf auth login` token)")
+
+    p = sub.add_parser("space", help="publish the app over a model and catalogs as a Hugging Face Space",
+                       description="Build the folder a Space needs (app.py, this package, the pinned "
+                       "requirements, a README, the catalogs with their photos, the model folder unless it is a Hub "
+                       "id) and upload it to Space ORG/NAME, created if needed; a re-run updates it. "
+                       "See docs/space.md.")
+    p.add_argument("repo", metavar="ORG/NAME", help="the Space to create (if needed) and upload to")
+    p.add_argument("--model", help="model folder (uploaded) or Hub repo id (loaded by the Space) (default: embedded)")
+    p.add_argument("--catalog", help="products catalog for Describe and Modify: name or folder (default: products)")
+    p.add_argument("--looks-catalog", help="looks catalog for Drill down: name or folder (default: looks)")
+    p.add_argument("--private", action="store_true", help="create the Space as private")
+    p.add_argument("--hardware", metavar="FLAVOR", help="request this hardware, e.g. cpu-basic, cpu-upgrade, zero-a10g "
+                   "(ZeroGPU), t4-small, a10g-small (default: the Space's, cpu-basic when new)")
+    p.add_argument("--dry-run", metavar="DIR", help="write the Space's folder to DIR (new or empty) and upload nothing")
+    p.add_argument("--token", help="Hugging Face token (default: $HF_TOKEN or the `hf auth login` token)")
     return parser
 
 
@@ -531,14 +546,33 @@ def _cmd_push(args) -> None:
         print(f"  {name}")
 
 
+def _cmd_space(args) -> None:
+    import tempfile
+
+    from .space import build_space, publish_space
+
+    if args.dry_run is not None:
+        folder = build_space(args.dry_run, args.repo, args.model, args.catalog, args.looks_catalog, args.hardware)
+        print(f"wrote the Space folder {folder.path} ({folder.summary()}); nothing uploaded")
+        return
+    with tempfile.TemporaryDirectory(prefix="hsl-demo-space-") as tmp:
+        folder = build_space(Path(tmp) / "space", args.repo, args.model, args.catalog, args.looks_catalog,
+                             args.hardware)
+        url = publish_space(folder, private=args.private, hardware=args.hardware, token=args.token)
+    print(f"published {url} ({folder.summary()}; variables: "
+          + ", ".join(f"{k}={v}" for k, v in folder.variables.items()) + ")")
+
+
 def _cmd_serve(args) -> None:
     from .catalog import Catalog
     from .defaults import default_catalog, default_looks_catalog
+    from .gpu import device_setting
     from .hub import check_model_spec
     from .ui import AppModels, serve
 
     _limit_malloc_arenas()
     check_model_spec(args.model)  # a model path that is no folder fails before the page is served
+    device = device_setting(args.device)  # --device, else $HSL_DEMO_DEVICE (else cuda on ZeroGPU)
 
     # The catalogs first (a wrong one fails at once), then the page, served before torch,
     # open_clip and the model load behind it (a search sent meanwhile waits for them).
@@ -548,7 +582,7 @@ def _cmd_serve(args) -> None:
         catalog.start_prefetch()  # while the model loads (warm_up waits for it)
     demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False)
     try:
-        models.set(*_load_retrievers(models, args.model, args.device))
+        models.set(*_load_retrievers(models, args.model, device))
     except BaseException:
         demo.close()
         raise
@@ -607,6 +641,7 @@ COMMANDS = {
     "convert": _cmd_convert,
     "push": _cmd_push,
     "serve": _cmd_serve,
+    "space": _cmd_space,
 }
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import charts
 from .errors import HslDemoError
+from .gpu import gpu_task, mcp_available
 from .hub import head_statuses
 from .images import open_image
 from .results import SearchResult
@@ -244,6 +245,9 @@ class AppModels:
         return self._retrievers
 
 
+GPU_HANDLERS = ("describe", "modify", "drill_add", "drill_undo", "run_link_rounds")  # the ones that run the model
+
+
 class Handlers:
     """The event handlers: small functions from component values to component values."""
 
@@ -251,6 +255,8 @@ class Handlers:
         self.models, self.catalog = models, models.products_catalog
         self.thumbnails, self.charts = thumbnails, charts
         self.picks = example_products(self.catalog)
+        for name in GPU_HANDLERS:  # on ZeroGPU, the GPU exists only inside spaces.GPU functions
+            setattr(self, name, gpu_task(getattr(self, name)))
 
     @property
     def products(self) -> Retriever:
@@ -262,6 +268,16 @@ class Handlers:
 
     # Describe ---------------------------------------------------------------------------
     def describe(self, text: str, k: float, request: gr.Request = None):
+        """Search the product catalog with a description of the product wanted (the HSL head
+        ranks by object- and image-level similarity).
+
+        Args:
+            text: what the product looks like, e.g. "red striped t-shirt" or "green dotted scarf"
+            k: how many results to return, from 1 to 50
+        Returns:
+            The results (thumbnails captioned "#rank title · score"), their score chart and table,
+            and a link that runs the same search.
+        """
         with as_messages():
             response = self.products.search_text(text, k=int(k))
         notify(response.notices)
@@ -275,6 +291,17 @@ class Handlers:
 
     # Modify -----------------------------------------------------------------------------
     def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float, request: gr.Request = None):
+        """Search for a product like a reference one, changed as a text says (a composed query
+        whose image and text weights adapt to the query).
+
+        Args:
+            image: a photo of the reference product (used when ref_id is empty)
+            ref_id: the catalog id of the reference product, e.g. "p00024" (wins over image)
+            text: how the wanted product differs from the reference, e.g. "make it blue and striped"
+            k: how many results to return, from 1 to 50
+        Returns:
+            The results, their chart (similarity to the reference and to the text) and a link.
+        """
         reference = self._reference(image, ref_id)
         with as_messages():
             response = self.products.search_composed(reference, text, k=int(k))
@@ -320,6 +347,14 @@ class Handlers:
 
     # Drill down -------------------------------------------------------------------------
     def drill_add(self, text: str | None, session: Session | None, request: gr.Request = None):
+        """Drill down in the looks catalog: add one product of the look as a new round and re-rank
+        the looks by all the rounds so far (HMRN). A call without the app's session starts a new one.
+
+        Args:
+            text: one product of the look, e.g. "a red handbag" (then "white sneakers" in the next round)
+        Returns:
+            The looks found, the rounds so far, their score and rank charts and a link.
+        """
         session = session or self.looks.session(DRILL_K)
         with as_messages():
             notify(session.add(text).notices)
@@ -415,6 +450,8 @@ def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurr
     gr.set_static_paths([thumbnails.folder])
     demo = build_demo(models, thumbnails, charts)
     launch.setdefault("prevent_thread_lock", not block)
+    # Describe / Modify / Drill down as MCP tools, where gradio[mcp] is installed (else GRADIO_MCP_SERVER decides)
+    launch.setdefault("mcp_server", True if mcp_available() else None)
     demo.queue(default_concurrency_limit=max(1, concurrency)).launch(
         allowed_paths=[str(thumbnails.folder)], max_file_size="20mb", **launch)
     return demo
