@@ -549,16 +549,18 @@ def _cmd_push(args) -> None:
 def _cmd_space(args) -> None:
     import tempfile
 
-    from .space import build_space, publish_space
+    from .space import build_space, check_hardware, hub_token, publish_space
 
     if args.dry_run is not None:
         folder = build_space(args.dry_run, args.repo, args.model, args.catalog, args.looks_catalog, args.hardware)
         print(f"wrote the Space folder {folder.path} ({folder.summary()}); nothing uploaded")
         return
+    check_hardware(args.hardware)
+    token = hub_token(args.token)  # before the folder is built: a missing token fails at once
     with tempfile.TemporaryDirectory(prefix="hsl-demo-space-") as tmp:
         folder = build_space(Path(tmp) / "space", args.repo, args.model, args.catalog, args.looks_catalog,
                              args.hardware)
-        url = publish_space(folder, private=args.private, hardware=args.hardware, token=args.token)
+        url = publish_space(folder, private=args.private, hardware=args.hardware, token=token)
     print(f"published {url} ({folder.summary()}; variables: "
           + ", ".join(f"{k}={v}" for k, v in folder.variables.items()) + ")")
 

@@ -281,16 +281,24 @@ def _one_line(e: BaseException, token: str | None) -> str:
     return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", f"{type(e).__name__}: {text}")[:300]
 
 
+def hub_token(token: str | None = None) -> str:
+    """`token`, else $HF_TOKEN or the `hf auth login` one; a one-line error when there is none."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HslDemoError("no Hugging Face token: set HF_TOKEN, run `hf auth login` or pass --token")
+    return token
+
+
 def publish_space(folder: SpaceFolder, private: bool = False, hardware: str | None = None,
                   token: str | None = None, api=None) -> str:
     """Create Space `folder.repo_id` (or reuse it), make it hold exactly the folder's files, set
     its variables and (given one) request `hardware`. Returns the Space's URL."""
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
     check_hardware(hardware)
-    token = token or get_token()
-    if not token:
-        raise HslDemoError("no Hugging Face token: set HF_TOKEN, run `hf auth login` or pass --token")
+    token = hub_token(token)
     api = api or HfApi(token=token)
     repo_id = folder.repo_id
     try:

@@ -275,8 +275,7 @@ class Handlers:
             text: what the product looks like, e.g. "red striped t-shirt" or "green dotted scarf"
             k: how many results to return, from 1 to 50
         Returns:
-            The results (thumbnails captioned "#rank title · score"), their score chart and table,
-            and a link that runs the same search.
+            The results (captioned "#rank title · score"), their chart and table, and a link to the search.
         """
         with as_messages():
             response = self.products.search_text(text, k=int(k))

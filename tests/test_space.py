@@ -184,18 +184,21 @@ def test_publish_creates_the_space_uploads_the_folder_and_sets_its_variables(fak
     assert fake_hub.calls[5][2] == {"hardware": "zero-a10g"}
 
 
-def test_hub_errors_are_one_line_without_the_token(monkeypatch):
+def test_hub_errors_are_one_line_without_the_token(space_folder):
     import httpx
-    import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError
 
     response = httpx.Response(409, request=httpx.Request("POST", "https://huggingface.co/api/repos/create"))
     failure = HfHubHTTPError(f"409 Conflict: You already created this model repo (token {TOKEN})\nmore lines",
                              response=response)
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub(fail=failure))
-    proc = run_cli("space", "acme/shop", "--token", TOKEN)
-    assert_clean_error(proc, "publishing Space 'acme/shop' failed", "409 Conflict")
-    assert TOKEN not in proc.stdout + proc.stderr
+    folder = space.SpaceFolder(space_folder, "acme/shop", {}, {})
+    with pytest.raises(HslDemoError) as e:
+        space.publish_space(folder, token=TOKEN, api=FakeHub(fail=failure))
+    message = str(e.value)
+    assert message.startswith("publishing Space 'acme/shop' failed (HfHubHTTPError: 409 Conflict")
+    assert "\n" not in message and TOKEN not in message and "(token ***)" in message
+    with pytest.raises(HslDemoError, match="ConnectError: no route"):  # no network
+        space.publish_space(folder, token=TOKEN, api=FakeHub(fail=httpx.ConnectError("no route to host")))
 
 
 def test_no_token_is_one_line(monkeypatch, fake_hub):
@@ -325,6 +328,11 @@ def test_the_space_is_an_mcp_server_with_the_three_searches_as_tools(space_serve
 
     tools = {t["name"]: t for t in httpx.get(space_server + "gradio_api/mcp/schema", timeout=30).json()}
     assert {"describe", "modify", "drill_add"} <= set(tools)
-    assert "red striped t-shirt" in tools["describe"]["description"]
-    assert set(tools["describe"]["inputSchema"]["properties"]) == {"text", "k"}
-    assert "how many results" in tools["describe"]["inputSchema"]["properties"]["k"]["description"]
+    assert "Search the product catalog with a description" in tools["describe"]["description"]
+    arguments = {name: tool["inputSchema"]["properties"] for name, tool in tools.items()}
+    assert set(arguments["describe"]) == {"text", "k"} and set(arguments["drill_add"]) == {"text"}
+    assert set(arguments["modify"]) == {"image", "ref_id", "text", "k"}
+    assert "red striped t-shirt" in arguments["describe"]["text"]["description"]  # the docstrings' Args
+    assert "how many results" in arguments["describe"]["k"]["description"]
+    assert "catalog id of the reference product" in arguments["modify"]["ref_id"]["description"]
+    assert "a red handbag" in arguments["drill_add"]["text"]["description"]
