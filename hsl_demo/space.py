@@ -167,7 +167,8 @@ if importlib.util.find_spec("spaces") is not None:
 HERE = Path(__file__).resolve().parent
 os.chdir(HERE)
 sys.path.insert(0, str(HERE))  # this folder's copy of hsl_demo, whatever else is installed
-for key, value in {defaults!r}.items():
+DEFAULTS = {defaults}
+for key, value in DEFAULTS.items():
     os.environ.setdefault(key, value)
 
 from hsl_demo.cli import main  # noqa: E402
@@ -234,11 +235,15 @@ def build_space(out: str | Path, repo_id: str, model: str | None = None, catalog
         for src, rel in copies:
             _copy(src, tmp / rel)
         (tmp / "requirements.txt").write_text(requirements, encoding="utf-8")
-        (tmp / "app.py").write_text(APP.replace("{defaults!r}", repr(variables)), encoding="utf-8")
+        (tmp / "app.py").write_text(APP.replace("{defaults}", _dict_literal(variables)), encoding="utf-8")
         (tmp / "README.md").write_text(_readme(meta, repo_id, variables, hardware), encoding="utf-8")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     size = sum((out / f).stat().st_size for f in files)
     return SpaceFolder(out, repo_id, meta, variables, files, size)
+
+
+def _dict_literal(values: dict[str, str]) -> str:
+    return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in values.items()) + "}"
 
 
 def _readme(meta: dict, repo_id: str, variables: dict[str, str], hardware: str | None) -> str:

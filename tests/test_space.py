@@ -90,7 +90,7 @@ def test_dry_run_with_a_hub_model_names_it_and_uploads_no_model(tmp_path):
     meta = assert_valid_space_readme((tmp_path / "s" / "README.md").read_text(encoding="utf-8"))
     assert meta["models"] == ["acme/hsl-model"]
     assert not (tmp_path / "s" / "model").exists()
-    assert "'HSL_DEMO_MODEL': 'acme/hsl-model'" in (tmp_path / "s" / "app.py").read_text()
+    assert "'HSL_DEMO_MODEL': 'acme/hsl-model'," in (tmp_path / "s" / "app.py").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
