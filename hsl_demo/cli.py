@@ -6,10 +6,13 @@ Every user error ends in one line on stderr and exit status 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import HslDemoError
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--charts", choices=("native", "png"), default="native",
                    help="native: charts drawn in the browser (default); png: matplotlib images drawn per request "
                    "(what the app did before; kept for bench/bench_load.py's comparison)")
+    p.add_argument("--cache-ttl", type=int, default=900, metavar="SECONDS",
+                   help="uploads and Gradio's cached files are deleted this long after they were written, checked "
+                   "every third of it, so a public server's disk stays bounded (default 900; 0: kept until it stops)")
 
     p = sub.add_parser("push", help="publish a trained model folder to the Hugging Face Hub, with a model card")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder (backbone + heads), e.g. checkpoints/demo")
@@ -283,7 +289,8 @@ def _notify(notices: list[str]) -> None:
 
 
 def _cmd_search(args) -> None:
-    from .search import Retriever, clean_text
+    from .query import clean_text
+    from .search import Retriever
 
     if args.region is not None:
         if args.text is not None or args.reference is not None:
@@ -546,13 +553,31 @@ def _cmd_serve(args) -> None:
                        Catalog.open(args.looks_catalog or default_looks_catalog()))
     for catalog in (models.products_catalog, models.looks_catalog):
         catalog.start_prefetch()  # while the model loads (warm_up waits for it)
-    demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False)
+    with _stopped_by_sigterm():
+        cleanup = (max(1, args.cache_ttl // 3), args.cache_ttl) if args.cache_ttl > 0 else None
+        demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False, cache_cleanup=cleanup)
+        try:
+            models.set(*_load_retrievers(models, args.model, args.device))
+            demo.block_thread()
+        finally:
+            demo.close()
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm():
+    """SIGTERM (a Space or a container stopping the server) ends the server as Ctrl-C does, so
+    that what it wrote (the thumbnails folder) is removed on the way out, not left behind."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        models.set(*_load_retrievers(models, args.model, args.device))
-    except BaseException:
-        demo.close()
-        raise
-    demo.block_thread()
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

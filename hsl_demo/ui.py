@@ -13,9 +13,11 @@ gr.Warning), never a traceback.
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
@@ -27,6 +29,7 @@ from . import charts
 from .errors import HslDemoError
 from .hub import head_statuses
 from .images import open_image
+from .query import MAX_QUERY_CHARS, shorten
 from .results import SearchResult
 from .thumbnails import Thumbnails
 
@@ -65,6 +68,24 @@ MODIFY = TabSpec("modify", "Modify", "modify", "composed_chart")
 DRILL = TabSpec("drill", "Drill down", "drill-down", "drill_chart")
 TABS = (DESCRIBE, MODIFY, DRILL)
 ROUNDS_SEPARATOR = "|"  # between the drill-down queries of a link's ?rounds=
+MAX_LINK_PARAM = 10 * (MAX_QUERY_CHARS + 1)  # characters of one parameter of a link: ten rounds' queries
+CACHE_CLEANUP = (300, 900)  # every 5 min, uploads and Gradio's cached files older than 15 min are deleted
+# (`hsl-demo serve --cache-ttl`)
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#|~])")
+# What GitHub-flavoured Markdown turns into a link by itself (a web address, an e-mail address):
+# a word joiner (invisible) breaks each, so a visitor's text is never a link either.
+_AUTOLINKS = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a visitor's query, a catalog id) for a gr.Markdown, shown as itself: no Markdown,
+    HTML or link of it is rendered (a link that carries markup plants nothing in the page)."""
+    return escape(_AUTOLINKS.sub("\u2060", _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)), quote=False)
+
+
+def message(text: str) -> gr.Error:
+    """A one-line message for this visitor (a toast renders HTML: `text` may carry their input)."""
+    return gr.Error(escape(text, quote=False), print_exception=False)
 
 
 @contextmanager
@@ -74,13 +95,13 @@ def as_messages():
     try:
         yield
     except HslDemoError as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise message(str(e)) from None
 
 
 def notify(notices: list[str]) -> None:
     """A search's notices (a query ignored, an image-only search) as this visitor's toasts."""
-    for message in notices:
-        gr.Warning(message)
+    for notice in notices:
+        gr.Warning(escape(notice, quote=False))
 
 
 def image_upload(**kwargs) -> gr.Image:
@@ -97,10 +118,10 @@ def image_upload(**kwargs) -> gr.Image:
         except gr.Error:
             raise
         except Exception as e:
-            name = Path(payload.orig_name or payload.path or "upload").name
+            name = Path(str(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "upload")).name
             reason = ("too many pixels" if isinstance(e, Image.DecompressionBombError)
                       else "not an image (or a format Pillow cannot read)")
-            raise gr.Error(f"{name}: {reason}", print_exception=False) from None
+            raise message(f"{shorten(name)}: {reason}") from None
 
     image.preprocess = checked
     return image
@@ -140,10 +161,11 @@ def results_slider(**kwargs) -> gr.Slider:
 
     def checked(payload):
         if isinstance(payload, bool) or not isinstance(payload, (int, float)) or payload != payload:
-            raise gr.Error(f"Results (k) must be a number from 1 to 50, not {str(payload)[:40]!r}",
-                           print_exception=False)
+            raise message(f"Results (k) must be a number from 1 to 50, not {shorten(str(payload))!r}")
         if not 1 <= payload <= 50:
-            raise gr.Error(f"Results (k) must be from 1 to 50, not {payload}", print_exception=False)
+            raise message(f"Results (k) must be from 1 to 50, not {payload}")
+        if payload != int(payload):
+            raise message(f"Results (k) must be a whole number, not {payload}")
         return preprocess(payload)
 
     slider.preprocess = checked
@@ -163,10 +185,9 @@ def gallery_items(results: list[SearchResult] | None, thumbnails: Thumbnails) ->
 def search_link(request: gr.Request | None, **params: str) -> str:
     """The address of the app with `params` as its query: the page the visitor is on (the
     Referer of their request, as their browser sees it behind any proxy), else this server."""
-    page = ""
-    if request is not None:
-        page = request.headers.get("referer") or str(getattr(request, "url", "") or "")
-    parts = urlsplit(page)
+    pages = [request.headers.get("referer") or "", str(getattr(request, "url", "") or "")] if request else []
+    # The Referer is the visitor's to send: only a web address of its own is trusted as the page
+    parts = next((p for p in map(urlsplit, pages) if p.scheme in ("http", "https") and p.netloc), urlsplit(""))
     path = parts.path.split("/gradio_api/")[0] or "/"  # a request to the API itself: the app's page
     base = f"{parts.scheme}://{parts.netloc}{path}" if parts.netloc else "/"
     return f"{base}?{urlencode(params)}"
@@ -192,7 +213,8 @@ def rounds_markdown(session: Session | None) -> str:
     lines = [f"**Rounds** ({len(session.rounds)} of at most {session.max_rounds}):", ""]
     for rd in session.rounds:
         best = rd.results[0] if rd.results else None
-        lines.append(f"{rd.round}. {rd.queries[-1]}" + (f" — best: {best.id} ({best.score:.3f})" if best else ""))
+        lines.append(f"{rd.round}. {markdown_text(rd.queries[-1])}"
+                     + (f" — best: {markdown_text(best.id)} ({best.score:.3f})" if best else ""))
     return "\n".join(lines)
 
 
@@ -271,7 +293,8 @@ class Handlers:
                 breakdown_table(results), results, link)
 
     def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
-        return self.charts.render(DESCRIBE.chart, results, evt.index) if results else gr.skip()
+        selected = selected_index(evt, len(results or []))
+        return gr.skip() if selected is None else self.charts.render(DESCRIBE.chart, results, selected)
 
     # Modify -----------------------------------------------------------------------------
     def modify(self, image: str | None, ref_id: str | None, text: str | None, k: float, request: gr.Request = None):
@@ -290,15 +313,16 @@ class Handlers:
         ref_id = (ref_id or "").strip()
         if ref_id:
             if ref_id not in self.catalog:
-                raise gr.Error(f"no product {ref_id!r} in catalog {self.catalog.name!r}",
-                               print_exception=False)
+                raise message(f"no product {shorten(ref_id)!r} in catalog {self.catalog.name!r}")
             return ref_id
         if not image:
-            raise gr.Error("no reference: upload a photo or pick a product", print_exception=False)
+            raise message("no reference: upload a photo or pick a product")
+        if not isinstance(image, str):  # a hand-made API call
+            raise message(f"the reference photo must be an uploaded file, not {type(image).__name__}")
         try:
             return open_image(image)
         except HslDemoError as e:  # name the file as the user knows it, not by its server path
-            raise gr.Error(str(e).replace(str(image), Path(image).name), print_exception=False) from None
+            raise message(str(e).replace(str(image), Path(image).name)) from None
 
     def _as_reference(self, item_id: str):
         """The Modify inputs that make a catalog product the reference: its id and photo."""
@@ -310,13 +334,14 @@ class Handlers:
         return self._as_reference(item_id)[1], f"{item_id} · {item.get('title', item_id)}"
 
     def pick(self, evt: gr.SelectData):
-        return self._as_reference(self.picks[evt.index])
+        selected = selected_index(evt, len(self.picks))
+        return (gr.skip(), gr.skip()) if selected is None else self._as_reference(self.picks[selected])
 
     def use_result(self, results: list[SearchResult] | None, evt: gr.SelectData):
-        if not results or not 0 <= evt.index < len(results):
+        selected = selected_index(evt, len(results or []))
+        if selected is None:
             return gr.skip(), gr.skip(), gr.skip()
-        return *self._as_reference(results[evt.index].id), self.charts.render(MODIFY.chart, results,
-                                                                              evt.index)
+        return *self._as_reference(results[selected].id), self.charts.render(MODIFY.chart, results, selected)
 
     # Drill down -------------------------------------------------------------------------
     def drill_add(self, text: str | None, session: Session | None, request: gr.Request = None):
@@ -336,9 +361,9 @@ class Handlers:
         return *self.drill_view(session, request), session
 
     def drill_select(self, session: Session | None, evt: gr.SelectData):
-        if session is None or session.current is None:
-            return gr.skip(), gr.skip()
-        return self.drill_charts(session, evt.index)
+        shown = len(session.current.results) if session is not None and session.current is not None else 0
+        selected = selected_index(evt, shown)
+        return (gr.skip(), gr.skip()) if selected is None else self.drill_charts(session, selected)
 
     def drill_view(self, session: Session | None, request: gr.Request | None = None) -> tuple:
         results = session.current.results if session is not None and session.current else []
@@ -363,6 +388,13 @@ class Handlers:
         return *self.drill_view(session, request), session
 
 
+def selected_index(evt: gr.SelectData | None, shown: int) -> int | None:
+    """The index a select event names, when it is one of the `shown` items (a hand-made event
+    may carry anything)."""
+    index = getattr(evt, "index", None)
+    return index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < shown else None
+
+
 @dataclass(frozen=True)
 class LinkSearch:
     """The search a page address asks for: ?q=...[&k=N] (Describe), ?ref=ID&mod=...
@@ -376,8 +408,14 @@ class LinkSearch:
 
     @classmethod
     def of(cls, params: dict[str, str]) -> LinkSearch | None:
-        k = params.get("k", "")
-        k = int(k) if k.isdigit() and 1 <= int(k) <= 50 else DEFAULT_K
+        """The search in a page's query parameters (None when it asks for none); a parameter
+        longer than MAX_LINK_PARAM is a gr.Error, and a `k` that is not 1 to 50 the default."""
+        for name, value in params.items():
+            if len(value) > MAX_LINK_PARAM:
+                raise message(f"its {shorten(name)!r} is too long ({len(value):,} characters; at most "
+                              f"{MAX_LINK_PARAM:,})")
+        k = params.get("k", "").strip()
+        k = int(k) if k.isascii() and k.isdigit() and len(k) <= 2 and 1 <= int(k) <= 50 else DEFAULT_K
         if params.get("rounds", "").strip():
             return cls("drill", k, rounds=tuple(t for t in params["rounds"].split(ROUNDS_SEPARATOR) if t.strip()))
         if params.get("ref", "").strip():
@@ -396,12 +434,33 @@ def _link_box(elem_id: str) -> gr.Textbox:
                       placeholder="search first: the link runs the same search for whoever opens it")
 
 
+def refuse_malformed_payloads(demo: gr.Blocks) -> None:
+    """A request whose inputs Gradio cannot even read (a number for a photo, a server path or
+    a URL that was never uploaded, too few values: what only a hand-made API call sends) is
+    answered with one message, not a traceback in the server log. (This app's instance only.)"""
+    preprocess_data = demo.preprocess_data
+
+    async def checked(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as e:  # the request's inputs, refused before any handler ran
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise message(f"this request's inputs cannot be read: {shorten(reason, 120)}") from None
+
+    demo.preprocess_data = checked
+
+
 def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurrency: int = 4,
-          charts: str = "native", block: bool = True, **launch) -> gr.Blocks:
+          charts: str = "native", block: bool = True, cache_cleanup: tuple[int, int] | None = CACHE_CLEANUP,
+          **launch) -> gr.Blocks:
     """Build the app and serve it over HTTP (Gradio's `launch` arguments pass through).
     `models`: an AppModels (its retrievers may be set later), or the products Retriever with
     `looks`. `concurrency`: searches run at once, in every tab. `block=False` returns at once
-    (then `demo.block_thread()`), as `prevent_thread_lock` does.
+    (then `demo.block_thread()`), as `prevent_thread_lock` does. `cache_cleanup`: (every N
+    seconds, delete uploads and cached files older than M seconds), so that a public server's
+    disk stays bounded; None keeps them until the server stops.
 
     Gradio may serve uploads, its own cache and one folder more: the thumbnails of catalog
     photos, which the app writes itself (never a catalog's image folders or a parent of them).
@@ -413,7 +472,7 @@ def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurr
     # is one the app wrote. (Gradio keeps one such list per process: the last app served wins;
     # an earlier one's thumbnails are then copied, as any allowed file is.)
     gr.set_static_paths([thumbnails.folder])
-    demo = build_demo(models, thumbnails, charts)
+    demo = build_demo(models, thumbnails, charts, cache_cleanup=cache_cleanup)
     launch.setdefault("prevent_thread_lock", not block)
     demo.queue(default_concurrency_limit=max(1, concurrency)).launch(
         allowed_paths=[str(thumbnails.folder)], max_file_size="20mb", **launch)
@@ -425,12 +484,12 @@ def footer(models: AppModels) -> str:
     products, looks = models.retrievers
     backbone = products.backbone
     return (f"<small>Device: {backbone.device.type} · dtype: {str(backbone.dtype).removeprefix('torch.')} · "
-            f"model: `{backbone.model_id}` · drill-down ranking: {looks.hmrn_variant}<br>"
-            f"Heads: {' · '.join(status.summary() for status in head_statuses(backbone.folder))}</small>")
+            f"model: `{escape(backbone.portable_id)}` · drill-down ranking: {looks.hmrn_variant}<br>"
+            f"Heads: {' · '.join(escape(status.summary()) for status in head_statuses(backbone.folder))}</small>")
 
 
 def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = None, charts: str = "native",
-               looks: Retriever | None = None) -> gr.Blocks:
+               looks: Retriever | None = None, cache_cleanup: tuple[int, int] | None = CACHE_CLEANUP) -> gr.Blocks:
     """The app over `models` (or a products Retriever and `looks`, default: the same): its
     products catalog serves Describe and Modify, its looks catalog Drill down; loaded once and
     shared by every session. Gallery images are `thumbnails`; `charts`: native (drawn in the
@@ -442,11 +501,11 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
     h = Handlers(models, thumbnails or Thumbnails(), renderer)
     private = {"api_visibility": "private"}
 
-    with gr.Blocks(title="hsl-demo: product search") as demo:
+    with gr.Blocks(title="hsl-demo: product search", delete_cache=cache_cleanup) as demo:
         gr.Markdown(
             "# Language-based product search\n"
-            f"Catalogs: **{products.name}** ({len(products)} products) for Describe and Modify, "
-            f"**{looks.name}** ({len(looks)} looks) for Drill down."
+            f"Catalogs: **{markdown_text(products.name)}** ({len(products)} products) for Describe and Modify, "
+            f"**{markdown_text(looks.name)}** ({len(looks)} looks) for Drill down."
         )
         with gr.Tabs() as tabs:
             with gr.Tab(DESCRIBE.title, id=DESCRIBE.id):
@@ -482,7 +541,8 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                                             placeholder="e.g. p00024")
                     with gr.Column(scale=2):
                         picks = gr.Gallery([h.pick_item(i) for i in h.picks], label="…or pick a product",
-                                           columns=6, height="auto", allow_preview=False, object_fit="contain")
+                                           columns=6, height="auto", allow_preview=False, object_fit="contain",
+                                           elem_id="modify-picks")
                 with gr.Row():
                     change = gr.Textbox(label="Modification", placeholder="e.g. make it blue and striped", scale=4,
                                         elem_id="modify-text")
@@ -537,7 +597,11 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
             """The footer, once the model is loaded; and for a page opened with a search in its
             address (see LinkSearch), that search, run."""
             updates: dict = {about: footer(models)}
-            search = LinkSearch.of(dict(request.query_params)) if request is not None else None
+            try:
+                search = LinkSearch.of(dict(request.query_params)) if request is not None else None
+            except gr.Error as e:
+                gr.Warning(f"this link's search did not run: {e.message}")
+                return updates
             if search is None:
                 return updates
             updates[tabs] = gr.Tabs(selected=search.tab)
@@ -558,6 +622,7 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                 updates = {c: v for c, v in updates.items() if c in (about, tabs, text, k, ref_id, change, mk)}
             return updates
 
+        refuse_malformed_payloads(demo)
         demo.load(open_page, None, [about, tabs, text, k, *describe_out, ref_id, reference, change, mk,
                                     *modify_out, *drill_out], **private)
     return demo

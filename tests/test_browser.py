@@ -250,3 +250,25 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
     assert not js_errors, js_errors
     page.close()
     print(f"browser test: {time.perf_counter() - start:.1f} s in the browser")
+
+
+def test_markup_in_a_link_is_shown_as_text(browser, app_url):
+    """A shared link that carries markup (?ref=, ?rounds=) plants nothing: the page shows the
+    text as typed, makes no element of it and fetches nothing it names."""
+    planted = "http://127.0.0.1:9/planted.png"  # loopback: nothing is ever sent elsewhere
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(TIMEOUT_MS)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    base = app_url.rstrip("/")
+    page.goto(base + "/?ref=%3Cb%20id%3Dplanted%3Ebold%3C%2Fb%3E&mod=make+it+red")
+    page.get_by_text("no product '<b id=planted>bold</b>'").first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#planted").count() == 0
+    page.goto(base + f"/?rounds=%3Cimg%20id%3Dpic%20src%3D{planted}%3E%7Ca%20red%20handbag")
+    page.locator("#drill-rounds").get_by_text("(2 of at most").wait_for(timeout=TIMEOUT_MS)
+    shown = page.locator("#drill-rounds").inner_text().replace("\u2060", "")  # the word joiner that unlinks it
+    assert f"1. <img id=pic src={planted}>" in shown or f"<img id=pic src={planted}> — best" in shown, shown
+    assert page.locator("#drill-rounds a").count() == 0  # no link made of it either
+    assert page.locator("#pic").count() == 0 and page.locator(f"img[src='{planted}']").count() == 0
+    assert planted not in requested
+    page.close()
