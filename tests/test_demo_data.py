@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -145,3 +146,25 @@ def test_drill_down_queries_name_colour_and_category_and_list_every_matching_loo
         wanted = {(it["category"], it["color"]) for it in look["items"]}
         for t in q["targets"]:
             assert wanted <= {(it["category"], it["color"]) for it in by_id[t]["items"]}
+
+
+def test_the_packaged_emoji_font_renders_as_the_whole_font():
+    """The subset that ships with the package is what renders the demo world (no system font
+    needed); where Debian's whole font is installed, every product glyph is pixel-identical."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from hsl_demo.data.demo import EMOJI_FONT_CANDIDATES, PACKAGED_EMOJI_FONT, emoji_font_path
+
+    assert emoji_font_path() == str(PACKAGED_EMOJI_FONT) and PACKAGED_EMOJI_FONT.stat().st_size < 300_000
+
+    def glyph(path: str, emoji: str) -> np.ndarray:
+        canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+        ImageDraw.Draw(canvas).text((0, 0), emoji, font=ImageFont.truetype(path, 109), embedded_color=True)
+        return np.asarray(canvas)
+
+    system = next((p for p in EMOJI_FONT_CANDIDATES[1:] if os.path.isfile(p)), None)
+    for category in CATEGORIES:
+        packaged = glyph(str(PACKAGED_EMOJI_FONT), category.emoji)
+        assert packaged[..., 3].sum() > 0, category.name
+        if system:
+            assert np.array_equal(packaged, glyph(system, category.emoji)), category.name

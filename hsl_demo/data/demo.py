@@ -39,7 +39,10 @@ from .attributes import (
 )
 from .triplets import plan_triplets
 
+# The subset shipped with the package first (pip alone renders the demo world), then the system's.
+PACKAGED_EMOJI_FONT = Path(__file__).resolve().parent / "fonts" / "NotoColorEmoji-demo.ttf"
 EMOJI_FONT_CANDIDATES = (
+    str(PACKAGED_EMOJI_FONT),
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
     "/usr/share/fonts/noto/NotoColorEmoji.ttf",
     "/usr/local/share/fonts/NotoColorEmoji.ttf",
@@ -57,8 +60,8 @@ def emoji_font_path() -> str:
         if path and os.path.isfile(path):
             return path
     raise HslDemoError(
-        "Noto Color Emoji font not found: install the Debian package fonts-noto-color-emoji "
-        "(or set HSL_DEMO_EMOJI_FONT to NotoColorEmoji.ttf)"
+        f"Noto Color Emoji font not found ({PACKAGED_EMOJI_FONT} is missing from this install): reinstall "
+        "hsl-demo, install the Debian package fonts-noto-color-emoji, or set HSL_DEMO_EMOJI_FONT to NotoColorEmoji.ttf"
     )
 
 
@@ -434,7 +437,7 @@ def _check_replaceable(folder: Path, image_name: str) -> None:
 _CREDIT = """# Demo catalogs
 
 Rendered by `hsl-demo make-demo-catalog` from the artwork of Noto Color Emoji
-(Debian package `fonts-noto-color-emoji`). The emoji artwork is licensed under the
+(a subset ships in `hsl_demo/data/fonts/`). The emoji artwork is licensed under the
 Apache License 2.0 and the font under the SIL Open Font License 1.1; see
 https://github.com/googlefonts/noto-emoji. The products are recoloured, patterned and
 composed versions of that artwork.
