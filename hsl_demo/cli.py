@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write products/ and looks/ into")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--looks", type=_positive_int, default=400, help="number of flat-lay looks")
+    p.add_argument("--scenes", type=int, default=0, metavar="N",
+                   help="product photos with context (props, a mannequin, a second product, occlusion, a textured "
+                   "backdrop) per combination, beside the studio shots (default 0, as the shipped catalog)")
 
     p = sub.add_parser("train", help="train the demo backbone or a head")
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -81,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "another product; default 0)")
     b.add_argument("--look-crops", type=int, default=None, metavar="N",
                    help="rendered flat-lays whose product crops join the training photos (default 0)")
+    b.add_argument("--scenes", type=int, default=None, metavar="N",
+                   help="photos with context per combination (the product among props, a mannequin, a second "
+                   "product), each with its crop around the product, beside the studio shots (default 0)")
     h = _trainer(what, "hsl", "train the HSL head on a frozen backbone")
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
+    h.add_argument("--scenes", type=int, default=None, metavar="N",
+                   help="photos with context per combination beside the studio shots (default 0)")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
     m = _trainer(what, "hmrn", "train the HMRN drill-down head on rendered looks")
     m.add_argument("--looks", type=_positive_int, default=None, help="rendered training looks (default 3000)")
@@ -207,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_make_demo_catalog(args) -> None:
     from .data.demo import make_demo_catalogs
 
-    counts = make_demo_catalogs(args.out, seed=args.seed, looks=args.looks)
+    counts = make_demo_catalogs(args.out, seed=args.seed, looks=args.looks, scenes=args.scenes)
     print(f"wrote {counts['products']} products and {counts['looks']} looks under {args.out}")
 
 
@@ -219,7 +227,8 @@ def _cmd_train(args) -> None:
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
-             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience", "eval_every")
+             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience", "eval_every",
+             "scenes")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:
@@ -237,9 +246,10 @@ def _cmd_train(args) -> None:
                                "the trained heads)")
         if getattr(args, "triplets", None) is not None and not Path(args.triplets).is_file():
             raise HslDemoError(f"--triplets {args.triplets}: no such file")
-        if any(getattr(args, k, None) is not None for k in ("variants", "looks", "texts", "dataset", "stage")):
-            raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --looks, --texts, "
-                               "--dataset and --stage go with the demo world")
+        demo_world = ("variants", "scenes", "looks", "texts", "dataset", "stage")
+        if any(getattr(args, k, None) is not None for k in demo_world):
+            raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --scenes, --looks, "
+                               "--texts, --dataset and --stage go with the demo world")
     elif any(getattr(args, k, None) is not None for k in ("patience", "eval_every", "triplets")):
         raise HslDemoError("--eval-every, --patience and --triplets go with --catalog")
     if getattr(args, "model", None) is not None and args.out is None:
