@@ -591,8 +591,9 @@ def _convert_composed(args) -> None:
         print(f"  split {split}: {len(names)} images missing (e.g. {', '.join(names[:3])}), "
               f"{c['dropped'].get(split, 0)} queries dropped with them")
     for split, n in c["untargeted"].items():
-        print(f"  split {split}: {n} queries without public targets (not in the query files; CIRR test1: "
-              f"hsl-demo evaluate --dataset cirr --split test1 --submission DIR)")
+        server = (f"; for the test server: hsl-demo evaluate --dataset cirr --data-root {shlex.quote(args.root)} "
+                  f"--split {split} --submission DIR" if args.what == "cirr" else "")
+        print(f"  split {split}: {n} queries without public targets (not in the query files{server})")
     q = shlex.quote
     out = Path(c["out"])
     print("next:")

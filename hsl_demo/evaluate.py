@@ -371,7 +371,9 @@ def write_cirr_submission(backbone, head, split, out_dir: str | Path, variant: s
                           batch_size: int = 64, progress: bool = True) -> list[Path]:
     """Rank CIRR `split` (test1) and write the test server's two files into `out_dir` (refused
     where they exist: the tool does not replace files it did not write)."""
-    from .fileio import write_json
+    import json
+
+    from .fileio import atomic_file
 
     out_dir = Path(out_dir).expanduser()
     paths = [out_dir / name for name in SUBMISSION_FILES.values()]
@@ -386,7 +388,8 @@ def write_cirr_submission(backbone, head, split, out_dir: str | Path, variant: s
     files = cirr_submission(split, ranked)
     out_dir.mkdir(parents=True, exist_ok=True)
     for metric, path in zip(SUBMISSION_FILES, paths):
-        write_json(path, files[metric])
+        with atomic_file(path) as f:  # on one line, as demo_files/: the server takes at most 5 MB
+            json.dump(files[metric], f)
     return paths
 
 

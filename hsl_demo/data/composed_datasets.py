@@ -104,6 +104,10 @@ PROTOCOLS = {
 MISSING_SHOWN = 3  # names given in a missing-images message
 
 
+class NoImagesError(HslDemoError):
+    """A split none of whose images is on disk (a conversion leaves it out; an evaluation stops)."""
+
+
 def keep_present(name: str, split: str, gallery: list[str], triplets: list[Triplet],
                  find, where: str) -> ComposedSplit:
     """The split without the images `find(id)` (a Path or None) cannot find: they leave the
@@ -117,7 +121,7 @@ def keep_present(name: str, split: str, gallery: list[str], triplets: list[Tripl
         else:
             images[image_id] = path
     if not images:
-        raise HslDemoError(f"{name} {split}: none of its {len(missing)} images is on disk ({where})")
+        raise NoImagesError(f"{name} {split}: none of its {len(missing)} images is on disk ({where})")
     kept = [t for t in triplets if t.reference in images and all(x in images for x in t.targets[:1])]
     if missing:
         log.warning("%s %s: %d of %d images are missing (%s; e.g. %s): left out, with the %d queries that use "

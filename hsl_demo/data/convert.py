@@ -95,17 +95,20 @@ def _split_files(fmt: str, root: Path, split: str) -> list[Path]:
         from .composed_datasets import SHOES_NAME_FILES
 
         return [root / SHOES_NAME_FILES[split]]
-    if fmt == "cirr":
-        return [root / "cirr" / "captions" / f"cap.rc2.{split}.json"]
+    if fmt == "cirr":  # CIRR's layout (ROOT/captions) or CLIP4Cir's (ROOT/cirr/captions)
+        folder = next((f for f in (root, root / "cirr") if (f / "captions").is_dir()), root)
+        return [folder / "captions" / f"cap.rc2.{split}.json"]
     return sorted((root / "labels").glob(f"*_{split}_detect_all.txt"))
 
 
 def _load_split(fmt: str, root: Path, split: str, images: str | Path | None = None):
     from .cirr import load_cirr
-    from .composed_datasets import load_fashioniq, load_shoes
+    from .composed_datasets import FASHIONIQ_CATEGORIES, load_fashioniq, load_shoes
 
-    if fmt == "fashioniq":
-        return load_fashioniq(root, split)
+    if fmt == "fashioniq":  # the categories whose captions are there (each with its image list)
+        present = [p.name.split(".")[1] for p in _split_files(fmt, root, split)]
+        return load_fashioniq(root, split, [c for c in FASHIONIQ_CATEGORIES if c in present]
+                              + sorted(set(present) - set(FASHIONIQ_CATEGORIES)))
     if fmt == "cirr":
         return [load_cirr(root, split, images)]
     return [load_shoes(root, split)]
@@ -159,7 +162,13 @@ def write_composed_conversion(fmt: str, root: str | Path, out: str | Path, link_
             captions = read_labels(root, split)
             parts = [load_fashion200k(root, split, captions=captions)]
         else:
-            parts = _load_split(fmt, root, split, images)
+            from .composed_datasets import NoImagesError
+
+            try:
+                parts = _load_split(fmt, root, split, images)
+            except NoImagesError as e:  # annotations without images (often train): the split is left out
+                skipped[split] = str(e)
+                continue
         for part in parts:
             part_base = part.image_root or root
             if base is None:
