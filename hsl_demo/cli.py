@@ -397,7 +397,7 @@ def _evaluate_table(retriever, queries: list[dict], args) -> tuple[dict, list]:
     if args.ablation and len(used) > 1:
         raise HslDemoError("--ablation needs a query file of one mode (" + ", ".join(m.name for m in used) + " found)")
     variants = used[0].variants if args.ablation else (args.variant,)
-    return {v: evaluate(retriever, queries, variant=v) for v in variants}, used
+    return {v: evaluate(retriever, queries, variant=v, progress=True) for v in variants}, used
 
 
 def _print_table(table: dict, used: list, n_queries: int, retriever, args) -> None:

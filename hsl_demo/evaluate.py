@@ -56,10 +56,12 @@ def load_queries(path: str | Path) -> list[dict]:
 
 
 def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS,
-             variant: str | None = None) -> dict:
+             variant: str | None = None, progress: bool = False) -> dict:
     """{"R@1": ..., "R@5": ..., "R@10": ..., "queries": n}, plus what the modes add (mean
     weights for modify, "rounds" for drill-down). `variant` picks the ranking of every query's
-    mode (None: each mode's default)."""
+    mode (None: each mode's default); `progress`: a bar over the queries."""
+    from tqdm.auto import tqdm
+
     unknown = {t for q in queries for t in q["targets"] if t not in retriever.catalog}
     if unknown:
         sample = ", ".join(sorted(unknown)[:3])
@@ -75,7 +77,8 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     out: dict = {}
     notices: dict[str, int] = {}  # what users of these queries would have been told, and how often
     for mode, indices in by_mode.items():
-        responses = [mode.rank(retriever, queries[i], max(ks), chosen[mode]) for i in indices]
+        responses = [mode.rank(retriever, queries[i], max(ks), chosen[mode])
+                     for i in tqdm(indices, desc=f"{mode.name} queries", unit="query", disable=not progress)]
         for i, rounds_of in zip(indices, responses):
             rankings[i] = [[r.id for r in response] for response in rounds_of]
             for message in {m for response in rounds_of for m in response.notices}:
