@@ -344,7 +344,7 @@ def _drill_down(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     if (args.queries is None) == (args.dataset is None):
-        raise HslDemoError("give exactly one of --queries (a query file) and --dataset (fashioniq or shoes)")
+        raise HslDemoError("give exactly one of --queries (a query file) and --dataset (a public data set)")
     if args.dataset is not None:
         _evaluate_dataset(args)
         return
