@@ -439,6 +439,10 @@ def _print_extras(metrics: dict, which: str = "") -> None:
     if "top1_attributes" in metrics:
         print(f"top result has the asked{which}: " + ", ".join(f"{field} {share:.3f}" for field, share
                                                              in metrics["top1_attributes"].items()))
+    if "kept_attributes" in metrics:
+        print(f"kept what the text did not change{which}: " + ", ".join(
+            f"{field} {m['top1']:.3f} at #1, {m['top5']:.3f} of the top 5 ({m['queries']} queries)"
+            for field, m in metrics["kept_attributes"].items()))
     if "by_kind" in metrics:
         weights = metrics.get("mean_w_text", {})
         print("| kind | queries | R@1 | R@5 | R@10 | mean w_image | mean w_text |\n|---|---|---|---|---|---|---|")

@@ -91,6 +91,9 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     accuracy = top1_attribute_accuracy(retriever, [queries[i] for i in single], [rankings[i] for i in single])
     if accuracy:
         result["top1_attributes"] = accuracy
+    kept = kept_attributes(retriever, [queries[i] for i in single], [rankings[i] for i in single])
+    if kept:
+        result["kept_attributes"] = kept
     kinds = {q["kind"] for q in queries if isinstance(q.get("kind"), str)}
     if len(kinds) > 1:  # per kind of query (the composed modifications), what a user of each gets
         result["by_kind"] = {kind: _recall([q for q in queries if q.get("kind") == kind],
@@ -124,6 +127,32 @@ def top1_attribute_accuracy(retriever: Retriever, queries: list[dict], rankings:
                 seen[field] += 1
                 counts[field] += top.get(field) in wanted
     return {field: round(counts[field] / seen[field], 4) for field in ATTRIBUTE_FIELDS if seen[field]}
+
+
+KEPT_TOP = 5
+
+
+def kept_attributes(retriever: Retriever, queries: list[dict], rankings: list[list[list[str]]]) -> dict:
+    """For queries with a catalog reference (Modify): per attribute the text did not change
+    (every target has the reference's value), how often the first result keeps it ("top1") and
+    the share of the first KEPT_TOP results that do ("top5"): "make it blue" must keep the
+    t-shirt a t-shirt, which recall of the exact targets hides. {field: {top1, top5, queries}}."""
+    catalog = retriever.catalog
+    sums: dict[str, list[float]] = {field: [0.0, 0.0, 0] for field in ATTRIBUTE_FIELDS}
+    for q, ranking in zip(queries, rankings):
+        reference = q.get("reference")
+        if not ranking or not ranking[-1] or not isinstance(reference, str) or reference not in catalog:
+            continue
+        ref = catalog.items[catalog.row(reference)]
+        targets = [catalog.items[catalog.row(t)] for t in q["targets"]]
+        top = [catalog.items[catalog.row(i)] for i in ranking[-1][:KEPT_TOP]]
+        for field in ATTRIBUTE_FIELDS:
+            if field in ref and all(t.get(field) == ref[field] for t in targets):
+                sums[field][0] += top[0].get(field) == ref[field]
+                sums[field][1] += sum(r.get(field) == ref[field] for r in top) / len(top)
+                sums[field][2] += 1
+    return {field: {"top1": round(a / n, 4), f"top{KEPT_TOP}": round(b / n, 4), "queries": n}
+            for field, (a, b, n) in sums.items() if n}
 
 
 def _recall(queries: list[dict], rankings: list[list[list[str]]], ks: tuple[int, ...]) -> dict:
