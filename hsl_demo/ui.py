@@ -357,7 +357,7 @@ class Handlers:
         item_id = results[selected].id
         picked = self.picks.index(item_id) if item_id in self.picks else None
         return (*self._as_reference(item_id), self.charts.render(MODIFY.chart, results, selected),
-                gr.update(selected_index=picked))
+                gr.Gallery(selected_index=picked))
 
     # Drill down -------------------------------------------------------------------------
     # Each returns (gallery, rounds, scores chart, rank chart, link, session, notices): the last
@@ -620,8 +620,9 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
     def show_notices(event, notes: gr.State, notice: gr.Markdown, results: gr.Gallery):
         """After a search: its notices in the tab's notice area, nothing selected in its results
         (a new search never opens zoomed on the result clicked in the last one), and its
-        results in view. (A second event: what it sets stays out of the API's outputs.)"""
-        return event.success(lambda n: (n, gr.update(selected_index=None)), notes, [notice, results],
+        results in view. (A second event: what it sets stays out of the API's outputs. A
+        gr.Gallery: in Gradio 6 a gr.update(selected_index=None) leaves the preview open.)"""
+        return event.success(lambda n: (n, gr.Gallery(selected_index=None)), notes, [notice, results],
                              **quiet).success(None, js=SHOW_RESULTS_JS, **private)
 
     with gr.Blocks(title="hsl-demo: product search", delete_cache=cache_cleanup) as demo:
@@ -654,7 +655,7 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                 # An empty description is refused before the search (check_description): the last
                 # results stay. (Not a Gradio validator: it answers a malformed API call's join
                 # with an HTTP error instead of a message.)
-                checked = {"fn": check_description, "inputs": [text], "outputs": None, "queue": False, **quiet}
+                checked = {"fn": check_description, "inputs": [text], "outputs": None, **quiet}
                 show_notices(search.click(**checked).success(h.describe, [text, k], describe_out, api_name="describe"),
                              notes, notice, gallery)
                 show_notices(text.submit(**checked).success(h.describe, [text, k], describe_out, **private),
@@ -706,7 +707,7 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                 # the new reference where the visitor looks (on a phone it is above, off the screen)
                 mgallery.select(h.use_result, [mfound], [ref_id, reference, mchart, picks], **private).then(
                     None, js=SHOW_REFERENCE_JS, **private)
-                no_pick = {**private, "fn": lambda: ("", gr.update(selected_index=None)), "inputs": None,
+                no_pick = {**private, "fn": lambda: ("", gr.Gallery(selected_index=None)), "inputs": None,
                            "outputs": [ref_id, picks]}
                 reference.upload(**no_pick)
                 reference.clear(**no_pick)
