@@ -340,9 +340,9 @@ class Handlers:
         return item_id, self.thumbnails.of(self.catalog.image_path(self.catalog.row(item_id)))
 
     def pick_item(self, item_id: str) -> tuple[str, str]:
-        """A gallery item for a catalog product: (photo, "id · title")."""
+        """A gallery item for a catalog product: (photo, title); its id shows once it is picked."""
         item = self.catalog.items[self.catalog.row(item_id)]
-        return self._as_reference(item_id)[1], f"{item_id} · {item.get('title', item_id)}"
+        return self._as_reference(item_id)[1], str(item.get("title", item_id))
 
     def pick(self, evt: gr.SelectData):
         selected = selected_index(evt, len(self.picks))
@@ -459,18 +459,18 @@ def _results_gallery(elem_id: str, columns: int = 6, **kwargs) -> gr.Gallery:
 # Every result shows (no scroll box inside the page: Gradio's "auto" height is 55% of the
 # screen), and captions wrap to two lines instead of cutting the title ("#1 Red str...").
 PAGE_CSS = """
-.results .grid-wrap { max-height: none !important; min-height: 0 !important; }
+.results .grid-wrap, #modify-picks .grid-wrap { max-height: none !important; min-height: 0 !important; }
 .results .grid-container, #modify-picks .grid-container {
     grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
-.results .caption-label { white-space: normal; max-width: calc(100% - 8px); display: -webkit-box;
-    -webkit-line-clamp: 2; -webkit-box-orient: vertical; line-height: 1.25; }
+.results .caption-label, #modify-picks .caption-label { white-space: normal; max-width: calc(100% - 8px);
+    display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; line-height: 1.25; }
 .notice:empty, .notice:has(.prose:empty) { display: none; }
 @media (max-width: 900px) {
     .results .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 }
 @media (max-width: 640px) {
     .results .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
-    #modify-picks .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+    #modify-picks .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
 }
 """
 # After a search: its results scrolled into view when they start below the screen's bottom
@@ -596,10 +596,10 @@ def vocabulary_line(catalog: Catalog, vocabulary: frozenset[str] | None) -> str:
     listed = {field: ", ".join(markdown_text(n) for n in names) for field, names in terms.items()}
     parts = [f"**{title}**: {listed[field]}" for field, title in (("color", "colours"), ("pattern", "patterns"))
              if terms[field]]
-    if terms["category"]:  # the longest list, folded: the results stay near the search box
-        parts.append(f"<details><summary><b>{len(terms['category'])} kinds of product</b> (show)</summary>"
-                     f"{listed['category']}</details>")
-    return f"<small>The words it knows: {' · '.join(parts)}</small>" if parts else ""
+    products = (f"<details><summary><b>{len(terms['category'])} kinds of product</b> (show)</summary>"
+                f"{listed['category']}</details>" if terms["category"] else "")  # the longest list, folded:
+    # the results stay near the search box
+    return f"<small>The words it knows: {' · '.join(parts)}{products}</small>" if parts or products else ""
 
 
 def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = None, charts: str = "native",
@@ -675,7 +675,7 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                         ref_id = gr.Textbox(label="Reference product id", placeholder="e.g. p00024 (pick one below)",
                                             elem_id="modify-ref-id")
                         picks = gr.Gallery([h.pick_item(i) for i in h.picks], label="…or pick a product",
-                                           columns=4, height="auto", allow_preview=False, object_fit="contain",
+                                           columns=3, height="auto", allow_preview=False, object_fit="contain",
                                            elem_id="modify-picks")
                     with gr.Column(scale=3):
                         with gr.Row(equal_height=True):

@@ -226,7 +226,7 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     assert [row[value["columns"].index("result")] for row in value["data"]][1] == "▶ #2"  # highlighted
     assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
     # the picker shows the new reference picked when it is one of its products, else none
-    assert picked["selected_index"] == (h.picks.index(ref_id) if ref_id in h.picks else None)
+    assert picked.selected_index == (h.picks.index(ref_id) if ref_id in h.picks else None)
     _, _, _, found, *_ = h.describe("green dotted scarf", 12)
     chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
     assert column(chart, "result")[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER

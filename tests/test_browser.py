@@ -179,9 +179,8 @@ def screenshot(page, folder: Path, name: str, last: str) -> Path:
 
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.mouse.move(0, 0)  # no hover effects
-    page.evaluate("() => window.scrollTo(0, 0)")
-    box = page.locator(last).bounding_box()
-    height = int(box["y"] + box["height"] + 16) if box else page.viewport_size["height"]
+    bottom = page.evaluate("sel => document.querySelector(sel).getBoundingClientRect().bottom + window.scrollY", last)
+    height = int(bottom + 16)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": width, "height": height})
