@@ -110,10 +110,15 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(demo_backbone):
-    demo, _, _ = launch_demo(demo_backbone)
-    yield demo.local_url
+def launched(demo_backbone):
+    demo, products, looks = launch_demo(demo_backbone)
+    yield demo, products, looks
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(launched):
+    return launched[0].local_url
 
 
 @pytest.fixture
@@ -372,3 +377,26 @@ def test_markup_in_a_link_is_shown_as_text(browser, app_url):
     assert page.locator("#pic").count() == 0 and page.locator(f"img[src='{planted}']").count() == 0
     assert planted not in requested
     page.close()
+
+
+def test_the_results_area_says_while_the_model_loads(browser, launched):
+    """The page is served before the model loads: the results area of each tab says so, and
+    stops saying so once the model is there. (Last in this module: serving a second app moves
+    Gradio's static folder to its thumbnails.)"""
+    from hsl_demo.ui import AppModels, serve
+
+    _, products, looks = launched
+    models = AppModels(products.catalog, looks.catalog)
+    demo = serve(models, block=False, server_name="127.0.0.1", quiet=True)
+    try:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(demo.local_url)
+        loading = page.locator("#describe-notice").get_by_text("The model is loading")
+        loading.wait_for()
+        models.set(products, looks)
+        page.locator("#heads-status").get_by_text("trained on").first.wait_for()
+        loading.wait_for(state="hidden")
+        page.close()
+    finally:
+        demo.close()
