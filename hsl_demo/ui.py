@@ -218,10 +218,15 @@ def rounds_markdown(session: Session | None) -> str:
     if session is None or not session.rounds:
         return "*No rounds yet: describe one product of the look, e.g. “a red handbag”.*"
     lines = [f"**Rounds** ({len(session.rounds)} of at most {session.max_rounds}):", ""]
+    backbone = session.retriever.backbone
     for rd in session.rounds:
         best = rd.results[0] if rd.results else None
+        # a round in words the model never saw still ranks (and skews the rounds after it): said
+        # here, next to the Undo that drops it
+        unknown = "" if not backbone.unknown_words_notice(rd.queries[-1]) else \
+            " — ⚠ *words the model does not know*" + (" (Undo drops it)" if rd.round == len(session.rounds) else "")
         lines.append(f"{rd.round}. {markdown_text(rd.queries[-1])}"
-                     + (f" — best: {markdown_text(best.id)} ({best.score:.3f})" if best else ""))
+                     + (f" — best: {markdown_text(best.id)} ({best.score:.3f})" if best else "") + unknown)
     return "\n".join(lines)
 
 

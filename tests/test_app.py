@@ -197,6 +197,12 @@ def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
     client.predict("a red handbag", api_name="/drill_add")
     (_, rounds, *_), logs = call(client, "A red  handbag", api_name="/drill_add")
     assert any("already asked in round 1" in m for m in logs) and "(1 of" in rounds
+    # a round in words the model never saw is kept, marked in the list, with Undo one click away
+    (_, rounds, *_), logs = call(client, "a velvet tuxedo", api_name="/drill_add")
+    assert any("never trained on" in m for m in logs), logs
+    assert "2. a velvet tuxedo" in rounds and "words the model does not know* (Undo drops it)" in rounds, rounds
+    assert "1. a red handbag — best" in rounds and rounds.count("does not know") == 1
+    client.predict(api_name="/drill_undo")
     queries = ["white sneakers", "a checked scarf", "a blue coat", "black jeans", "a green cap", "a yellow dress",
                "a pink purse", "grey socks", "an orange umbrella"]
     for q in queries:  # up to the maximum of 10 rounds
