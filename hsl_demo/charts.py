@@ -51,6 +51,11 @@ class ChartSpec:
 MAX_RANK = 50  # the app's largest k
 RESULT_ORDER = tuple(label for n in range(1, MAX_RANK + 1) for label in (f"#{n}", f"{SELECTED}#{n}"))
 ROUND_ORDER = tuple(f"round {n}" for n in range(1, MAX_RANK + 1))
+# One colour per result in the charts coloured by result: Okabe and Ito's eight, told apart also
+# with colour-blind eyes (Gradio's default repeats near-identical hues), the top 8 all distinct.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+RESULT_COLORS = tuple((label, OKABE_ITO[(n - 1) % len(OKABE_ITO)]) for n in range(1, MAX_RANK + 1)
+                      for label in (f"#{n}", f"{SELECTED}#{n}"))
 DRILL_TERMS = ("local", "global", "reasoning")
 
 
@@ -62,7 +67,8 @@ SPECS = {
     "composed_chart": ChartSpec(
         "scatter", "similarity to the reference image", "similarity to the text", "result",
         f"The top {TOP} results: image side vs text side", "similarity to the reference image (cosine)",
-        "similarity to the modification text (cosine)", ("title", "final", "query weights")),
+        "similarity to the modification text (cosine)", ("title", "final", "query weights"),
+        color_map=RESULT_COLORS),
     "drill_chart": ChartSpec(
         "bar", "result", "contribution", "term",
         f"Scores of the top {TOP} this round: local, global, reasoning, weight × similarity (a bar adds up to "
@@ -74,7 +80,7 @@ SPECS = {
     "rank_chart": ChartSpec(
         "scatter", "round", "rank", "result",
         f"Rank of the current top {TOP} after each round (1, the best, at the top; no point: not among "
-        "that round's candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER),
+        "that round's candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER, color_map=RESULT_COLORS),
 }
 RANK_LABEL = "{:>3}"  # padded with spaces, so that the labels sort as the ranks do (" 2" < " 10")
 
