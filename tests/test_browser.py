@@ -196,15 +196,21 @@ def screenshot(page, folder: Path, name: str, last: str) -> Path:
     return path
 
 
+def open_app(browser, url: str, viewport: dict, js_errors: list[str]):
+    """A new page on the app, once loaded (the footer, filled in once the model is there: the
+    model and what each head was trained on); its page errors go to `js_errors`."""
+    page = browser.new_page(viewport=viewport)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    page.goto(url)
+    page.locator("#heads-status").get_by_text("trained on").first.wait_for(timeout=TIMEOUT_MS)
+    return page
+
+
 def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_dir):
     start = time.perf_counter()
-    page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(TIMEOUT_MS)
     js_errors: list[str] = []
-    page.on("pageerror", lambda e: js_errors.append(str(e)))
-    page.goto(app_url)
-    # the footer, filled in once the page has loaded: the model and what each head was trained on
-    page.locator("#heads-status").get_by_text("trained on").first.wait_for(timeout=TIMEOUT_MS)
+    page = open_app(browser, app_url, VIEWPORT, js_errors)
     footer = page.locator("#heads-status").inner_text()
     assert "Model: demo" in footer and "checkpoints" not in footer and "hsl-demo train" not in footer, footer
     # the words the demo model knows, under the box
@@ -323,12 +329,8 @@ def test_the_three_tabs_in_a_browser(browser, app_url, reference_photo, shots_di
 def test_a_phone_sees_every_result(browser, app_url, shots_dir):
     """At a phone's width, every tab's results fit the screen's width (a few columns, no
     sideways scroll) and the first shows after a search; a drill-down example adds its round."""
-    page = browser.new_page(viewport=PHONE)
-    page.set_default_timeout(TIMEOUT_MS)
     js_errors: list[str] = []
-    page.on("pageerror", lambda e: js_errors.append(str(e)))
-    page.goto(app_url)
-    page.locator("#heads-status").get_by_text("trained on").first.wait_for(timeout=TIMEOUT_MS)
+    page = open_app(browser, app_url, PHONE, js_errors)
     page.locator("#describe-text textarea").fill("red striped t-shirt")
     page.locator("#describe-search").click()
     wait_images(page, "#describe-gallery", 12)
