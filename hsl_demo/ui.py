@@ -188,7 +188,6 @@ def gallery_items(results: list[SearchResult] | None, thumbnails: Thumbnails) ->
     return [(thumbnails.marked(r.image, r.marks), caption(r)) for r in results or []]
 
 
-
 def search_link(request: gr.Request | None, **params: str) -> str:
     """The address of the app with `params` as its query: the page the visitor is on (the
     Referer of their request, as their browser sees it behind any proxy), else this server."""
@@ -409,7 +408,7 @@ class Handlers:
     def run_link_rounds(self, rounds: list[str], request: gr.Request | None = None):
         """Drill down through a link's rounds, one per round, in a fresh session."""
         session = self.looks.session(DRILL_K)
-        notices = []
+        notices: list[str] = []
         with as_messages():
             for text in rounds[: session.max_rounds]:
                 notices += session.add(text).notices
