@@ -26,6 +26,7 @@ from PIL import Image
 from .defaults import MODEL_CONFIGS_DIR, REPO_ROOT, default_model
 from .errors import HslDemoError
 from .hub import resolve_model_dir
+from .query import shorten
 
 open_clip.add_model_config(MODEL_CONFIGS_DIR)  # makes "hsl-demo-tiny" a known architecture
 
@@ -141,7 +142,7 @@ class Backbone:
         unknown = list(dict.fromkeys(w for w in tokens(text) if w not in self.vocabulary))
         if not unknown:
             return []
-        return [f"the model was never trained on {', '.join(repr(w) for w in unknown[:5])}"
+        return [f"the model was never trained on {', '.join(repr(shorten(w)) for w in unknown[:5])}"
                 f"{' and more' if len(unknown) > 5 else ''}: its results for {'them' if len(unknown) > 1 else 'it'} "
                 "may mean little"]
 

@@ -51,28 +51,38 @@ class ChartSpec:
 MAX_RANK = 50  # the app's largest k
 RESULT_ORDER = tuple(label for n in range(1, MAX_RANK + 1) for label in (f"#{n}", f"{SELECTED}#{n}"))
 ROUND_ORDER = tuple(f"round {n}" for n in range(1, MAX_RANK + 1))
+# One colour per result in the charts coloured by result: Okabe and Ito's eight, told apart also
+# with colour-blind eyes (Gradio's default repeats near-identical hues), the top 8 all distinct.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+RESULT_COLORS = tuple((label, OKABE_ITO[(n - 1) % len(OKABE_ITO)]) for n in range(1, MAX_RANK + 1)
+                      for label in (f"#{n}", f"{SELECTED}#{n}"))
 DRILL_TERMS = ("local", "global", "reasoning")
 
 
 SPECS = {
     "hsl_chart": ChartSpec(
         "bar", "result", "contribution", "term",
-        "Why they ranked: each HSL term's weight × similarity (a bar adds up to the final score)",
+        f"Why the top {TOP} ranked: each HSL term's weight × similarity (a bar adds up to the final score)",
         "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER),
     "composed_chart": ChartSpec(
         "scatter", "similarity to the reference image", "similarity to the text", "result",
-        "Each result: image side vs text side", "similarity to the reference image (cosine)",
-        "similarity to the modification text (cosine)", ("title", "final", "query weights")),
+        f"The top {TOP} results: image side vs text side", "similarity to the reference image (cosine)",
+        "similarity to the modification text (cosine)", ("title", "final", "query weights"),
+        color_map=RESULT_COLORS),
     "drill_chart": ChartSpec(
         "bar", "result", "contribution", "term",
-        "Scores of this round: local, global, reasoning, weight × similarity (a bar adds up to the final score)",
+        f"Scores of the top {TOP} this round: local, global, reasoning, weight × similarity (a bar adds up to "
+        "the final score)",
         "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER,
         color_map=tuple((term, COLORS[term]) for term in DRILL_TERMS)),
+    # Points, not lines: Gradio's line draws nothing for a single round. The rank is a label
+    # (RANK_LABEL), so rank 1 is drawn at the top: Gradio cannot reverse a numeric axis.
     "rank_chart": ChartSpec(
-        "line", "round", "rank", "result",
-        "Rank of the current top results after each round (1 is the best; no point: not among that round's "
-        "candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER),
+        "scatter", "round", "rank", "result",
+        f"Rank of the current top {TOP} after each round (1, the best, at the top; no point: not among "
+        "that round's candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER, color_map=RESULT_COLORS),
 }
+RANK_LABEL = "{:>3}"  # padded with spaces, so that the labels sort as the ranks do (" 2" < " 10")
 
 
 @dataclass
@@ -141,8 +151,8 @@ def _contributions(name: str, results: Sequence, highlight: int | None,
 
 def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
     """Describe: each HSL term's contribution (its weight × its similarity) to every result's
-    final score: the global cosine, and object and image granularity at every level. Every
-    term's similarity and weight are in the tooltip, also those weighted zero."""
+    final score: the global cosine, and object and image granularity at every level, those
+    that carry weight (the breakdown table has them all)."""
     results = list(results)
     if not results:
         return _contributions("hsl_chart", [], None, [])
@@ -152,7 +162,9 @@ def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
             terms.append((f"level{n} · {granularity}", [(r.breakdown.levels[n - 1][granularity].similarity,
                                                          r.breakdown.levels[n - 1][granularity].weight)
                                                         for r in results]))
-    return _contributions("hsl_chart", results, highlight, terms)
+    # a term weighted zero adds nothing to any bar: it would only be a legend entry never drawn
+    weighted = [(term, values) for term, values in terms if any(weight for _, weight in values)]
+    return _contributions("hsl_chart", results, highlight, weighted)
 
 
 def composed_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
@@ -196,6 +208,6 @@ def rank_chart(results: Sequence, highlight: int | None = None, queries: Sequenc
     for label, r in zip(labels, results):
         for n, rank in enumerate([*r.breakdown.earlier_ranks, r.rank], 1):
             if rank is not None:
-                rows.append({"round": names[n - 1], "rank": rank, "result": label, "title": r.title,
+                rows.append({"round": names[n - 1], "rank": RANK_LABEL.format(rank), "result": label, "title": r.title,
                              "query": queries[n - 1] if n <= len(queries) else ""})
     return ChartUpdate("rank_chart", pd.DataFrame(rows, columns=["round", "rank", "result", "title", "query"]))

@@ -6,10 +6,13 @@ Every user error ends in one line on stderr and exit status 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import HslDemoError
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write products/ and looks/ into")
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--looks", type=_positive_int, default=400, help="number of flat-lay looks")
+    p.add_argument("--scenes", type=int, default=0, metavar="N",
+                   help="product photos with context (props, a mannequin, a second product, occlusion, a textured "
+                   "backdrop) per combination, beside the studio shots (default 0, as the shipped catalog)")
 
     p = sub.add_parser("train", help="train the demo backbone or a head")
     what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -78,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "another product; default 0)")
     b.add_argument("--look-crops", type=int, default=None, metavar="N",
                    help="rendered flat-lays whose product crops join the training photos (default 0)")
+    b.add_argument("--scenes", type=int, default=None, metavar="N",
+                   help="photos with context per combination (the product among props, a mannequin, a second "
+                   "product), each with its crop around the product, beside the studio shots (default 0)")
     h = _trainer(what, "hsl", "train the HSL head on a frozen backbone")
     h.add_argument("--variants", type=_positive_int, default=None, help="rendered photos per combination")
+    h.add_argument("--scenes", type=int, default=None, metavar="N",
+                   help="photos with context per combination beside the studio shots (default 0)")
     h.add_argument("--levels", type=_positive_int, default=None, help="stacked encoder levels (default 2)")
     m = _trainer(what, "hmrn", "train the HMRN drill-down head on rendered looks")
     m.add_argument("--looks", type=_positive_int, default=None, help="rendered training looks (default 3000)")
@@ -153,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "composed queries: adaptive, sum, image, text (default adaptive); drill-down (multi) "
                    "queries: full, local+global, local (default full)")
     p.add_argument("--ablation", action="store_true", help="evaluate every variant and print a table")
+    p.add_argument("--images", help="with --dataset cirr: the folder holding train/, dev/ and test1/ when they are "
+                   "not in the data set's folder")
+    p.add_argument("--keep-reference", action="store_true",
+                   help="keep each query's reference image in its ranking where the protocol removes it (CIRR, "
+                   "Fashion200k); the figures are then not the papers'")
+    p.add_argument("--submission", metavar="DIR", help="with --dataset cirr --split test1: write the test server's "
+                   "two files (recall: top 50, recall_subset: top 3 per pairid) into DIR")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("convert", help="turn a public data set into catalog metadata and query files")
@@ -174,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--root", required=True, help=f"the {title} folder, as published")
         d.add_argument("--out", required=True, help="folder to write metadata.jsonl, queries.*.jsonl, triplets.jsonl "
                        "and images/ (links) into")
+        if name == "cirr":
+            d.add_argument("--images", help="the folder holding train/, dev/ and test1/ (default: ROOT/img_raw or "
+                           "ROOT, whichever has them)")
 
     p = sub.add_parser("serve", help="serve the web demo (what `python app.py` runs)",
                        description="The web demo: one model and two catalogs, loaded once and shared by every "
@@ -189,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--charts", choices=("native", "png"), default="native",
                    help="native: charts drawn in the browser (default); png: matplotlib images drawn per request "
                    "(what the app did before; kept for bench/bench_load.py's comparison)")
+    p.add_argument("--cache-ttl", type=int, default=900, metavar="SECONDS",
+                   help="uploads and Gradio's cached files are deleted this long after they were written, checked "
+                   "every third of it, so a public server's disk stays bounded (default 900; 0: kept until it stops)")
 
     p = sub.add_parser("push", help="publish a trained model folder to the Hugging Face Hub, with a model card")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model folder (backbone + heads), e.g. checkpoints/demo")
@@ -216,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_make_demo_catalog(args) -> None:
     from .data.demo import make_demo_catalogs
 
-    counts = make_demo_catalogs(args.out, seed=args.seed, looks=args.looks)
+    counts = make_demo_catalogs(args.out, seed=args.seed, looks=args.looks, scenes=args.scenes)
     print(f"wrote {counts['products']} products and {counts['looks']} looks under {args.out}")
 
 
@@ -228,7 +252,8 @@ def _cmd_train(args) -> None:
 
     log = lambda m: print(m, flush=True)  # noqa: E731
     names = ("steps", "batch_size", "variants", "seed", "levels", "stage", "adaptive", "dataset", "data_root", "looks",
-             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience", "eval_every")
+             "checkpoint_every", "architecture", "texts", "hard_negatives", "look_crops", "patience", "eval_every",
+             "scenes")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.what == "composed" and args.dataset is not None:
         if args.data_root is None:
@@ -246,9 +271,10 @@ def _cmd_train(args) -> None:
                                "the trained heads)")
         if getattr(args, "triplets", None) is not None and not Path(args.triplets).is_file():
             raise HslDemoError(f"--triplets {args.triplets}: no such file")
-        if any(getattr(args, k, None) is not None for k in ("variants", "looks", "texts", "dataset", "stage")):
-            raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --looks, --texts, "
-                               "--dataset and --stage go with the demo world")
+        demo_world = ("variants", "scenes", "looks", "texts", "dataset", "stage")
+        if any(getattr(args, k, None) is not None for k in demo_world):
+            raise HslDemoError("--catalog trains on the catalog's own items and texts: --variants, --scenes, --looks, "
+                               "--texts, --dataset and --stage go with the demo world")
     elif any(getattr(args, k, None) is not None for k in ("patience", "eval_every", "triplets")):
         raise HslDemoError("--eval-every, --patience and --triplets go with --catalog")
     if getattr(args, "model", None) is not None and args.out is None:
@@ -298,7 +324,8 @@ def _notify(notices: list[str]) -> None:
 
 
 def _cmd_search(args) -> None:
-    from .search import Retriever, clean_text
+    from .query import clean_text
+    from .search import Retriever
 
     if args.region is not None:
         if args.text is not None or args.reference is not None:
@@ -349,16 +376,16 @@ def _drill_down(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     if (args.queries is None) == (args.dataset is None):
-        raise HslDemoError("give exactly one of --queries (a query file) and --dataset (fashioniq or shoes)")
+        raise HslDemoError("give exactly one of --queries (a query file) and --dataset (a public data set)")
     if args.dataset is not None:
         _evaluate_dataset(args)
         return
-    for flag in ("data_root", "split"):
+    for flag in ("data_root", "split", "images", "submission"):
         if getattr(args, flag) is not None:
             raise HslDemoError(f"--{flag.replace('_', '-')} goes with --dataset, not with --queries")
     from pathlib import Path
 
-    from .evaluate import heldout_phrasing_file, load_queries
+    from .evaluate import check_protocol_queries, heldout_phrasing_file, is_protocol_query, load_queries
     from .search import Retriever
 
     files = {"given": Path(args.queries)}
@@ -366,6 +393,13 @@ def _cmd_evaluate(args) -> None:
     if heldout is not None:  # report the held-out phrasing beside the file's own
         files["held-out phrasing"] = heldout
     loaded = {name: load_queries(path) for name, path in files.items()}  # every file checked before the model loads
+    for name, queries in loaded.items():
+        check_protocol_queries(queries, str(files[name]))
+    if is_protocol_query(loaded["given"][0]):
+        _evaluate_protocol_file(args, loaded["given"])
+        return
+    if args.keep_reference:
+        raise HslDemoError("--keep-reference goes with a data set's queries (--dataset, or a converted query file)")
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
     tables = {name: _evaluate_table(retriever, queries, args) for name, queries in loaded.items()}
     for name, (table, _) in tables.items():
@@ -395,7 +429,7 @@ def _evaluate_table(retriever, queries: list[dict], args) -> tuple[dict, list]:
     if args.ablation and len(used) > 1:
         raise HslDemoError("--ablation needs a query file of one mode (" + ", ".join(m.name for m in used) + " found)")
     variants = used[0].variants if args.ablation else (args.variant,)
-    return {v: evaluate(retriever, queries, variant=v) for v in variants}, used
+    return {v: evaluate(retriever, queries, variant=v, progress=True) for v in variants}, used
 
 
 def _print_table(table: dict, used: list, n_queries: int, retriever, args) -> None:
@@ -420,6 +454,10 @@ def _print_extras(metrics: dict, which: str = "") -> None:
     if "top1_attributes" in metrics:
         print(f"top result has the asked{which}: " + ", ".join(f"{field} {share:.3f}" for field, share
                                                              in metrics["top1_attributes"].items()))
+    if "kept_attributes" in metrics:
+        print(f"kept what the text did not change{which}: " + ", ".join(
+            f"{field} {m['top1']:.3f} at #1, {m['top5']:.3f} of the top 5 ({m['queries']} queries)"
+            for field, m in metrics["kept_attributes"].items()))
     if "by_kind" in metrics:
         weights = metrics.get("mean_w_text", {})
         print("| kind | queries | R@1 | R@5 | R@10 | mean w_image | mean w_text |\n|---|---|---|---|---|---|---|")
@@ -441,8 +479,33 @@ def _print_rounds(table: dict, n_queries: int, retriever, mode) -> None:
         print(f"| {n + 1} | {cells} |")
 
 
+def _evaluate_protocol_file(args, queries: list[dict]) -> None:
+    """`evaluate --queries` on a converted data set's composed queries: its protocol, its table."""
+    from .defaults import COMPOSED_VARIANTS
+    from .evaluate import PUBLISHED_COMPOSED, evaluate_protocol_queries
+    from .search import Retriever
+
+    _check_composed_variant(args)
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    variants = COMPOSED_VARIANTS if args.ablation else (args.variant or "adaptive",)
+    results = {v: evaluate_protocol_queries(retriever, queries, v, args.keep_reference) for v in variants}
+    p = queries[0]["protocol"]
+    fmt = p.get("dataset", "")
+    _print_composed_results(args, fmt, p.get("split", ""), retriever.backbone.model_id, variants, results,
+                            PUBLISHED_COMPOSED.get(fmt))
+
+
+def _check_composed_variant(args) -> None:
+    from .defaults import COMPOSED_VARIANTS
+
+    if args.variant is not None and args.variant not in COMPOSED_VARIANTS:
+        raise HslDemoError(f"--variant {args.variant} is not a composed variant "
+                           f"(one of {', '.join(COMPOSED_VARIANTS)})")
+
+
 def _evaluate_dataset(args) -> None:
-    """`evaluate --dataset`: composed retrieval on a public data set, beside the published figures."""
+    """`evaluate --dataset`: composed retrieval on a public data set by its papers' protocol,
+    beside the published figures."""
     from .data.composed_datasets import load_composed_dataset
     from .defaults import COMPOSED_VARIANTS
 
@@ -450,41 +513,74 @@ def _evaluate_dataset(args) -> None:
         raise HslDemoError("--dataset needs --data-root (the data set's folder)")
     if args.catalog is not None:
         raise HslDemoError("--catalog goes with --queries; a --dataset searches its own gallery")
-    if args.variant is not None and args.variant not in COMPOSED_VARIANTS:
-        raise HslDemoError(f"--variant {args.variant} is not a composed variant "
-                           f"(one of {', '.join(COMPOSED_VARIANTS)})")
-    splits = load_composed_dataset(args.dataset, args.data_root, args.split)  # fail before loading the model
+    _check_composed_variant(args)
+    if args.submission is not None and (args.dataset != "cirr" or args.ablation):
+        raise HslDemoError("--submission writes CIRR test-server files: give --dataset cirr --split test1 "
+                           "(one variant)")
+    # fail before loading the model
+    splits = load_composed_dataset(args.dataset, args.data_root, args.split, args.images,
+                                   targets=args.submission is None)
+    if args.submission is not None and splits[0].split != "test1":
+        raise HslDemoError(f"--submission is for CIRR's test1 split (its targets are not public); {splits[0].split} "
+                           "is scored here: drop --submission")
     from .backbone import Backbone
-    from .evaluate import COMPOSED_DATASET_KS, PUBLISHED_COMPOSED, evaluate_composed_splits
+    from .evaluate import PUBLISHED_COMPOSED, evaluate_composed_splits, write_cirr_submission
     from .models.composed import ComposedHead
     from .search import load_heads
 
     backbone = Backbone.load(args.model, device=args.device)
     head = load_heads(backbone).get("composed") or ComposedHead(embed_dim=backbone.embed_dim)
+    if args.submission is not None:
+        paths = write_cirr_submission(backbone, head, splits[0], args.submission, args.variant or "adaptive")
+        dropped = f" ({splits[0].dropped} left out: missing images)" if splits[0].dropped else ""
+        print(f"CIRR test1: {len(splits[0].triplets)} queries ranked{dropped}; upload to the test server:")
+        for path in paths:
+            print(f"  {path}")
+        return
     variants = COMPOSED_VARIANTS if args.ablation else (args.variant or "adaptive",)
-    results = evaluate_composed_splits(backbone, head, args.dataset, splits, variants)
-    ks = COMPOSED_DATASET_KS[args.dataset]
-    split = args.split or {"fashioniq": "val", "cirr": "val", "shoes": "eval", "fashion200k": "test"}[args.dataset]
-    published = ({"source": PUBLISHED_COMPOSED["source"], **PUBLISHED_COMPOSED[args.dataset]}
-                 if args.dataset in PUBLISHED_COMPOSED else None)
+    results = evaluate_composed_splits(backbone, head, args.dataset, splits, variants,
+                                       keep_reference=args.keep_reference)
+    _print_composed_results(args, args.dataset, splits[0].split, backbone.model_id, variants, results,
+                            PUBLISHED_COMPOSED.get(args.dataset))
+
+
+def _print_composed_results(args, fmt: str, split: str, model_id: str, variants, results: dict,
+                            published: dict | None) -> None:
+    """One table for both ways of evaluating a data set (--dataset, --queries of its conversion):
+    recalls in percent, the number of queries they are over, the published figures below."""
+    from .data.composed_datasets import PROTOCOLS
+    from .evaluate import PUBLISHED_COMPOSED
+
+    protocol = PROTOCOLS[fmt]
+    published = {"source": PUBLISHED_COMPOSED["source"], **published} if published else None
     if args.json:
         body = results if args.ablation else results[variants[0]]
-        print(json.dumps({"dataset": args.dataset, "split": split, "ks": list(ks), "model": backbone.model_id,
+        print(json.dumps({"dataset": fmt, "split": split, "ks": list(protocol.ks),
+                          "subset_ks": list(protocol.subset_ks), "model": model_id,
+                          "reference": "kept" if args.keep_reference or not protocol.remove_reference else "removed",
                           **({"variants": body} if args.ablation else {"variant": variants[0], **body}),
                           "published": published}))
         return
-    header = "| " + " | ".join(["variant", "category", *(f"R@{k}" for k in ks), "queries", "mean w_text"]) + " |"
-    print(f"{args.dataset} {split}, model {backbone.model_id} (recall in %)")
-    print(header + "\n" + "|---" * (len(ks) + 4) + "|")
+    columns = [f"R@{k}" for k in protocol.ks] + [f"Rsubset@{k}" for k in protocol.subset_ks]
+    reference = ("reference removed" if protocol.remove_reference and not args.keep_reference
+                 else "reference kept" + (" (--keep-reference: not the papers' protocol)"
+                                          if protocol.remove_reference else ""))
+    print(f"{fmt} {split}, model {model_id} (recall in %; {reference})")
+    print("| " + " | ".join(["variant", "category", *columns, "queries", "mean w_text"]) + " |")
+    print("|---" * (len(columns) + 4) + "|")
     for variant, r in results.items():
         rows = [*r["categories"].items()] + ([("average", r["average"])] if len(r["categories"]) > 1 else [])
         for name, m in rows:
-            cells = [variant, name, *(f"{100 * m[f'R@{k}']:.2f}" for k in ks), str(m["queries"]),
-                     f"{m['mean_w_text']:.2f}"]
-            print("| " + " | ".join(cells) + " |")
+            print("| " + " | ".join([variant, name, *(f"{m[c]:.2f}" for c in columns), str(m["queries"]),
+                                     f"{m['mean_w_text']:.2f}"]) + " |")
     if published:
         print(f"| {published['source']} | average | "
-              + " | ".join(f"{100 * published[f'R@{k}']:.2f}" for k in ks) + " | | |")
+              + " | ".join(f"{published[c]:.2f}" if c in published else "" for c in columns) + " | | |")
+    total = results[variants[0]]["average"]
+    if total.get("dropped") or total.get("targets_not_in_gallery"):
+        print(f"left out: {total.get('dropped', 0)} queries whose reference or target image is missing "
+              f"({total.get('missing_images', 0)} images missing); targets not in the gallery (misses): "
+              f"{total.get('targets_not_in_gallery', 0)}")
 
 
 def _cmd_convert(args) -> None:
@@ -522,15 +618,23 @@ def _convert_composed(args) -> None:
 
     from .data.convert import TRIPLETS_FILE, write_composed_conversion
 
-    c = write_composed_conversion(args.what, args.root, args.out)
+    c = write_composed_conversion(args.what, args.root, args.out, images=getattr(args, "images", None))
     triplets = ", ".join(f"{n} {split}" for split, n in c["triplets"].items())
     print(f"converted {c['images']} {args.what} images into {c['out']} (triplets: {triplets})")
     for split, reason in c["skipped"].items():
         print(f"  split {split} left out: {reason}")
+    for split, names in c["missing"].items():
+        print(f"  split {split}: {len(names)} images missing (e.g. {', '.join(names[:3])}), "
+              f"{c['dropped'].get(split, 0)} queries dropped with them")
+    for split, n in c["untargeted"].items():
+        server = (f"; for the test server: hsl-demo evaluate --dataset cirr --data-root {shlex.quote(args.root)} "
+                  f"--split {split} --submission DIR" if args.what == "cirr" else "")
+        print(f"  split {split}: {n} queries without public targets (not in the query files{server})")
     q = shlex.quote
     out = Path(c["out"])
     print("next:")
-    print(f"  hsl-demo index {q(c['gallery'] or args.root)} --metadata {q(str(out / 'metadata.jsonl'))} --out CATALOG")
+    print(f"  hsl-demo index {q(c['gallery'] or c['image_root'])} --metadata {q(str(out / 'metadata.jsonl'))} "
+          "--out CATALOG")
     for name in c["query_files"]:
         print(f"  hsl-demo evaluate --catalog CATALOG --queries {q(str(out / name))}")
     print(f"  hsl-demo train composed --catalog CATALOG --triplets {q(str(out / TRIPLETS_FILE))} --out MODEL")
@@ -582,13 +686,31 @@ def _cmd_serve(args) -> None:
                        Catalog.open(args.looks_catalog or default_looks_catalog()))
     for catalog in (models.products_catalog, models.looks_catalog):
         catalog.start_prefetch()  # while the model loads (warm_up waits for it)
-    demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False)
+    with _stopped_by_sigterm():
+        cleanup = (max(1, args.cache_ttl // 3), args.cache_ttl) if args.cache_ttl > 0 else None
+        demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False, cache_cleanup=cleanup)
+        try:
+            models.set(*_load_retrievers(models, args.model, device))
+            demo.block_thread()
+        finally:
+            demo.close()
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm():
+    """SIGTERM (a Space or a container stopping the server) ends the server as Ctrl-C does, so
+    that what it wrote (the thumbnails folder) is removed on the way out, not left behind."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        models.set(*_load_retrievers(models, args.model, device))
-    except BaseException:
-        demo.close()
-        raise
-    demo.block_thread()
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

@@ -208,7 +208,7 @@ class HeadStatus:
         line = (f"{self.name}: trained on catalog `{self.catalog.get('name')}` ({self.catalog.get('items')} items, "
                 f"fingerprint {self.catalog.get('fingerprint')})")
         if self.untrained_score and self.trained_score:
-            figures = [k for k in self.untrained_score if k.startswith("R@")]
+            figures = [k for k in self.untrained_score if k.startswith("R@") and k in self.trained_score]
             line += "; held-out " + ", ".join(f"{k} {self.untrained_score[k]:.3f} \u2192 {self.trained_score[k]:.3f}"
                                               for k in figures) + " (untrained \u2192 trained)"
         return line
@@ -224,14 +224,30 @@ def head_statuses(folder: Path | None) -> list[HeadStatus]:
         if mode.head not in present:
             statuses.append(HeadStatus(mode.head, False))
             continue
-        try:
-            info = json.loads((folder / mode.head / "training.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            info = {}
-        table = info.get("evaluation") if isinstance(info, dict) else None
-        statuses.append(HeadStatus(mode.head, True, str(info.get("trained_by", "")), info.get("catalog"),
-                                   (table or {}).get("untrained"), (table or {}).get("trained")))
+        statuses.append(_trained_status(mode.head, folder / mode.head / "training.json"))
     return statuses
+
+
+def _trained_status(head: str, path: Path) -> HeadStatus:
+    """A trained head's status from its training.json, whatever the file holds: fields of the
+    wrong type (a Hub folder may bring any) are left out, never trusted."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        info = None
+    info = info if isinstance(info, dict) else {}
+    table = info.get("evaluation") if isinstance(info.get("evaluation"), dict) else {}
+
+    def scores(value: object) -> dict | None:  # R@k figures: numbers only
+        if not isinstance(value, dict):
+            return None
+        kept = {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return kept or None
+
+    trained_by, catalog = info.get("trained_by"), info.get("catalog")
+    return HeadStatus(head, True, trained_by if isinstance(trained_by, str) else "",
+                      catalog if isinstance(catalog, dict) else None,
+                      scores(table.get("untrained")), scores(table.get("trained")))
 
 
 def publishable_files(folder: Path) -> list[Path]:

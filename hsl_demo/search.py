@@ -30,22 +30,14 @@ from .models.hmrn import HMRNHead
 from .models.hsl import HSLHead
 from .modes import describe, drill_down, modify
 from .modes.drill_down import DrillDownRound, DrillDownSession
+from .query import clean_text
 from .results import Breakdown, SearchResponse, SearchResult
 
-__all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", "SearchResult", "load_heads"]
+__all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", "SearchResult", "clean_text",
+           "load_heads"]
 
 DEFAULT_CANDIDATES = 200
 HMRN_CACHE_ITEMS = REGION_INDEX_ITEMS  # catalogs up to this size keep their HMRN image side in memory
-
-
-def clean_text(text: object, what: str = "the query", empty_ok: bool = False) -> str:
-    """`text` with its whitespace collapsed; not a string, or empty unless `empty_ok`, is an error."""
-    if text is not None and not isinstance(text, str):
-        raise HslDemoError(f"{what} must be a string, not {type(text).__name__} ({str(text)[:40]!r})")
-    text = " ".join((text or "").split())
-    if not text and not empty_ok:
-        raise HslDemoError("empty query: type a description of the product")
-    return text
 
 
 class Retriever:

@@ -8,6 +8,7 @@ its photos' thumbnails (and a catalog entry that points at a non-image serves a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -22,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import HslDemoError
 from .fileio import atomic_file
 from .images import open_image
+from .query import shorten
 from .results import RegionMark
 
 THUMBNAIL_SIDE = 256  # pixels, the longest side: a gallery cell, and the reference preview
@@ -116,25 +118,23 @@ def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, in
 
 
 _fonts = threading.local()  # per thread: PIL's FreeType faces are not safe to share between threads
-_tags: dict[tuple[str, int, str], Image.Image] = {}  # read-only once made: shared by every thread
-MAX_TAGS = 4096
+MAX_TAGS = 512  # rendered labels kept (each at most LABEL_CHARS wide: a few MB in all)
+LABEL_CHARS = 32  # a label is a visitor's query: drawn cut to this, so its size is bounded
 
 
 def _label_tag(label: str, size: int, colour: str) -> Image.Image:
-    """The label on its coloured tag, rendered once (text rendering is most of the cost of
-    marking a thumbnail). Two threads may render the same tag at once; either result is kept."""
-    key = (label, size, colour)
-    tag = _tags.get(key)
-    if tag is None:
-        fonts = _fonts.__dict__.setdefault("by_size", {})
-        font = fonts.get(size) or fonts.setdefault(size, ImageFont.load_default(size=size))
-        left, top, right, bottom = font.getbbox(label)
-        tag = Image.new("RGB", (right - left + 4, bottom - top + 4), colour)
-        ImageDraw.Draw(tag).text((2 - left, 2 - top), label, fill="black", font=font)
-        if len(_tags) >= MAX_TAGS:
-            _tags.clear()
-        _tags[key] = tag
-    return tag
+    """The label, cut to LABEL_CHARS, on its coloured tag."""
+    return _rendered_tag(shorten(label, LABEL_CHARS), size, colour)
+
+
+@functools.lru_cache(maxsize=MAX_TAGS)  # text rendering is most of the cost of marking a thumbnail
+def _rendered_tag(label: str, size: int, colour: str) -> Image.Image:
+    fonts = _fonts.__dict__.setdefault("by_size", {})
+    font = fonts.get(size) or fonts.setdefault(size, ImageFont.load_default(size=size))
+    left, top, right, bottom = font.getbbox(label)
+    tag = Image.new("RGB", (right - left + 4, bottom - top + 4), colour)
+    ImageDraw.Draw(tag).text((2 - left, 2 - top), label, fill="black", font=font)
+    return tag  # shared by every thread: only ever read once made
 
 
 def draw_marks(thumb: Image.Image, source_size: tuple[int, int], marks: list[RegionMark]) -> Image.Image:

@@ -77,7 +77,7 @@ def _torch_threads_restored():
     torch.set_num_threads(threads)
 
 
-def launch_demo(backbone):
+def launch_demo(backbone, **serve_kwargs):
     """The app as app.py builds it (one backbone, a products and a looks Retriever), served
     over real HTTP on 127.0.0.1 in this process: (demo, products, looks). Close it after."""
     from hsl_demo.catalog import Catalog
@@ -87,7 +87,7 @@ def launch_demo(backbone):
     heads = load_heads(backbone)
     products = Retriever(backbone, Catalog.open("products"), **heads)
     looks = Retriever(backbone, Catalog.open("looks"), **heads)
-    demo = serve(products, looks, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    demo = serve(products, looks, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **serve_kwargs)
     return demo, products, looks
 
 

@@ -20,6 +20,13 @@ def select(index: int):
     return gr.SelectData(None, {"index": index, "value": None})
 
 
+def column(chart, name: str) -> list:
+    """A native chart's column `name`, row by row (its rows, or an update with its title)."""
+    if hasattr(chart, "columns"):
+        return chart[name].tolist()
+    return [row[chart.value["columns"].index(name)] for row in chart.value["data"]]
+
+
 @pytest.fixture(scope="module")
 def served(demo_backbone):
     demo, products, looks = launch_demo(demo_backbone)
@@ -157,16 +164,18 @@ def test_drill_down_rounds_accumulate_within_a_session(served):
     gallery, rounds, scores, moves, link = client.predict("white sneakers", api_name="/drill_add")
     assert "1. a red handbag" in rounds and "2. white sneakers" in rounds and "(2 of at most" in rounds
     assert captions(gallery)[0].startswith("#1 Look")
-    assert scores["mark"] == "bar" and moves["mark"] == "line"
+    assert scores["mark"] == "bar" and moves["mark"] == "point"  # points: a first round shows
     moved = [dict(zip(moves["columns"], row)) for row in moves["data"]]
     assert {m["round"] for m in moved} == {"round 1", "round 2"}
     assert {m["query"] for m in moved if m["round"] == "round 2"} == {"white sneakers"}
+    assert {m["rank"] for m in moved if m["round"] == "round 2"} >= {"  1", "  2"}  # labels that sort as ranks
     assert link.endswith("/?rounds=a+red+handbag%7Cwhite+sneakers")
     # undo drops the last round, reset all of them
     _, rounds, _, _, link = client.predict(api_name="/drill_undo")
     assert "1. a red handbag" in rounds and "white sneakers" not in rounds and link.endswith("=a+red+handbag")
     gallery, rounds, scores, moves, link = client.predict(api_name="/drill_reset")
-    assert gallery == [] and "No rounds yet" in rounds and scores is None and moves is None and link == ""
+    assert gallery == [] and "No rounds yet" in rounds and link == ""
+    assert scores["data"] == [] and moves["data"] == []  # empty plots, not none: no page error in the browser
 
 
 def test_drill_down_sessions_are_isolated(served):
@@ -188,6 +197,12 @@ def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
     client.predict("a red handbag", api_name="/drill_add")
     (_, rounds, *_), logs = call(client, "A red  handbag", api_name="/drill_add")
     assert any("already asked in round 1" in m for m in logs) and "(1 of" in rounds
+    # a round in words the model never saw is kept, marked in the list, with Undo one click away
+    (_, rounds, *_), logs = call(client, "a velvet tuxedo", api_name="/drill_add")
+    assert any("never trained on" in m for m in logs), logs
+    assert "2. a velvet tuxedo" in rounds and "words the model does not know* (Undo drops it)" in rounds, rounds
+    assert "1. a red handbag — best" in rounds and rounds.count("does not know") == 1
+    client.predict(api_name="/drill_undo")
     queries = ["white sneakers", "a checked scarf", "a blue coat", "black jeans", "a green cap", "a yellow dress",
                "a pink purse", "grey socks", "an orange umbrella"]
     for q in queries:  # up to the maximum of 10 rounds
@@ -209,19 +224,21 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     catalog = products.catalog
     assert ref_id == "p00024" and photo == h.thumbnails.of(catalog.image_path(catalog.row("p00024")))
     assert Path(photo).parent == h.thumbnails.folder  # a thumbnail, never the catalog's own file
-    _, _, results, _ = h.modify(None, "p00024", "make it blue and striped", 5)
+    _, _, results, *_ = h.modify(None, "p00024", "make it blue and striped", 5)
     # clicking result #2 makes it the reference: the next search starts from its id
-    ref_id, photo, chart = h.use_result(results, select(1))
+    ref_id, photo, chart, picked = h.use_result(results, select(1))
     assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image)
     value = chart.value  # the rows, with the query's weights in the title
     assert [row[value["columns"].index("result")] for row in value["data"]][1] == "▶ #2"  # highlighted
     assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
-    _, _, _, found, _ = h.describe("green dotted scarf", 12)
+    # the picker shows the new reference picked when it is one of its products, else none
+    assert picked.selected_index == (h.picks.index(ref_id) if ref_id in h.picks else None)
+    _, _, _, found, *_ = h.describe("green dotted scarf", 12)
     chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
-    assert chart["result"].iloc[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER
-    *_, session = h.drill_add("a red handbag", None)
+    assert column(chart, "result")[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER
+    *_, session, _ = h.drill_add("a red handbag", None)
     scores, moves = h.drill_select(session, select(0))
-    assert scores["result"].iloc[0] == "▶ #1" and "▶ #1" in set(moves["result"])
+    assert column(scores, "result")[0] == "▶ #1" and "▶ #1" in set(column(moves, "result"))
 
 
 def test_png_charts_are_the_matplotlib_figures(served):
@@ -232,7 +249,7 @@ def test_png_charts_are_the_matplotlib_figures(served):
     h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer("png"))
     _, chart, *_ = h.describe("green dotted scarf", 5)
     assert isinstance(chart, Figure)
-    *_, session = h.drill_add("a red handbag", None)
+    *_, session, _ = h.drill_add("a red handbag", None)
     assert all(isinstance(c, Figure) for c in h.drill_charts(session))
     with pytest.raises(ValueError, match="unknown chart mode"):
         ChartRenderer("svg")
@@ -246,7 +263,7 @@ def test_results_show_the_region_that_matched(served):
 
     _, products, looks = served
     h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer())
-    gallery, _, _, found, _ = h.describe("green dotted scarf", 4)
+    gallery, _, _, found, *_ = h.describe("green dotted scarf", 4)
     assert all(len(r.marks) == 1 and r.marks[0].cell is not None and r.marks[0].cell[2] == 4 for r in found)
     with Image.open(gallery[0][0]) as marked, Image.open(h.thumbnails.of(found[0].image)) as plain:
         assert marked.size == plain.size and marked.tobytes() != plain.tobytes()

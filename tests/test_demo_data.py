@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -145,3 +146,50 @@ def test_drill_down_queries_name_colour_and_category_and_list_every_matching_loo
         wanted = {(it["category"], it["color"]) for it in look["items"]}
         for t in q["targets"]:
             assert wanted <= {(it["category"], it["color"]) for it in by_id[t]["items"]}
+
+
+def test_the_packaged_emoji_font_renders_as_the_whole_font():
+    """The subset that ships with the package is what renders the demo world (no system font
+    needed); where Debian's whole font is installed, every product glyph is pixel-identical."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from hsl_demo.data.demo import EMOJI_FONT_CANDIDATES, PACKAGED_EMOJI_FONT, emoji_font_path
+
+    assert emoji_font_path() == str(PACKAGED_EMOJI_FONT) and PACKAGED_EMOJI_FONT.stat().st_size < 300_000
+
+    def glyph(path: str, emoji: str) -> np.ndarray:
+        canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+        ImageDraw.Draw(canvas).text((0, 0), emoji, font=ImageFont.truetype(path, 109), embedded_color=True)
+        return np.asarray(canvas)
+
+    system = next((p for p in EMOJI_FONT_CANDIDATES[1:] if os.path.isfile(p)), None)
+    for category in CATEGORIES:
+        packaged = glyph(str(PACKAGED_EMOJI_FONT), category.emoji)
+        assert packaged[..., 3].sum() > 0, category.name
+        if system:
+            assert np.array_equal(packaged, glyph(system, category.emoji)), category.name
+
+
+def test_scenes_put_the_product_among_other_things_and_keep_its_box(tmp_path, monkeypatch):
+    """The world with context (`make-demo-catalog --scenes 1`): each scene photo holds the
+    product inside its recorded box, beside other objects; the studio shots stay as shipped."""
+    monkeypatch.setattr(demo, "all_combinations", lambda: [
+        Attributes(c.name, col, "plain") for c in CATEGORIES[:4] for col in ("red", "blue")])
+    demo.make_demo_catalogs(tmp_path / "out", seed=0, looks=2, progress=False, scenes=1)
+    records = load_jsonl(tmp_path / "out/products/metadata.jsonl")
+    studio, scenes = records[:16], records[16:]
+    assert [r["id"] for r in studio] == [p.id for p in demo.plan_products(0, scenes=0)]
+    assert len(scenes) == 8 and all(r["scene"] and r["scene_objects"] for r in scenes)
+    assert "items" not in scenes[0]  # boxes of a scene are not indexed as regions
+    for r in scenes:
+        image = np.asarray(demo.Image.open(tmp_path / "out/products/images" / r["image"]).convert("RGB"), float)
+        x0, y0, x1, y1 = r["box"]
+        assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+        assert (x1 - x0) * (y1 - y0) < 0.5 * image.shape[0] * image.shape[1]  # the product shares the frame
+        target = np.array(demo.COLOR_BY_NAME[r["color"]].rgb, float)
+        near = np.abs(image - target).sum(-1) < 90  # the product's own colour, shaded
+        inside = near[y0:y1, x0:x1].mean()
+        outside = (near.sum() - near[y0:y1, x0:x1].sum()) / (near.size - near[y0:y1, x0:x1].size)
+        assert inside > 0.02 and inside > 3 * outside, (r["id"], inside, outside)  # its colour lies in its box
+    again = demo.render_scene(Attributes("t-shirt", "red", "plain"), random.Random(3))
+    assert again.box == demo.render_scene(Attributes("t-shirt", "red", "plain"), random.Random(3)).box

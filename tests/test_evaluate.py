@@ -31,3 +31,23 @@ def test_evaluate_reports_what_the_top_result_gets_right_and_recall_per_kind(dem
     assert list(by_kind) == kinds and sum(m["queries"] for m in by_kind.values()) == 60
     hits = sum(m["R@10"] * m["queries"] for m in by_kind.values())
     assert round(hits) == round(evaluate(retriever, composed)["R@10"] * 60)  # the kinds partition the file
+
+
+def test_kept_attributes_count_what_the_text_left_alone(demo_backbone):
+    """For a modification ("make it blue"), the attributes every target shares with the
+    reference: how often the first result, and how much of the top 5, keep them."""
+    from hsl_demo.search import load_heads
+
+    retriever = Retriever(demo_backbone, Catalog.open("products"), **load_heads(demo_backbone))
+    catalog = retriever.catalog
+    queries = [q for q in load_queries(DEMO_DATA_DIR / "products/queries.composed.test.jsonl")
+               if q["kind"] == "color"][:12]
+    kept = evaluate(retriever, queries)["kept_attributes"]
+    assert set(kept) == {"category", "pattern"} and kept["category"]["queries"] == 12  # colour changed
+    top1 = top5 = 0
+    for q in queries:  # by hand, from the searches themselves
+        ref = catalog.items[catalog.row(q["reference"])]["category"]
+        results = retriever.search_composed(q["reference"], q["text"], k=5).results
+        top1 += results[0].metadata["category"] == ref
+        top5 += sum(r.metadata["category"] == ref for r in results) / 5
+    assert kept["category"]["top1"] == round(top1 / 12, 4) and kept["category"]["top5"] == round(top5 / 12, 4)

@@ -306,3 +306,16 @@ def test_convert_never_replaces_the_data_or_a_foreign_folder(vg, tmp_path):
     write_visual_genome(root, again)
     write_visual_genome(root, again)
     assert (again / "metadata.jsonl").is_file()
+
+
+def test_older_releases_region_id_named_id_as_the_driver_reads_it(vg_copy):
+    """visual_genome_python_driver's parse_region_descriptions takes "region_id", else "id"."""
+    path = Path(vg_copy["root"]) / REGIONS_FILE
+    entries = json.loads(path.read_text())
+    for e in entries:
+        for g in e["regions"]:
+            g["id"] = g.pop("region_id")
+    path.write_text(json.dumps(entries))
+    records = load_visual_genome(vg_copy["root"])
+    ids = {g["id"] for e in entries for g in e["regions"]}
+    assert all(it["region_id"] in ids for r in records for it in r["items"])

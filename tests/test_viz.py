@@ -134,7 +134,9 @@ def test_browser_bar_segments_add_up_to_the_final_score():
     chart = charts.hsl_chart(hsl_results(3))
     frame = chart.frame
     assert list(frame["result"].unique()) == ["#1", "#2", "#3"]
-    assert len(frame) == 3 * 5  # global and 2 levels x 2 granularities per result
+    # global and 2 levels x 2 granularities per result, but the object terms weigh 0 here: not
+    # drawn, so not in the legend either
+    assert len(frame) == 3 * 3 and not frame["term"].str.endswith("object").any()
     for _, rows in frame.groupby("result"):
         assert rows["contribution"].sum() == pytest.approx(rows["final"].iloc[0], abs=2e-3)
     assert set(frame[frame["term"] == "level2 · image"]["weight"]) == {0.75}  # weights in the tooltip
@@ -154,6 +156,8 @@ def test_browser_rank_chart_reverses_the_axis_and_skips_missing_rounds():
     assert charts.ROUND_ORDER[:3] == ("round 1", "round 2", "round 3")  # the x order, also past round 9
     assert set(frame[frame["round"] == "round 3"]["query"]) == {"c"}
     assert "▶ #2" in set(frame["result"])
+    # ranks as labels that sort as the numbers do: rank 1 is drawn at the top
+    assert sorted(set(frame["rank"]), key=str) == sorted(set(frame["rank"]), key=int)
 
 
 @pytest.mark.parametrize("name", ["hsl_chart", "composed_chart", "drill_chart", "rank_chart"])

@@ -10,7 +10,8 @@ Fashion-IQ (Wu et al., CVPR 2021)::
     ROOT/images/<ASIN>.jpg   (or .png)
 
   One `ComposedSplit` per category; its gallery is that category's split images. As in the
-  original protocol the reference image stays in the gallery.
+  original protocol (and CLIP4Cir's validate.py) the reference image stays in the gallery.
+  Images may also sit in ROOT/resized_images/ (the start kit's name).
 
 Shoes (Guo et al., NeurIPS 2018, relative captions)::
 
@@ -20,7 +21,11 @@ Shoes (Guo et al., NeurIPS 2018, relative captions)::
     ROOT/images/**/<name>   (found by file name at any depth)
 
   A triplet is in a split when its target is in that split's name list; the gallery is the
-  split's name list.
+  split's name list; the reference stays in it.
+
+Images not on disk are left out with a warning (community copies of Fashion-IQ have gaps): a
+triplet whose reference or target is missing is dropped and counted in `ComposedSplit.dropped`,
+never the whole split. `PROTOCOLS` says how each data set's papers score a split.
 
 `write_fashioniq_fixture` and `write_shoes_fixture` render tiny data sets in these exact
 layouts from the demo products, with captions that describe the change ("is blue", "has
@@ -33,7 +38,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import HslDemoError
@@ -54,7 +59,14 @@ SHOES_NAME_FILES = {"train": "train_im_names.txt", "eval": "eval_im_names.txt"}
 class Triplet:
     reference: str  # image id (Fashion-IQ: ASIN; Shoes: file name)
     captions: tuple[str, ...]  # the modification text(s), as published
-    target: str | None  # None where the split's targets are not public (Fashion-IQ test)
+    target: str | None  # None where the split's targets are not public (Fashion-IQ test, CIRR test1)
+    pairid: int | None = None  # CIRR: the query's id on the test server
+    members: tuple[str, ...] = ()  # CIRR: the img_set the query's Recall_subset ranks (reference included)
+    also_targets: tuple[str, ...] = ()  # Fashion200k: other images with the target's caption (hits too)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return () if self.target is None else (self.target, *self.also_targets)
 
 
 @dataclass
@@ -63,6 +75,63 @@ class ComposedSplit:
     images: dict[str, Path]  # image id -> file, for every id in the gallery and the triplets
     gallery: list[str]  # the ids searched over, in a fixed order
     triplets: list[Triplet]
+    split: str = ""  # the published split it is (val, test1, ...)
+    missing: list[str] = field(default_factory=list)  # referenced images not on disk, left out
+    dropped: int = 0  # triplets left out because their reference or target image is missing
+    image_root: Path | None = None  # the folder image paths are relative to in a conversion
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a data set's papers score composed retrieval of one split."""
+
+    ks: tuple[int, ...]  # Recall@k reported
+    subset_ks: tuple[int, ...] = ()  # CIRR: Recall_subset@k over the query's img_set (reference excluded)
+    remove_reference: bool = False  # the reference image is taken out of its own ranking
+    follows: str = ""  # whose evaluation code this copies
+
+
+PROTOCOLS = {
+    "fashioniq": Protocol((10, 50), follows="CLIP4Cir validate.py (compute_fiq_val_metrics): per category over "
+                          "its split's images, reference kept, average over categories"),
+    "shoes": Protocol((1, 10, 50), follows="Guo et al. 2018: over the eval images, reference kept"),
+    "cirr": Protocol((1, 5, 10, 50), (1, 2, 3), True,
+                     "CIRR / CLIP4Cir validate.py (compute_cirr_val_metrics): over the split's images, reference "
+                     "removed; Recall_subset over img_set members"),
+    "fashion200k": Protocol((1, 10, 50), (), True, "TIRG test_retrieval.py: over the test images, source image "
+                            "removed, any image with the target's caption is a hit"),
+}
+MISSING_SHOWN = 3  # names given in a missing-images message
+
+
+class NoImagesError(HslDemoError):
+    """A split none of whose images is on disk (a conversion leaves it out; an evaluation stops)."""
+
+
+def keep_present(name: str, split: str, gallery: list[str], triplets: list[Triplet],
+                 find, where: str) -> ComposedSplit:
+    """The split without the images `find(id)` (a Path or None) cannot find: they leave the
+    gallery, and a triplet whose reference or target is among them is dropped and counted.
+    `where`: where images were looked for, for the messages."""
+    images, missing = {}, []
+    for image_id in _needed_ids(gallery, triplets):
+        path = find(image_id)
+        if path is None:
+            missing.append(image_id)
+        else:
+            images[image_id] = path
+    if not images:
+        raise NoImagesError(f"{name} {split}: none of its {len(missing)} images is on disk ({where})")
+    kept = [t for t in triplets if t.reference in images and all(x in images for x in t.targets[:1])]
+    if missing:
+        log.warning("%s %s: %d of %d images are missing (%s; e.g. %s): left out, with the %d queries that use "
+                    "them", name, split, len(missing), len(missing) + len(images), where,
+                    ", ".join(missing[:MISSING_SHOWN]), len(triplets) - len(kept))
+    if not kept:
+        raise HslDemoError(f"{name} {split}: every query uses a missing image ({len(missing)} missing, {where})")
+    kept = [replace(t, also_targets=tuple(x for x in t.also_targets if x in images)) for t in kept]
+    return ComposedSplit(name, images, [g for g in gallery if g in images], kept, split, missing,
+                         len(triplets) - len(kept))
 
 
 def join_captions(captions: Sequence[str], rng: random.Random | None = None) -> str:
@@ -113,25 +182,27 @@ def load_fashioniq(root: str | Path, split: str,
         if not gallery:
             raise HslDemoError(f"{split_path}: empty split (no images)")
         gallery = list(dict.fromkeys(gallery))
-        images = _find_fashioniq_images(root / "images", _needed_ids(gallery, triplets), cat, split)
-        out.append(ComposedSplit(cat, images, gallery, triplets))
+        folder = fashioniq_image_folder(root)
+
+        def find(asin: str, folder: Path = folder) -> Path | None:
+            return next((p for p in (folder / f"{asin}.jpg", folder / f"{asin}.png") if p.is_file()), None)
+
+        part = keep_present(cat, split, gallery, triplets, find, f"looked for {folder}/<ASIN>.jpg or .png")
+        part.image_root = root
+        out.append(part)
     return out
 
 
-def _find_fashioniq_images(folder: Path, ids: list[str], cat: str, split: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise HslDemoError(f"{folder}: no such folder (Fashion-IQ images go in ROOT/images/<ASIN>.jpg)")
-    images, missing = {}, []
-    for asin in ids:
-        path = next((p for p in (folder / f"{asin}.jpg", folder / f"{asin}.png") if p.is_file()), None)
-        if path is None:
-            missing.append(asin)
-        else:
-            images[asin] = path
-    if missing:
-        raise HslDemoError(f"Fashion-IQ {cat} {split}: {len(missing)} of {len(ids)} images are missing from "
-                           f"{folder} (e.g. {missing[0]}.jpg)")
-    return images
+FASHIONIQ_IMAGE_FOLDERS = ("images", "resized_images")  # CLIP4Cir's name; the start kit's
+
+
+def fashioniq_image_folder(root: Path) -> Path:
+    """ROOT/images/ or ROOT/resized_images/, whichever is there."""
+    for name in FASHIONIQ_IMAGE_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise HslDemoError(f"{root}: no images/ or resized_images/ folder (Fashion-IQ images go in "
+                       "ROOT/images/<ASIN>.jpg)")
 
 
 # ---- Shoes -----------------------------------------------------------------------------------
@@ -179,18 +250,20 @@ def load_shoes(root: str | Path, split: str) -> ComposedSplit:
     if duplicates:
         log.warning("%s: %d image names occur in more than one folder (e.g. %s); the first one found is used",
                     images_dir, len(duplicates), duplicates[0])
-    needed = _needed_ids(gallery, triplets)
-    missing = [n for n in needed if n not in by_name]
-    if missing:
-        raise HslDemoError(f"Shoes {SHOES_SPLITS[split]}: {len(missing)} of {len(needed)} images are not found "
-                           f"anywhere below {images_dir} (e.g. {missing[0]})")
-    return ComposedSplit("shoes", {n: by_name[n] for n in needed}, gallery, triplets)
+    part = keep_present("shoes", SHOES_SPLITS[split], gallery, triplets, by_name.get,
+                        f"looked for by name anywhere below {images_dir}")
+    part.image_root = root
+    return part
 
 
-def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None) -> list[ComposedSplit]:
-    """The evaluable splits of a data set: fashioniq (one per category, default split val),
-    shoes (one, default split eval), cirr (default val) or fashion200k (default test). A split
-    without public targets is an error."""
+def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None, images: str | Path | None = None,
+                          targets: bool = True) -> list[ComposedSplit]:
+    """The splits of a data set: fashioniq (one per category, default split val), shoes (one,
+    default split eval), cirr (default val; `images`: where its image folders are, when not
+    in ROOT) or fashion200k (default test). With `targets`, a split without public targets is
+    an error."""
+    if images is not None and fmt != "cirr":
+        raise HslDemoError("--images goes with CIRR (its images are often kept apart from the annotations)")
     if fmt == "fashioniq":
         splits = load_fashioniq(root, split or "val")
     elif fmt == "shoes":
@@ -198,15 +271,16 @@ def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None) 
     elif fmt == "cirr":
         from .cirr import load_cirr
 
-        splits = [load_cirr(root, split or "val")]
+        splits = [load_cirr(root, split or "val", images)]
     elif fmt == "fashion200k":
         from .fashion200k import load_fashion200k
 
         splits = [load_fashion200k(root, split or "test")]
     else:
         raise HslDemoError(f"unknown data set {fmt!r} (one of {', '.join(COMPOSED_DATASETS)})")
-    if any(t.target is None for s in splits for t in s.triplets):
-        raise HslDemoError(f"{fmt} {split}: the targets of this split are not public; evaluate on val")
+    if targets and any(t.target is None for s in splits for t in s.triplets):
+        raise HslDemoError(f"{fmt} {split}: the targets of this split are not public; evaluate on val"
+                           + (" or write the test server's files with --submission DIR" if fmt == "cirr" else ""))
     return splits
 
 

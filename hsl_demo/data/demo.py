@@ -39,7 +39,10 @@ from .attributes import (
 )
 from .triplets import plan_triplets
 
+# The subset shipped with the package first (pip alone renders the demo world), then the system's.
+PACKAGED_EMOJI_FONT = Path(__file__).resolve().parent / "fonts" / "NotoColorEmoji-demo.ttf"
 EMOJI_FONT_CANDIDATES = (
+    str(PACKAGED_EMOJI_FONT),
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
     "/usr/share/fonts/noto/NotoColorEmoji.ttf",
     "/usr/local/share/fonts/NotoColorEmoji.ttf",
@@ -48,7 +51,10 @@ EMOJI_BITMAP_SIZE = 109  # the only size the CBDT bitmaps of Noto Color Emoji co
 PRODUCT_IMAGE_SIZE = 128
 LOOK_IMAGE_SIZE = 256
 HELD_OUT_FRACTION = 0.15
-PRODUCTS_PER_COMBINATION = 2
+PRODUCTS_PER_COMBINATION = 2  # clean studio shots
+# Product photos with context (render_scene) per combination, after every studio shot. The
+# shipped catalog has none yet: `make-demo-catalog --scenes 1` makes the world with context.
+SCENES_PER_COMBINATION = 0
 
 
 def emoji_font_path() -> str:
@@ -57,8 +63,8 @@ def emoji_font_path() -> str:
         if path and os.path.isfile(path):
             return path
     raise HslDemoError(
-        "Noto Color Emoji font not found: install the Debian package fonts-noto-color-emoji "
-        "(or set HSL_DEMO_EMOJI_FONT to NotoColorEmoji.ttf)"
+        f"Noto Color Emoji font not found ({PACKAGED_EMOJI_FONT} is missing from this install): reinstall "
+        "hsl-demo, install the Debian package fonts-noto-color-emoji, or set HSL_DEMO_EMOJI_FONT to NotoColorEmoji.ttf"
     )
 
 
@@ -165,6 +171,102 @@ def render_product(attrs: Attributes, rng: random.Random, size: int = PRODUCT_IM
     return canvas
 
 
+# The things a scene puts around a product (natural colours, never a product category):
+# what shares a real product photo's frame, so that the product is one object among several.
+SCENE_PROPS = ("\U0001fab4", "\U0001f4e6", "\U0001f6cd", "\U0001fa9e", "\U0001fa91", "\U0001f4da", "\U0001f3fa",
+               "\U0001f576", "\U0001f453", "\U0001f484", "\U0001f48d", "\u231a", "\U0001f4f1", "\U0001f4bb",
+               "\u2615", "\U0001f34e", "\U0001f338", "\U0001f9f8", "\U0001f5bc", "\U0001f56f", "\U0001f9f4",
+               "\U0001f9fa", "\U0001f381", "\U0001f4f7", "\U0001f3a7", "\U0001f33f", "\U0001f34b")
+MANNEQUIN = "\U0001f9cd"  # a standing person, drawn as a neutral silhouette
+
+
+@dataclass
+class Scene:
+    """A product photo with context: the image, the product's box, and every other object's."""
+
+    image: Image.Image
+    box: list[int]  # the product's tight box (x0, y0, x1, y1), in pixels
+    objects: list[dict]  # {"box", "kind": "prop" | "mannequin" | "product", ...} of everything else
+
+
+def _textured_background(size: int, avoid_luminance: float, rng: random.Random) -> Image.Image:
+    """A backdrop with texture (blotchy low-frequency noise) and, half the time, a table or
+    floor: a darker or lighter band across the lower part of the frame."""
+    base = np.asarray(_background((size, size), avoid_luminance, rng), dtype=np.float32)
+    cells = rng.randint(3, 8)
+    noise = np.asarray(Image.fromarray(np.uint8(np.random.default_rng(rng.randrange(2**32)).integers(
+        0, 256, (cells, cells)))).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    img = base + (noise[..., None] - 128) * rng.uniform(0.08, 0.2)
+    if rng.random() < 0.5:
+        horizon = rng.randint(size // 2, size - size // 6)
+        img[horizon:] *= rng.choice((0.72, 0.82, 1.12))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+def _sized(sprite: Image.Image, side: float) -> Image.Image:
+    scale = side / max(sprite.size)
+    return sprite.resize((max(1, round(sprite.width * scale)), max(1, round(sprite.height * scale))), Image.LANCZOS)
+
+
+def _natural_sprite(emoji: str, rng: random.Random, tint: tuple[int, int, int] | None = None) -> Image.Image:
+    """A prop in its own colours (or, with `tint`, a flat silhouette of that colour, shaded)."""
+    glyph = _glyph(emoji)
+    rgba = glyph * 255.0
+    if tint is not None:
+        lum = glyph[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        rgba[..., :3] = np.array(tint, dtype=np.float32) * (0.8 + 0.2 * lum[..., None])
+    sprite = Image.fromarray(np.clip(rgba, 0, 255).astype(np.uint8), "RGBA")
+    return sprite.rotate(rng.uniform(-12, 12), resample=Image.BICUBIC, expand=True)
+
+
+def _tight_box(sprite: Image.Image, xy: tuple[int, int]) -> list[int]:
+    x0, y0, x1, y1 = sprite.getchannel("A").point(lambda a: 255 if a > 40 else 0).getbbox()
+    return [xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1]
+
+
+def render_scene(attrs: Attributes, rng: random.Random, others: list[Attributes] = (),
+                 size: int = PRODUCT_IMAGE_SIZE) -> Scene:
+    """A product photo with context: the product (38-62 % of the frame) among props, often a
+    mannequin behind it, sometimes a second, smaller product (one of `others`) and a prop in
+    front that hides part of it, on a textured backdrop."""
+    canvas = _textured_background(size, COLOR_BY_NAME[attrs.color].luminance, rng).convert("RGBA")
+    objects: list[dict] = []
+
+    def place(sprite: Image.Image, kind: str, **extra) -> list[int]:
+        xy = (rng.randint(-sprite.width // 4, max(0, size - sprite.width * 3 // 4)),
+              rng.randint(-sprite.height // 6, max(0, size - sprite.height * 5 // 6)))
+        _paste_with_shadow(canvas, sprite, xy)
+        box = [max(0, v) if i < 2 else min(size, v) for i, v in enumerate(_tight_box(sprite, xy))]
+        objects.append({"box": box, "kind": kind, **extra})
+        return box
+
+    if rng.random() < 0.4:
+        grey = rng.randint(150, 215)
+        tint = (grey, grey - rng.randint(0, 20), grey - rng.randint(0, 40))
+        place(_sized(_natural_sprite(MANNEQUIN, rng, tint), size * rng.uniform(0.75, 0.98)), "mannequin")
+    for emoji in rng.sample(SCENE_PROPS, rng.randint(1, 3)):
+        place(_sized(_natural_sprite(emoji, rng), size * rng.uniform(0.2, 0.38)), "prop", emoji=emoji)
+    second = [a for a in others if a.category != attrs.category]
+    if second and rng.random() < 0.35:
+        other = rng.choice(second)
+        place(_sized(product_sprite(other, rng), size * rng.uniform(0.24, 0.36)), "product",
+              category=other.category, color=other.color, pattern=other.pattern)
+
+    sprite = _sized(product_sprite(attrs, rng), size * rng.uniform(0.38, 0.62))
+    xy = (rng.randint(0, size - sprite.width), rng.randint(0, size - sprite.height))
+    _paste_with_shadow(canvas, sprite, xy)
+    box = _tight_box(sprite, xy)
+    if rng.random() < 0.35:  # a prop in front, over one corner of the product
+        emoji = rng.choice(SCENE_PROPS)
+        front = _sized(_natural_sprite(emoji, rng), (box[2] - box[0]) * rng.uniform(0.35, 0.55))
+        fx = box[0] - front.width // 3 if rng.random() < 0.5 else box[2] - front.width * 2 // 3
+        fy = box[1] - front.height // 3 if rng.random() < 0.5 else box[3] - front.height * 2 // 3
+        _paste_with_shadow(canvas, front, (fx, fy))
+        front_box = [max(0, v) if i < 2 else min(size, v) for i, v in enumerate(_tight_box(front, (fx, fy)))]
+        objects.append({"box": front_box, "kind": "prop", "emoji": emoji, "in_front": True})
+    return Scene(canvas.convert("RGB"), box, objects)
+
+
 def all_combinations() -> list[Attributes]:
     return [
         Attributes(cat.name, col.name, pat.name)
@@ -204,9 +306,12 @@ class Product:
     attrs: Attributes
     split: str
     descriptions: list[str]
+    scene: bool = False  # a photo with context (render_scene), not a studio shot
 
-    def record(self, image: str) -> dict:
-        return {
+    def record(self, image: str, scene: Scene | None = None) -> dict:
+        """Its metadata line; a scene's also holds the product's box and the other objects
+        (`scene_objects`: not `items`, which `hsl-demo index` would read as regions)."""
+        record = {
             "id": self.id,
             "image": image,
             "title": title(self.attrs),
@@ -216,9 +321,12 @@ class Product:
             "split": self.split,
             "descriptions": self.descriptions,
         }
+        if scene is not None:
+            record |= {"scene": True, "box": scene.box, "scene_objects": scene.objects}
+        return record
 
 
-def plan_products(seed: int) -> list[Product]:
+def plan_products(seed: int, scenes: int = SCENES_PER_COMBINATION) -> list[Product]:
     rng = random.Random(seed)
     held = held_out_combinations(seed)
     products = []
@@ -232,6 +340,13 @@ def plan_products(seed: int) -> list[Product]:
                     descriptions=descriptions(attrs, rng, 3),
                 )
             )
+    # Scenes come after every studio shot, from their own random stream: the studio shots
+    # (ids, photos, descriptions) are what they were before scenes existed.
+    scene_rng = random.Random(seed + 5)
+    for attrs in all_combinations():
+        for _ in range(scenes):
+            products.append(Product(f"p{len(products):05d}", attrs, "test" if attrs in held else "train",
+                                    descriptions(attrs, scene_rng, 3), scene=True))
     return products
 
 
@@ -366,8 +481,10 @@ def multi_queries(looks: list[dict], seed: int = 0, split: str = "test") -> list
     return out
 
 
-def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progress: bool = True) -> dict:
-    """Render both demo catalogs under `out` (products/ and looks/), atomically."""
+def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progress: bool = True,
+                       scenes: int = SCENES_PER_COMBINATION) -> dict:
+    """Render both demo catalogs under `out` (products/ and looks/), atomically; `scenes`
+    product photos with context per combination join the studio shots."""
     from tqdm.auto import tqdm
 
     emoji_font_path()  # fail early with the install hint
@@ -378,15 +495,18 @@ def make_demo_catalogs(out: str | Path, seed: int = 0, looks: int = 400, progres
             _CREDIT.splitlines()[0]):
         raise HslDemoError(f"{out / 'README.md'} exists and was not written by hsl-demo: choose another --out")
     counts = {}
-    products = plan_products(seed)
+    products = plan_products(seed, scenes)
     with atomic_dir(out / "products") as tmp:
         (tmp / "images").mkdir()
-        rng = random.Random(seed + 1)
+        rng, scene_rng = random.Random(seed + 1), random.Random(seed + 6)
+        held = held_out_combinations(seed)
+        train_combos = [a for a in all_combinations() if a not in held]  # a scene's second product
         records = []
         for p in tqdm(products, desc="products", disable=not progress):
-            image = render_product(p.attrs, rng)
+            scene = render_scene(p.attrs, scene_rng, train_combos) if p.scene else None
+            image = scene.image if scene else render_product(p.attrs, rng)
             image.save(tmp / "images" / f"{p.id}.jpg", quality=90)
-            records.append(p.record(f"{p.id}.jpg"))
+            records.append(p.record(f"{p.id}.jpg", scene))
         write_jsonl(tmp / "metadata.jsonl", records)
         write_jsonl(tmp / "queries.test.jsonl", text_queries(products, seed))
         write_jsonl(tmp / "queries.composed.test.jsonl",
@@ -434,7 +554,7 @@ def _check_replaceable(folder: Path, image_name: str) -> None:
 _CREDIT = """# Demo catalogs
 
 Rendered by `hsl-demo make-demo-catalog` from the artwork of Noto Color Emoji
-(Debian package `fonts-noto-color-emoji`). The emoji artwork is licensed under the
+(a subset ships in `hsl_demo/data/fonts/`). The emoji artwork is licensed under the
 Apache License 2.0 and the font under the SIL Open Font License 1.1; see
 https://github.com/googlefonts/noto-emoji. The products are recoloured, patterned and
 composed versions of that artwork.

@@ -9,7 +9,10 @@ Image ids are their PATHs. Text-to-image queries are the captions (every image w
 caption is a target). Composed queries follow TIRG (Vo et al., CVPR 2019): two captions that
 differ in one word make an attribute change, "replace SOURCE_WORD with TARGET_WORD"; the test
 split's are those of test_queries.txt when the file is there, the train split's are every
-such caption pair (at most `PAIRS_PER_CAPTION` per source caption).
+such caption pair (at most `PAIRS_PER_CAPTION` per source caption). As in TIRG's
+test_retrieval.py the source image is removed from its ranking and any image with the target's
+caption is a hit. Not copied: TIRG's caption clean-up (".", "?", "&", "*" spelt out as words),
+which would put "dotmark" into the modification texts.
 
 `write_fashion200k_fixture` renders a tiny Fashion200k in this layout from the demo products.
 """
@@ -112,6 +115,7 @@ def load_fashion200k(root: str | Path, split: str, seed: int = 0,
     captions = captions if captions is not None else read_labels(root, split)
     by_caption = same_caption(captions)
     triplets = []
+    dropped = 0
     queries = root / TEST_QUERIES
     if split == "test" and queries.is_file():
         for n, line in enumerate(_read_lines(queries), 1):
@@ -122,14 +126,27 @@ def load_fashion200k(root: str | Path, split: str, seed: int = 0,
                 raise HslDemoError(f"{queries}: line {n}: expected SOURCE_PATH TARGET_PATH")
             source, target = parts
             if source in captions and target in captions:
-                triplets.append(Triplet(source, (replace_text(captions[source], captions[target]),), target))
+                triplets.append(Triplet(source, (replace_text(captions[source], captions[target]),), target,
+                                        also_targets=_others(by_caption, captions[target], target)))
+            else:  # an image not on disk: the query is dropped, not the split
+                dropped += 1
+        if dropped:
+            log.warning("Fashion200k test: %d of %d test queries use an image not on disk; left out", dropped,
+                        dropped + len(triplets))
     else:
         for source, target in one_word_pairs(captions, seed):
             text = replace_text(source, target)
-            triplets.extend(Triplet(by_caption[source][0], (text,), t) for t in by_caption[target][:1])
+            triplets.extend(Triplet(by_caption[source][0], (text,), t, also_targets=_others(by_caption, target, t))
+                            for t in by_caption[target][:1])
     if not triplets:
         raise HslDemoError(f"Fashion200k {split}: no composed queries (no two captions differ in one word)")
-    return ComposedSplit("fashion200k", {p: root / p for p in captions}, list(captions), triplets)
+    return ComposedSplit("fashion200k", {p: root / p for p in captions}, list(captions), triplets, split,
+                         dropped=dropped, image_root=root)
+
+
+def _others(by_caption: dict[str, list[str]], caption: str, target: str) -> tuple[str, ...]:
+    """TIRG's hits besides the target: every other image with the target's caption."""
+    return tuple(p for p in by_caption[caption] if p != target)
 
 
 def same_caption(captions: dict[str, str]) -> dict[str, list[str]]:

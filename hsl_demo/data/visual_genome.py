@@ -4,6 +4,7 @@ Layout read (Visual Genome v1.2 as published)::
 
     ROOT/region_descriptions.json
         [{"id": image_id, "regions": [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}, ...]}, ...]
+        (older releases name a region's id "id", as visual_genome_python_driver's parse_region_descriptions reads)
     ROOT/image_data.json   (optional: image sizes for clipping boxes)
         [{"image_id" (or "id"), "width", "height", "url", ...}, ...]
     ROOT/VG_100K/<image_id>.jpg  or  ROOT/VG_100K_2/<image_id>.jpg
@@ -209,8 +210,9 @@ def _clean_regions(entry: dict, image_id: int, size: tuple[int, int] | None, whe
             dropped["degenerate"] += 1
             continue
         item = {"box": [_tidy(v) for v in box], "caption": caption}
-        if "region_id" in region:
-            item["region_id"] = region["region_id"]
+        region_id = region.get("region_id", region.get("id"))  # older releases say "id" (as the driver reads)
+        if region_id is not None:
+            item["region_id"] = region_id
         candidates.append(((box[2] - box[0]) * (box[3] - box[1]), j, item))
     candidates.sort(key=lambda c: (-c[0], c[1]))  # largest first; ties keep the file's order
     seen: set[str] = set()

@@ -18,6 +18,7 @@ from ..catalog import first_items
 from ..defaults import HMRN_VARIANTS
 from ..errors import HslDemoError
 from ..models.hmrn import HMRNHead, HMRNImages
+from ..query import clean_text
 from ..results import SearchResponse, SearchResult, Term, rounded
 from . import Mode, register
 
@@ -176,8 +177,6 @@ class DrillDownSession:
     def add(self, text: str | None) -> DrillDownStep:
         """Add a round with query `text`: the new ranking, or the current one with a notice when
         the query was ignored."""
-        from ..search import clean_text
-
         text = clean_text(text, what="a region query", empty_ok=True)
         if not text:
             return DrillDownStep(self.current, [EMPTY_QUERY])

@@ -45,6 +45,7 @@ class BackboneTrainConfig(TrainConfig):
     # pattern on another product, so the model must tell a t-shirt from gloves by its shape.
     hard_negatives: float = 0.0
     look_crops: int = 0  # rendered flat-lays whose product crops join the training photos
+    scene_crops: bool = True  # with `scenes`: each scene's crop around its product joins too
 
 
 def render_look_crops(combos: list[Attributes], looks: int, seed: int, preprocess) -> tuple[torch.Tensor, list]:
@@ -99,7 +100,8 @@ def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume:
     if cfg.limit_combos:
         combos = random.Random(cfg.seed).sample(combos, cfg.limit_combos)
     train_combos = [a for a in combos if a not in held]
-    pool, pool_attrs = render_pool(train_combos, cfg.variants, cfg.seed + 1, preprocess, "render train")
+    pool, pool_attrs = render_pool(train_combos, cfg.variants, cfg.seed + 1, preprocess, "render train",
+                                   scenes=cfg.scenes, scene_crops=cfg.scene_crops)
     if cfg.look_crops:
         crops, crop_attrs = render_look_crops(train_combos, cfg.look_crops, cfg.seed + 3, preprocess)
         pool, pool_attrs = torch.cat([pool, crops]), pool_attrs + crop_attrs

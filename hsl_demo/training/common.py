@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.attributes import Attributes
-from ..data.demo import all_combinations, held_out_combinations, render_product
+from ..data.demo import all_combinations, held_out_combinations, render_product, render_scene
 
 TEXT_STYLES = ("templates", "grammar")  # the first demo model's templates; the phrasing grammar
 MENTIONS = ((True, True), (True, False), (False, True), (False, False))
@@ -43,15 +43,29 @@ def mentions_match(image: Attributes, text: Attributes, mention: tuple[bool, boo
     )
 
 
-def render_pool(combos: list[Attributes], variants: int, seed: int, preprocess, desc: str):
-    """Preprocessed photos (float16 tensor) of every combination, `variants` times each."""
+def render_pool(combos: list[Attributes], variants: int, seed: int, preprocess, desc: str, scenes: int = 0,
+                scene_crops: bool = False):
+    """Preprocessed photos (float16 tensor) of every combination: `variants` studio shots each,
+    then `scenes` photos with context each (data.demo.render_scene: the product among props,
+    a mannequin, a second product of another kind), and with `scene_crops` each scene's square
+    crop around its product too (the product as a detector would hand it over)."""
     from tqdm.auto import tqdm
+
+    from ..features import box_crops
 
     rng = random.Random(seed)
     attrs, tensors = [], []
     for a in tqdm([a for a in combos for _ in range(variants)], desc=desc):
         tensors.append(preprocess(render_product(a, rng)).half())
         attrs.append(a)
+    scene_rng = random.Random(seed + 7)
+    for a in tqdm([a for a in combos for _ in range(scenes)], desc=f"{desc} (scenes)", disable=not scenes):
+        scene = render_scene(a, scene_rng, combos)
+        tensors.append(preprocess(scene.image).half())
+        attrs.append(a)
+        if scene_crops:
+            tensors.append(preprocess(box_crops(scene.image, [scene.box])[0]).half())
+            attrs.append(a)
     return torch.stack(tensors), attrs
 
 
@@ -79,7 +93,8 @@ def frozen_training_pool(backbone, cfg, render_seed: int, log) -> tuple[list[Att
     combos = [a for a in all_combinations() if a not in held]
     if cfg.limit_combos:
         combos = random.Random(cfg.seed).sample(combos, min(cfg.limit_combos, len(combos)))
-    photos, attrs = render_pool(combos, cfg.variants, render_seed, backbone.preprocess, "render train")
+    photos, attrs = render_pool(combos, cfg.variants, render_seed, backbone.preprocess, "render train",
+                                scenes=cfg.scenes)
     log(f"encoding {len(photos)} training photos with the frozen backbone")
     embeds, regions = encode_pool(backbone, photos)
     return attrs, embeds, regions

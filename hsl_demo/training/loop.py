@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: int = 50
     variants: int = 6  # rendered photos per training combination
+    scenes: int = 0  # rendered photos with context per training combination (data.demo.render_scene)
     seed: int = 0
     catalog_seed: int = 0  # which held-out split of the demo catalog to respect
     limit_combos: int = 0  # >0: only this many combinations (quick runs and tests)
