@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "($HSL_DEMO_CATALOG; default products)")
     p.add_argument("--looks-catalog", default=None, help="looks catalog for Drill down: name or folder "
                    "($HSL_DEMO_LOOKS_CATALOG; default looks)")
-    p.add_argument("--device", default=argparse.SUPPRESS, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--device", default=argparse.SUPPRESS, help="cuda or cpu ($HSL_DEMO_DEVICE; default: cuda when "
+                   "present, and on ZeroGPU)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="searches run at once, in every tab "
                    "(default 4)")
     p.add_argument("--charts", choices=("native", "png"), default="native",
