@@ -692,9 +692,10 @@ def _cmd_serve(args) -> None:
         demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False, cache_cleanup=cleanup)
         try:
             models.set(*_load_retrievers(models, args.model, device))
-            demo.block_thread()
-        finally:
+        except BaseException:
             demo.close()
+            raise
+        demo.block_thread()  # until Ctrl-C (it closes the server) or SIGTERM (exits, cleaning up)
 
 
 @contextlib.contextmanager

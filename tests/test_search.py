@@ -64,9 +64,13 @@ def test_bad_k_is_refused(retriever, k):
         retriever.search_text("cap", k=k)
 
 
-def test_very_long_queries_are_truncated(retriever):
-    results = retriever.search_text("green dotted scarf " + "with a lot of extra words " * 40, k=3)
+def test_long_queries_are_truncated_and_too_long_ones_refused(retriever):
+    """A query up to the limit (hsl_demo.query) is cut to the model's context; a longer one is a
+    one-line error before it is tokenized."""
+    results = retriever.search_text("green dotted scarf " + "with a lot of extra words " * 8, k=3)
     assert len(results) == 3
+    with pytest.raises(HslDemoError, match="too long"):
+        retriever.search_text("green dotted scarf " + "with a lot of extra words " * 40, k=3)
 
 
 def test_words_the_model_never_saw_are_named_in_a_notice(retriever, tiny_backbone):
