@@ -98,7 +98,7 @@ def _check_region_arrays(root: Path, regions: np.ndarray, scale: np.ndarray, mas
 def _check_array(root: Path, name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
     """`array` (catalog file `name`) has `shape` (None: any size on that axis) and dtype kind."""
     fits = array.ndim == len(shape) and all(want is None or got == want for got, want in zip(array.shape, shape))
-    if not fits or array.dtype.kind != kind:
+    if not fits or array.dtype.kind != kind or not array.dtype.isnative:  # (a big-endian file: written elsewhere)
         wanted = "x".join("?" if n is None else str(n) for n in shape)
         raise HslDemoError(f"{root}: {name} is {array.shape} {array.dtype}, expected {wanted} of kind "
                            f"{kind!r}; rebuild the catalog")
@@ -150,6 +150,8 @@ class Catalog:
     @classmethod
     def open(cls, spec: str | Path) -> Catalog:
         """Open a built-in catalog by name ("products", "looks") or a catalog folder."""
+        if not isinstance(spec, (str, Path)):
+            raise HslDemoError(f"catalog must be a name or a folder, not {type(spec).__name__} ({str(spec)[:40]!r})")
         root = CATALOGS_DIR / spec if str(spec) in BUILTIN_CATALOGS else Path(spec).expanduser()
         if not root.is_dir():
             raise HslDemoError(
@@ -280,10 +282,13 @@ class Catalog:
         n = max(1, min(n, len(self)))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         _, rows = self.index.search(queries, n)
+        rows = np.where(rows < len(self), rows, -1)  # an index that names rows past the items (hand-edited)
         found = rows >= 0
         scores = np.full(rows.shape, -np.inf, dtype=np.float32)
         for q in range(len(queries)):
             scores[q, found[q]] = self.vectors(rows[q, found[q]]) @ queries[q]
+        bad = found & ~np.isfinite(scores)  # a NaN embedding ranks nowhere, never first
+        rows, scores = np.where(bad, -1, rows), np.where(bad, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")
         return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
@@ -312,10 +317,9 @@ class Catalog:
 
         from .features import dequantize
 
-        return (
-            dequantize(np.asarray(self.regions[rows]), np.asarray(self.region_scale[rows])),
-            torch.from_numpy(np.array(self.region_mask[rows])),
-        )
+        scale = np.asarray(self.region_scale[rows], dtype=np.float32)
+        valid = np.array(self.region_mask[rows]) & np.isfinite(scale)  # a NaN scale: that region is left out
+        return dequantize(np.asarray(self.regions[rows]), np.where(valid, scale, 0)), torch.from_numpy(valid)
 
     def vectors(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """(n, D) float32 global embeddings of the given rows (read from disk: only those)."""
@@ -327,9 +331,11 @@ class Catalog:
         `region`-th box, or, for an item indexed without boxes, a cell of its region grid
         (None when the region count is not a square grid). `record`: the item's, if read."""
         record = record if record is not None else self.items[row]
-        boxes = [part["box"] for part in record.get("items", []) if "box" in part]
-        if boxes:
-            return RegionMark(label, box=tuple(float(v) for v in boxes[region])) if region < len(boxes) else None
+        parts = record.get("items") if isinstance(record.get("items"), list) else []
+        boxes = [part["box"] for part in parts if isinstance(part, dict) and "box" in part]
+        if boxes:  # a box that is not four finite numbers, left to right and top to bottom, is not drawn
+            box = boxes[region] if region < len(boxes) else None
+            return RegionMark(label, box=tuple(float(v) for v in box)) if is_box(box) else None
         regions = int(np.count_nonzero(self.region_mask[row]))
         n = math.isqrt(regions)
         if n * n != regions or region >= n * n:
@@ -340,6 +346,19 @@ class Catalog:
     def embeddings(self) -> np.ndarray:
         """(N, D) float32 global embeddings of every item, a copy in memory (small catalogs)."""
         return np.array(self.embeds, dtype=np.float32)  # writable: torch.from_numpy warns on a read-only map
+
+
+def is_box(box: object) -> bool:
+    """[x0, y0, x1, y1]: four finite numbers with x0 < x1 and y0 < y1."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+        return False
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except OverflowError:
+        return False
+    return all(map(math.isfinite, (x0, y0, x1, y1))) and x0 < x1 and y0 < y1
 
 
 def first_items(hits: np.ndarray, per_query: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from .errors import HslDemoError
+from .query import clean_text, printable
 
 EXIT_USER_ERROR = 2
 
@@ -325,7 +326,6 @@ def _notify(notices: list[str]) -> None:
 
 
 def _cmd_search(args) -> None:
-    from .query import clean_text
     from .search import Retriever
 
     if args.region is not None:
@@ -347,9 +347,9 @@ def _cmd_search(args) -> None:
     if args.reference is not None and response.results:
         first = response.results[0].breakdown
         print(f"query weights: image {first.w_image:.2f}, text {first.w_text:.2f}")
-    width = max(len(r.id) for r in response)
-    for r in response:
-        print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  {r.title}")
+    width = max(len(printable(r.id)) for r in response)
+    for r in response:  # ids and titles come from the catalog: their control characters are escaped
+        print(f"{r.rank:>3}  {printable(r.id):<{width}}  {r.score:7.4f}  {printable(r.title)}")
 
 
 def _drill_down(args) -> None:
@@ -366,13 +366,13 @@ def _drill_down(args) -> None:
         return
     for rd in session.rounds:
         print(f"round {rd.round}: " + " + ".join(f'"{q}"' for q in rd.queries))
-        width = max(len(r.id) for r in rd.results)
+        width = max(len(printable(r.id)) for r in rd.results)
         for r in rd.results:
             b = r.breakdown
             moves = " ".join("-" if e is None else str(e) for e in b.earlier_ranks)
-            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:7.4f}  local {b.local.similarity:.3f}  "
+            print(f"{r.rank:>3}  {printable(r.id):<{width}}  {r.score:7.4f}  local {b.local.similarity:.3f}  "
                   f"global {b.global_.similarity:.3f}  reasoning {b.reasoning.similarity:.3f}"
-                  f"{'  earlier ranks ' + moves if moves else ''}  {r.title}")
+                  f"{'  earlier ranks ' + moves if moves else ''}  {printable(r.title)}")
 
 
 def _cmd_evaluate(args) -> None:

@@ -751,7 +751,7 @@ def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: 
                  "region_scale.npy": np.load(part / "scale.npy"), "region_mask.npy": np.load(part / "mask.npy")}
         for name, array in shard.items():
             outputs[name].write(array)
-        if hsl is not None:
+        if hsl is not None and len(embeds_part):  # a shard whose photos were all unreadable adds no rows
             full = {name: _pad_regions(shard[name], r_max) for name in ("regions.npy", "region_scale.npy",
                                                                            "region_mask.npy")}
             store = encode_hsl_store(hsl, torch.from_numpy(embeds_part),

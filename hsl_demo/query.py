@@ -39,6 +39,13 @@ def too_long(what: str, size: str, limit: str) -> str:
     return f"{what} is too long ({size}; at most {limit}): describe the product in a few words"
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a name from an input file or a catalog may carry
+    any, and it is printed (a newline could forge a line of output, an ANSI escape restyle the
+    terminal)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shorten(text: str, limit: int = ECHO_CHARS) -> str:
     """`text` cut to `limit` characters (an ellipsis marks the cut): what a message repeats of a
     visitor's input."""

@@ -35,10 +35,14 @@ from PIL import Image
 from .errors import HslDemoError
 from .fileio import load_jsonl
 from .images import IMAGE_SUFFIXES, list_images
+from .query import printable
 
 PACKED_IMAGES_DIR = "images"  # a catalog's copies of a packed input's images
 MAX_MEMBER_BYTES = 64 * 2**20  # a tar member read into memory (a photo is far smaller; a huge one is refused)
 MAX_RECORD_BYTES = 2**20  # a sample's JSON metadata
+# (MAX_MEMBER_BYTES bounds a Parquet image cell too.) A row group whose image column holds more
+# than this is read a row at a time rather than 64 rows at a time.
+PARQUET_BATCH_BYTES = 256 * 2**20
 IMAGE_COLUMN = "image"
 PARQUET_SUFFIX, TAR_SUFFIX = ".parquet", ".tar"
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
@@ -248,26 +252,45 @@ class ParquetSource(_PackedSource):
             first += size
 
     def _group(self, parquet, group: int, first: int, shard: dict) -> Iterator[SourceImage]:
+        """One row group's rows, bounded in memory by its metadata, before any cell is read: a
+        group whose cells cannot all fit MAX_MEMBER_BYTES (a one-row group over it, or more bytes
+        than its rows could hold) is skipped unread; one whose batch of 64 rows could pass
+        PARQUET_BATCH_BYTES, or whose cells are dictionary-encoded (its sizes are the dictionary's:
+        equal cells decode to as many copies), is read a row at a time, each cell checked as it
+        comes. (A 4 KB file of zstd-compressed zero bytes can hold gigabytes.)"""
+        meta = parquet.metadata.row_group(group)
+        size, dictionary = _column_bytes(meta, self.image_column)
+        rows = meta.num_rows
         row = first
+        if not dictionary and size > MAX_MEMBER_BYTES * rows:
+            reason = (f"image cells of {size // max(rows, 1) // 2**20} MB on average "
+                      f"(limit {MAX_MEMBER_BYTES // 2**20} MB)")
+            for left in range(max(first, shard["start"]), min(first + rows, shard["stop"])):
+                yield SourceImage(f"{printable(shard['file'])}#{left}", b"", {}, reason)
+            return
+        # a dictionary-encoded column's sizes are the dictionary's: equal cells decode to many copies
+        batch_size = 1 if dictionary or size > PARQUET_BATCH_BYTES else 64
         try:
-            for batch in parquet.iter_batches(batch_size=64, row_groups=[group]):
+            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group]):
                 for values in batch.to_pylist():
                     if shard["start"] <= row < shard["stop"]:
                         yield self._image(shard["file"], row, values)
                     row += 1
         except (OSError, ValueError) as e:  # corrupt pages (ArrowInvalid is a ValueError)
-            reason = f"unreadable Parquet data ({_printable(str(e).splitlines()[0][:120])})"
+            reason = f"unreadable Parquet data ({printable(str(e).splitlines()[0][:120])})"
             end = first + parquet.metadata.row_group(group).num_rows
             for left in range(max(row, shard["start"]), min(end, shard["stop"])):
-                yield SourceImage(f"{_printable(shard['file'])}#{left}", b"", {}, reason)
+                yield SourceImage(f"{printable(shard['file'])}#{left}", b"", {}, reason)
 
     def _image(self, file: str, row: int, values: dict) -> SourceImage:
-        name = f"{_printable(file)}#{row}"
+        name = f"{printable(file)}#{row}"
         data = values.pop(self.image_column)
         if isinstance(data, dict):  # a Hugging Face datasets Image: {"bytes": ..., "path": ...}
             data = data.get("bytes")
         if not isinstance(data, (bytes, bytearray)) or not data:
             data, problem = b"", f"no image bytes in column {self.image_column!r}"
+        elif len(data) > MAX_MEMBER_BYTES:
+            data, problem = b"", f"{len(data) // 2**20} MB image cell (limit {MAX_MEMBER_BYTES // 2**20} MB)"
         else:
             data, problem = bytes(data), None
         try:
@@ -285,23 +308,17 @@ class WebDatasetSource(_PackedSource):
     kind = "webdataset"
     suffix = TAR_SUFFIX
     unit = "sample"
+    _read_samples: tuple[tuple, list[Sample]] | None = None  # (file, size, mtime) and its samples: the last tar read
 
-    def _samples(self, file: Path) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
-        """The tar's samples, in order: (key, {extension: member})."""
-        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-        try:
-            with tarfile.open(file, "r:") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    folder, base = posixpath.split(member.name)
-                    if "." not in base.lstrip("."):
-                        continue
-                    stem, extension = base.split(".", 1) if not base.startswith(".") else (base, "")
-                    samples.setdefault(posixpath.join(folder, stem), {})[extension.lower()] = member
-        except (tarfile.TarError, OSError) as e:
-            raise HslDemoError(f"{file}: not a readable tar file ({e})") from None
-        return list(samples.items())
+    def _samples(self, file: Path) -> list[Sample]:
+        """The tar's samples, in order. Its headers are read once per file (and again only when
+        it changes): every shard of the file seeks to its own samples by their offsets, so
+        reading a tar's shards costs one pass over its headers, not one per shard."""
+        stat = file.stat()
+        version = (str(file), stat.st_size, stat.st_mtime_ns)
+        if self._read_samples is None or self._read_samples[0] != version:
+            self._read_samples = (version, _tar_samples(file))
+        return self._read_samples[1]
 
     def _rows(self, file: Path) -> int:
         return len(self._samples(file))
@@ -309,9 +326,12 @@ class WebDatasetSource(_PackedSource):
     def read(self, shard: dict) -> Iterator[SourceImage]:
         file = self._file(shard)
         with open(file, "rb") as f:
-            for key, members in self._samples(file)[shard["start"]:shard["stop"]]:
-                yield self._image(f, f"{_printable(shard['file'])}:{_printable(key)}",
-                                  self._default_id(shard["file"], key, "/"), members)
+            for sample in self._samples(file)[shard["start"]:shard["stop"]]:
+                name = f"{printable(shard['file'])}:{printable(sample.key)}"
+                if sample.problem:
+                    yield SourceImage(name, b"", {}, sample.problem)
+                    continue
+                yield self._image(f, name, self._default_id(shard["file"], sample.key, "/"), sample.members)
 
     def _image(self, f, name: str, default_id: str, members: dict[str, tarfile.TarInfo]) -> SourceImage:
         image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
@@ -323,7 +343,7 @@ class WebDatasetSource(_PackedSource):
             try:
                 record = json_safe(json.loads(_member_bytes(f, members["json"], MAX_RECORD_BYTES)))
             except (ValueError, UnicodeDecodeError, RecursionError) as e:
-                problem = f"its .json is not JSON ({_printable(str(e)[:120])})"
+                problem = f"its .json is not JSON ({printable(str(e)[:120])})"
             if not isinstance(record, dict):
                 record, problem = {}, problem or "its .json is not a JSON object"
         if "txt" in members and problem is None and "title" not in record:
@@ -333,6 +353,52 @@ class WebDatasetSource(_PackedSource):
                 problem = "its .txt is not UTF-8 text"
         data = _member_bytes(f, image, MAX_MEMBER_BYTES) if problem is None else b""
         return SourceImage(name, data, *_checked_record(record, default_id, name, problem))
+
+
+@dataclass
+class Sample:
+    """A WebDataset sample: its key, its members by extension, and why it cannot be used."""
+
+    key: str
+    members: dict[str, tarfile.TarInfo]
+    problem: str | None = None
+
+
+def _tar_samples(file: Path) -> list[Sample]:
+    """The samples of a tar, in order. A sample's members are consecutive (WebDataset's rule):
+    a key met again after another one, or a member repeated within a sample, is a second
+    sample of that key, skipped and listed rather than merged into the first."""
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    try:
+        with tarfile.open(file, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, base = posixpath.split(member.name)
+                if "." not in base.lstrip("."):
+                    continue
+                stem, extension = base.split(".", 1) if not base.startswith(".") else (base, "")
+                key, extension = posixpath.join(folder, stem), extension.lower()
+                current = samples[-1] if samples and samples[-1].key == key else None
+                if current is None or extension in current.members:
+                    duplicate = key in seen
+                    samples.append(Sample(key, {}, f"a second sample with key {printable(key)!r} in this tar"
+                                          if duplicate else None))
+                    seen.add(key)
+                    current = samples[-1]
+                current.members[extension] = member
+    except (tarfile.TarError, OSError) as e:
+        raise HslDemoError(f"{file}: not a readable tar file ({e})") from None
+    return samples
+
+
+def _column_bytes(group_meta, column: str) -> tuple[int, bool]:
+    """The uncompressed bytes of `column` (and of its struct fields) in one row group, and
+    whether any of it is dictionary-encoded."""
+    chunks = [group_meta.column(i) for i in range(group_meta.num_columns)
+              if group_meta.column(i).path_in_schema.split(".")[0] == column]
+    return sum(c.total_uncompressed_size for c in chunks), any(c.has_dictionary_page for c in chunks)
 
 
 def _member_bytes(f, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -385,12 +451,6 @@ def json_safe(value: object, depth: int = 0) -> object:
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
     return str(value)
-
-
-def _printable(text: str) -> str:
-    """`text` with control characters escaped: a name from an input file may carry any, and it
-    is printed in messages (a newline could forge a line of output)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def image_suffix(data: bytes) -> str:

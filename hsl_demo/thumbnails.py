@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -104,14 +105,20 @@ MARK_COLOURS = ["#ff2d55", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"
 Box = tuple[float, float, float, float]
 
 
-def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, int]) -> Box:
-    """The mark's box in the pixels of an image of `size` made from a photo of `source_size`."""
+def mark_box(mark: RegionMark, size: tuple[int, int], source_size: tuple[int, int]) -> Box | None:
+    """The mark's box in the pixels of an image of `size` made from a photo of `source_size`
+    (None for a mark with no area: a hand-edited catalog may hold one)."""
     w, h = size
     if mark.box is not None:
+        if min(source_size) <= 0:
+            return None
         sx, sy = w / source_size[0], h / source_size[1]
         x0, y0, x1, y1 = mark.box
-        return x0 * sx, y0 * sy, x1 * sx, y1 * sy
+        box = x0 * sx, y0 * sy, x1 * sx, y1 * sy
+        return box if all(map(math.isfinite, box)) and box[0] < box[2] and box[1] < box[3] else None
     row, col, n = mark.cell or (0, 0, 1)
+    if n <= 0:
+        return None
     side = min(w, h)  # the backbone saw the centred square (resize, then centre crop)
     left, top, cell = (w - side) / 2, (h - side) / 2, side / n
     return left + col * cell, top + row * cell, left + (col + 1) * cell, top + (row + 1) * cell
@@ -143,7 +150,10 @@ def draw_marks(thumb: Image.Image, source_size: tuple[int, int], marks: list[Reg
     draw = ImageDraw.Draw(out)
     for i, mark in enumerate(marks):
         colour = MARK_COLOURS[i % len(MARK_COLOURS)]
-        x0, y0, x1, y1 = mark_box(mark, out.size, source_size)
+        box = mark_box(mark, out.size, source_size)
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=max(2, out.width // 100))
         tag = _label_tag(mark.label, max(8, out.width // 22), colour)
         tag_y = y0 - tag.height if y0 - tag.height >= 0 else y0

@@ -224,3 +224,47 @@ def test_corrupt_parquet_pages_skip_their_rows(small_images, tiny_backbone, tmp_
     summary = build_catalog(path, tmp_path / "cat", tiny_backbone, progress=False)
     assert summary["skipped"] and summary["count"] + len(summary["skipped"]) == 6
     assert all(s["file"].startswith("p.parquet#") for s in summary["skipped"])
+
+
+def test_parquet_cells_over_the_limit_are_skipped_before_they_fill_memory(small_images, tmp_path):
+    """The red-team's Parquet bomb, small: cells over the 64 MB limit (zstd-compressed zeros,
+    a few KB on disk). Plain-encoded, the row group's metadata gives them away and nothing is
+    read; dictionary-encoded (equal cells share one entry), rows are read one at a time and
+    each over-limit cell is skipped. Good rows beside them are kept."""
+    from hsl_demo.reader import MAX_MEMBER_BYTES, open_source
+
+    good = _photos(small_images)[0][1]
+    huge = b"\0" * (MAX_MEMBER_BYTES + 1)
+    for name, dictionary in (("plain", False), ("dictionary", True)):
+        pq.write_table(pa.table({"image": pa.array([huge, huge], pa.binary())}), tmp_path / f"{name}.parquet",
+                       compression="zstd", use_dictionary=dictionary, row_group_size=2)
+        pq.write_table(pa.table({"image": pa.array([good, huge, huge], pa.binary())}),
+                       tmp_path / f"{name}-mixed.parquet", compression="zstd", use_dictionary=dictionary,
+                       row_group_size=3)
+        assert (tmp_path / f"{name}.parquet").stat().st_size < 200_000
+        for file, expect_good in ((f"{name}.parquet", 0), (f"{name}-mixed.parquet", 1)):
+            source = open_source(tmp_path / file).scan()
+            images = [image for shard in source.shards(64) for image in source.read(shard)]
+            problems = [image.problem for image in images if image.problem]
+            assert len(problems) == 2 and all("limit 64 MB" in p for p in problems), (file, problems)
+            assert sum(image.problem is None for image in images) == expect_good
+
+
+def test_a_tars_headers_are_read_once_and_a_repeated_key_is_skipped(tmp_path, monkeypatch):
+    """Each shard of a tar seeks to its own samples: the headers are read once per file, not
+    once per shard (quadratic on a large tar). A key met again later is a second sample,
+    listed as skipped, never merged into the first."""
+    from hsl_demo import reader
+
+    samples = [(f"k{i:04d}", {"jpg": b"x" * 10, "txt": b"t"}) for i in range(200)]
+    samples.append(("k0003", {"jpg": b"again"}))
+    _write_tar(tmp_path / "big.tar", samples)
+    reads = []
+    real = reader._tar_samples
+    monkeypatch.setattr(reader, "_tar_samples", lambda file: reads.append(file) or real(file))
+    source = reader.open_source(tmp_path / "big.tar").scan()
+    shards = source.shards(20)
+    assert len(shards) == 11
+    images = [image for shard in shards for image in source.read(shard)]
+    assert len(reads) == 1 and len(images) == 201
+    assert "a second sample with key 'k0003'" in images[-1].problem

@@ -185,6 +185,106 @@ def test_bad_input_matrix_cli(case, catalog_dir, small_images, tmp_path, capsys)
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+# ---- hand-edited catalogs: a correct answer or one line, never a traceback --------------------
+def _boxes(box) -> Callable[[Path], None]:
+    return _edit_items(lambda items: [{**it, "items": [{"box": box, "caption": "x"}]} for it in items])
+
+
+def _nan_embedding(folder: Path) -> None:
+    embeds = np.load(folder / "embeds.npy")
+    embeds[0] = np.nan
+    np.save(folder / "embeds.npy", embeds)
+
+
+def _nan_region_scale(folder: Path) -> None:
+    scale = np.load(folder / "region_scale.npy")
+    scale[:, 0] = np.nan
+    np.save(folder / "region_scale.npy", scale)
+
+
+def _ids_past_the_items(folder: Path) -> None:
+    import faiss
+
+    embeds = np.load(folder / "embeds.npy")
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(embeds.shape[1]))
+    index.add_with_ids(embeds, np.arange(len(embeds), dtype=np.int64) + 1000 * (np.arange(len(embeds)) % 2))
+    faiss.write_index(index, str(folder / "index.faiss"))
+
+
+EDITED = {
+    "items holds numbers": _edit_items(lambda items: [{**it, "items": [1, 2]} for it in items]),
+    "boxes of strings": _boxes(["a", "b", "c", "d"]),
+    "boxes of nested lists": _boxes([[1, 2], [3, 4]]),
+    "a NaN box": _boxes([0, 0, float("nan"), 10]),
+    "a box with x1 < x0": _boxes([50, 0, 10, 10]),
+    "a NaN embedding": _nan_embedding,
+    "NaN region scales": _nan_region_scale,
+    "index ids past the items": _ids_past_the_items,
+}
+
+
+@pytest.mark.parametrize("edit", EDITED, ids=list(EDITED))
+def test_hand_edited_catalogs_answer_correctly(edit, catalog_dir, tiny_backbone, tmp_path):
+    """Text search, drill-down and the app's marked thumbnails over a catalog edited by hand:
+    results with finite scores (what a broken row cannot give is left out), strict JSON."""
+    from hsl_demo.models.hsl import HSLHead
+    from hsl_demo.search import Retriever
+    from hsl_demo.thumbnails import Thumbnails
+
+    broken = tmp_path / "broken"
+    shutil.copytree(catalog_dir, broken)
+    EDITED[edit](broken)
+    retriever = Retriever(tiny_backbone, Catalog.open(broken), hsl=HSLHead(embed_dim=tiny_backbone.embed_dim))
+    thumbnails = Thumbnails(tmp_path / "thumbs")
+    text = retriever.search_text("red striped t-shirt", k=5).results
+    rounds = retriever.search_multi(["a red scarf", "white sneakers"], k=5)
+    for results in (text, rounds[-1].results):
+        assert results and all(np.isfinite(r.score) for r in results), edit
+        json.dumps([r.to_dict() for r in results], allow_nan=False)
+        for r in results:
+            assert Path(thumbnails.marked(r.image, r.marks)).is_file()
+    if edit == "a NaN embedding":
+        assert retriever.catalog.items[0]["id"] not in [r.id for r in text]
+    if edit == "index ids past the items":
+        assert len(text) == 5  # the rows the index names rightly
+
+
+def test_a_big_endian_catalog_array_is_a_one_line_error(catalog_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(catalog_dir, broken)
+    np.save(broken / "region_scale.npy", np.load(broken / "region_scale.npy").astype(">f2"))
+    code, _, err = run_main(capsys, "search", "--catalog", str(broken), "--text", "red cap")
+    assert_one_line_error(code, err, "region_scale.npy is")
+
+
+def test_an_empty_shard_with_an_hsl_head_is_skipped(demo_backbone, tmp_path):
+    """A shard whose photos are all unreadable adds no rows (it crashed the HSL image side)."""
+    from hsl_demo.search import load_heads
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(REPO / "assets/demo/products/images/p00000.jpg", images / name)
+    for name in ("c.jpg", "d.jpg"):
+        (images / name).write_text("not an image")
+    summary = build_catalog(images, tmp_path / "catalog", demo_backbone, progress=False, shard_size=2,
+                            hsl=load_heads(demo_backbone)["hsl"])
+    assert len(summary["skipped"]) == 2 and len(Catalog.open(tmp_path / "catalog")) == 2
+
+
+def test_the_cli_escapes_control_characters_of_catalog_records(catalog_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(catalog_dir, broken)
+    _edit_items(lambda items: [{**it, "title": "evil\x1b[31m\nforged line"} for it in items])(broken)
+    from hsl_demo.search import Retriever
+
+    with pytest.raises(HslDemoError, match="catalog must be a name or a folder, not int"):
+        Retriever.from_pretrained(catalog=123)
+    from hsl_demo.query import printable
+
+    assert printable("evil\x1b[31m\nforged") == "evil\\x1b[31m\\nforged"
+
+
 # ---- index --out never deletes what it did not write ---------------------------------------
 def test_index_refuses_an_out_folder_it_did_not_write(small_images, tmp_path, capsys):
     notes = tmp_path / "notes"

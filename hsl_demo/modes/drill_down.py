@@ -111,6 +111,7 @@ def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], vari
     scores = head.scores(q, query_mask, images)
     final = head.combine(scores, len(queries), variant)[0]
     order = torch.argsort(final, descending=True, stable=True)
+    order = order[torch.isfinite(final[order])]  # a row with broken (NaN) features ranks nowhere
     weights = head.variant_weights(len(queries), variant)
     ranked = rows[order.numpy()].tolist()  # rows, not ids: an id would parse every candidate's record
     breakdowns = []
