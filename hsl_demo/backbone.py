@@ -77,7 +77,7 @@ class Backbone:
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: str | None = None, device: str | None = None) -> Backbone:
+    def load(cls, spec: str | None = None, device: str | None = None, max_params: int | None = None) -> Backbone:
         """Load from a model folder, a Hub repo id (`org/name` or `hf-hub:org/name`), or an
         open_clip architecture name with an optional pretrained tag (`ViT-B-32:laion2b_s34b_b79k`;
         without a tag the weights are random, which is only useful for tests)."""
@@ -87,26 +87,25 @@ class Backbone:
         if not Path(spec).exists() and name in open_clip.list_models():
             return cls._load_named(name, tag or None, spec, dev)
         folder = resolve_model_dir(spec)
-        return cls.from_folder(folder, model_id=spec, device=device)
+        return cls.from_folder(folder, model_id=spec, device=device, max_params=max_params)
 
     @classmethod
-    def from_folder(cls, folder: Path, model_id: str | None = None, device: str | None = None) -> Backbone:
+    def from_folder(cls, folder: Path, model_id: str | None = None, device: str | None = None,
+                    max_params: int | None = None) -> Backbone:
         config = folder / "open_clip_config.json"
         weights = folder / "open_clip_model.safetensors"
         if not config.is_file():
             raise HslDemoError(f"{folder}: no open_clip_config.json, so this is not a backbone folder")
         if not weights.is_file():
             raise HslDemoError(f"{folder}: no open_clip_model.safetensors (only safetensors weights are loaded)")
-        try:
-            json.loads(config.read_text())
-        except json.JSONDecodeError as e:
-            raise HslDemoError(f"{config}: not valid JSON ({e.msg})") from None
+        _check_config(config, max_params)
         dev = pick_device(device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
             tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise HslDemoError(f"{folder}: could not load the backbone ({e})") from None
+        except Exception as e:  # a config open_clip does not take, weights that are not safetensors
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise HslDemoError(f"{folder}: could not load the backbone ({reason})") from None
         backbone = cls(model, preprocess, tokenizer, model_id or str(folder), dev)
         backbone.folder = folder
         backbone.vocabulary = _read_vocabulary(folder / VOCABULARY_FILE)
@@ -208,12 +207,51 @@ class Backbone:
         return [round(float(v), 4) for v in self.encode_text([PROBE_TEXT])[0]]
 
 
+def _check_config(path: Path, max_params: int | None) -> None:
+    """An open_clip_config.json that open_clip can build, of a size within `max_params`, checked
+    before anything is allocated (models.check_size builds it on the "meta" device)."""
+    from .models import check_size
+
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HslDemoError(f"{path}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise HslDemoError(f"{path}: nested too deeply") from None
+    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict):
+        raise HslDemoError(f"{path}: no \"model_cfg\" object (an open_clip model folder's config)")
+    for tower in ("vision_cfg", "text_cfg"):
+        if not isinstance(model_cfg.get(tower, {}), dict):
+            raise HslDemoError(f"{path}: \"{tower}\" must be a JSON object, not {type(model_cfg[tower]).__name__}")
+    cfg = copy.deepcopy(model_cfg)
+    text_cfg = cfg.get("text_cfg", {})
+    if "hf_model_name" in text_cfg:  # a Hugging Face text tower: its own config says its size (the Hub's)
+        return
+    # the class open_clip's factory picks for this config (open_clip/factory.py, create_model)
+    custom = cfg.pop("custom_text", False)
+    model_class = open_clip.CLIP
+    if custom:
+        model_class = open_clip.CoCa if "multimodal_cfg" in cfg else open_clip.CustomTextCLIP
+    if "timm_model_name" in cfg.get("vision_cfg", {}):
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    try:
+        check_size(lambda: model_class(**cfg), f"{path}", max_params)
+    except HslDemoError:
+        raise
+    except Exception as e:  # an unknown key, a value of the wrong type: what open_clip would fail on
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise HslDemoError(f"{path}: not a config open_clip can build ({reason})") from None
+
+
 def _read_vocabulary(path: Path) -> frozenset[str] | None:
     if not path.is_file():
         return None
     try:
         words = json.loads(path.read_text(encoding="utf-8"))["words"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        if not isinstance(words, list):
+            raise TypeError("words is not a list")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
         log.warning("%s: not a vocabulary file (a JSON object with \"words\"); unknown words go unreported", path.name)
         return None
     return frozenset(w for w in words if isinstance(w, str))

@@ -253,6 +253,11 @@ class Catalog:
             raise HslDemoError(f"{self.root}: manifest.json's model probe is not a list of numbers; rebuild "
                                "the catalog") from None
         if not (same_probe(probe, backbone.probe()) and self.index.d == backbone.embed_dim):
+            if meta.get("id") == backbone.model_id and ":" not in backbone.model_id and backbone.folder is None:
+                raise HslDemoError(
+                    f"catalog {self.name!r} was indexed with {backbone.model_id!r} without a pretrained tag: its "
+                    "weights were random, and every process draws new ones, so no later search can match it; "
+                    f"give a tag (e.g. `--model {backbone.model_id}:TAG`) or a model folder, and re-index")
             raise HslDemoError(
                 f"catalog {self.name!r} was indexed with model {meta.get('id')!r} "
                 f"(dim {meta.get('embed_dim')}), not with {backbone.model_id!r} (dim {backbone.embed_dim}); "

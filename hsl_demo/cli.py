@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hsl-demo", description="Language-based product image retrieval, explained."
     )
     parser.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--max-params", type=_positive_int, default=None, metavar="N",
+                        help="the most parameters a model or head config may ask for, checked before anything is "
+                        "built (default 4000000000, or $HSL_DEMO_MAX_PARAMS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("make-demo-catalog", help="render the demo product and looks catalogs")
@@ -304,10 +307,11 @@ def _cmd_index(args) -> None:
 
     if args.engine != "ray" and (args.address or args.workers):
         raise HslDemoError("--address and --workers go with --engine ray")
-    backbone = Backbone.load(args.model, device=args.device)
+    backbone = Backbone.load(args.model, device=args.device, max_params=args.max_params)
     times = StageTimes()
+    hsl = load_heads(backbone, args.max_params).get("hsl")
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
-                            hsl=load_heads(backbone).get("hsl"), index_spec=args.index, shard_size=args.shard_size,
+                            hsl=hsl, index_spec=args.index, shard_size=args.shard_size,
                             times=times, engine=args.engine, ray_address=args.address, workers=args.workers,
                             image_column=args.image_column)
     if args.profile:
@@ -335,7 +339,7 @@ def _cmd_search(args) -> None:
         return
     if args.reference is None:
         clean_text(args.text)  # fail before loading anything
-    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
     if args.reference is None:
         response = retriever.search_text(args.text, k=args.k)
     else:
@@ -357,7 +361,7 @@ def _drill_down(args) -> None:
 
     if not any(r.strip() for r in args.region):
         raise HslDemoError("every --region is empty: describe a product, e.g. --region \"a red handbag\"")
-    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
     session = retriever.session(k=args.k)
     for text in args.region:
         _notify(session.add(text).notices)
@@ -401,7 +405,7 @@ def _cmd_evaluate(args) -> None:
         return
     if args.keep_reference:
         raise HslDemoError("--keep-reference goes with a data set's queries (--dataset, or a converted query file)")
-    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
     tables = {name: _evaluate_table(retriever, queries, args) for name, queries in loaded.items()}
     for name, (table, _) in tables.items():
         seen = table[next(iter(table))].get("notices", {})
@@ -487,7 +491,7 @@ def _evaluate_protocol_file(args, queries: list[dict]) -> None:
     from .search import Retriever
 
     _check_composed_variant(args)
-    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device)
+    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
     variants = COMPOSED_VARIANTS if args.ablation else (args.variant or "adaptive",)
     results = {v: evaluate_protocol_queries(retriever, queries, v, args.keep_reference) for v in variants}
     p = queries[0]["protocol"]
@@ -529,8 +533,8 @@ def _evaluate_dataset(args) -> None:
     from .models.composed import ComposedHead
     from .search import load_heads
 
-    backbone = Backbone.load(args.model, device=args.device)
-    head = load_heads(backbone).get("composed") or ComposedHead(embed_dim=backbone.embed_dim)
+    backbone = Backbone.load(args.model, device=args.device, max_params=args.max_params)
+    head = load_heads(backbone, args.max_params).get("composed") or ComposedHead(embed_dim=backbone.embed_dim)
     if args.submission is not None:
         paths = write_cirr_submission(backbone, head, splits[0], args.submission, args.variant or "adaptive")
         dropped = f" ({splits[0].dropped} left out: missing images)" if splits[0].dropped else ""
@@ -644,11 +648,18 @@ def _convert_composed(args) -> None:
 def _cmd_push(args) -> None:
     from .hub import push_model
 
+    _warn_token_on_command_line(args.token)
     pushed = push_model(args.model_dir, args.repo, private=args.private, token=args.token)
     card = " (model card generated)" if pushed["card_generated"] else ""
     print(f"pushed {len(pushed['files'])} files to {pushed['url']}{card}")
     for name in pushed["files"]:
         print(f"  {name}")
+
+
+def _warn_token_on_command_line(token: str | None) -> None:
+    if token:
+        _notify(["a token given with --token shows in the process list (`ps`) of this machine: prefer $HF_TOKEN "
+                 "or the login of `hf auth login`, which are used when --token is not given"])
 
 
 def _cmd_space(args) -> None:
@@ -661,6 +672,7 @@ def _cmd_space(args) -> None:
         print(f"wrote the Space folder {folder.path} ({folder.summary()}); nothing uploaded")
         return
     check_hardware(args.hardware)
+    _warn_token_on_command_line(args.token)
     token = hub_token(args.token)  # before the folder is built: a missing token fails at once
     with tempfile.TemporaryDirectory(prefix="hsl-demo-space-") as tmp:
         folder = build_space(Path(tmp) / "space", args.repo, args.model, args.catalog, args.looks_catalog,
@@ -691,7 +703,7 @@ def _cmd_serve(args) -> None:
         cleanup = (max(1, args.cache_ttl // 3), args.cache_ttl) if args.cache_ttl > 0 else None
         demo = serve(models, concurrency=args.concurrency, charts=args.charts, block=False, cache_cleanup=cleanup)
         try:
-            models.set(*_load_retrievers(models, args.model, device))
+            models.set(*_load_retrievers(models, args.model, device, args.max_params))
         except BaseException:
             demo.close()
             raise
@@ -732,7 +744,7 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def _load_retrievers(models, model: str | None, device: str | None) -> tuple:
+def _load_retrievers(models, model: str | None, device: str | None, max_params: int | None = None) -> tuple:
     """The products and looks retrievers of `models`' catalogs, for the model (default: embedded)."""
     import torch
 
@@ -742,8 +754,8 @@ def _load_retrievers(models, model: str | None, device: str | None) -> tuple:
     # One thread per search: the server runs --concurrency searches at once, and small
     # per-query work split over threads that compete for 2 cores is 4x slower, not faster.
     torch.set_num_threads(1)
-    backbone = Backbone.load(model, device=device)
-    heads = load_heads(backbone)
+    backbone = Backbone.load(model, device=device, max_params=max_params)
+    heads = load_heads(backbone, max_params)
     products, looks = Retriever(backbone, models.products_catalog, **heads), Retriever(backbone, models.looks_catalog,
                                                                                          **heads)
     for retriever in (products, looks):

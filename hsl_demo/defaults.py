@@ -24,6 +24,16 @@ def default_model() -> str:
     return os.environ.get("HSL_DEMO_MODEL") or str(DEFAULT_MODEL_DIR)
 
 
+MAX_PARAMS = 4_000_000_000  # 16 GB of float32 weights: ViT-bigG fits, a config that asks for 150 GB does not
+
+
+def default_max_params() -> int:
+    """The most parameters a model or head config may ask for before anything is built:
+    $HSL_DEMO_MAX_PARAMS, else MAX_PARAMS (`--max-params` on the command line)."""
+    value = os.environ.get("HSL_DEMO_MAX_PARAMS", "")
+    return int(value) if value.isdigit() else MAX_PARAMS
+
+
 def default_catalog() -> str:
     return os.environ.get("HSL_DEMO_CATALOG") or "products"
 

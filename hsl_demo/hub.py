@@ -112,7 +112,7 @@ def read_model_index(folder: Path) -> ModelIndex:
     known = {m.head for m in modes.MODES.values()}
     try:
         heads = json.loads(path.read_text(encoding="utf-8")).get("heads", {})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError, RecursionError):
         raise HslDemoError(f"{path}: not a valid model index (a JSON object with \"heads\")") from None
     if not isinstance(heads, dict) or not set(heads) <= known:
         raise HslDemoError(f"{path}: \"heads\" must map head names ({', '.join(sorted(known))}) to their entries")
@@ -254,15 +254,34 @@ def publishable_files(folder: Path) -> list[Path]:
     """The files of a model folder that `push` uploads, relative to it: *.json, *.safetensors
     and README.md, at any depth (pickled weights, logs and the rest stay home). Symbolic links
     are followed: a model downloaded from the Hub is a cache snapshot made of them."""
+    inside = folder.resolve()
     return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file()
                   and (p.suffix in PUSH_SUFFIXES or p.name == "README.md")
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # .checkpoint/
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)  # .checkpoint/
+                  and _stays_inside(p, inside))
+
+
+def _stays_inside(path: Path, folder: Path) -> bool:
+    """A link is followed only to a file inside the folder, or to a Hub cache blob (a snapshot
+    is made of links into its repo's blobs/): a link out to anything else is never uploaded."""
+    if not path.is_symlink():
+        return True
+    target = path.resolve()
+    return target.is_relative_to(folder) or (target.parent.name == "blobs"
+                                             and folder.is_relative_to(target.parent.parent))
 
 
 def model_card(folder: Path, repo_id: str) -> str:
     """A README.md for a model folder that has none: its backbone and the heads found."""
-    cfg = json.loads((folder / "open_clip_config.json").read_text()).get("model_cfg", {})
-    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    try:
+        config = json.loads((folder / "open_clip_config.json").read_text())
+    except (ValueError, RecursionError):
+        raise HslDemoError(f"{folder / 'open_clip_config.json'}: not valid JSON") from None
+    cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(cfg, dict):
+        raise HslDemoError(f"{folder / 'open_clip_config.json'}: no \"model_cfg\" object: not an open_clip "
+                           "model folder")
+    vision, text = (cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("vision_cfg", "text_cfg"))
     lines = [
         "---", "library_name: open_clip", "tags: [hsl-demo, image-retrieval, product-search, open_clip]", "---",
         f"# {repo_id.split('/')[-1]}", "",

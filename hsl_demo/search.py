@@ -68,13 +68,15 @@ class Retriever:
     @classmethod
     def from_pretrained(
         cls, model: str | None = None, catalog: str | Path | None = None, device: str | None = None,
-        candidates: int = DEFAULT_CANDIDATES,
+        candidates: int = DEFAULT_CANDIDATES, max_params: int | None = None,
     ) -> Retriever:
         """Load a model (folder, Hub repo id or open_clip name; default: the embedded demo
-        model, with its heads) and open a catalog (name or folder; default: the demo products)."""
+        model, with its heads) and open a catalog (name or folder; default: the demo products).
+        `max_params`: the most parameters the model's or a head's config may ask for (default:
+        defaults.default_max_params), checked before anything is built."""
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
-        backbone = Backbone.load(model or default_model(), device=device)
-        return cls(backbone, opened, candidates, **load_heads(backbone))
+        backbone = Backbone.load(model or default_model(), device=device, max_params=max_params)
+        return cls(backbone, opened, candidates, **load_heads(backbone, max_params))
 
     def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown],
                 regions: list[list[tuple[int, str]]] | None = None) -> list[SearchResult]:
@@ -161,7 +163,7 @@ class Retriever:
         return torch.from_numpy(self.backbone.encode_images([image])), -1
 
 
-def load_heads(backbone: Backbone) -> dict:
+def load_heads(backbone: Backbone, max_params: int | None = None) -> dict:
     """The trained heads in the backbone's model folder, by head name (none for a bare
     open_clip name): the folder's model_index.json lists them, else its head subfolders."""
     from .hub import read_model_index
@@ -170,7 +172,7 @@ def load_heads(backbone: Backbone) -> dict:
     if folder is None:
         return {}
     index = read_model_index(folder)
-    return {name: load_head(modes.by_head(name).head_class(), folder / name) for name in index.heads}
+    return {name: load_head(modes.by_head(name).head_class(), folder / name, max_params) for name in index.heads}
 
 
 def _check_k(k: int) -> int:

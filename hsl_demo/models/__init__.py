@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..defaults import default_max_params
 from ..errors import HslDemoError
 from ..fileio import atomic_dir, write_json
 
@@ -60,20 +61,51 @@ def catalog_card_section(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_head(cls: type, folder: str | Path):
-    """Load a head of class `cls` from `folder` (safetensors only), in eval mode."""
+MAX_SETTING = 4096  # the largest count a head's config may hold (levels, width, heads...), before building it
+
+
+def check_size(build, what: str, max_params: int | None = None) -> int:
+    """Build a model on torch's "meta" device (shapes only: no memory, no init work) and count
+    its parameters; more than `max_params` (default: defaults.default_max_params) is an
+    HslDemoError, before the real build allocates anything. Returns the count."""
+    limit = max_params if max_params is not None else default_max_params()
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build().parameters())
+    if count > limit:
+        raise HslDemoError(f"{what} asks for {count:,} parameters (limit {limit:,}; raise it with --max-params "
+                           "or $HSL_DEMO_MAX_PARAMS if it is meant)")
+    return count
+
+
+def load_head(cls: type, folder: str | Path, max_params: int | None = None):
+    """Load a head of class `cls` from `folder` (safetensors only), in eval mode. Its config is
+    checked first: a JSON object of the class's settings, whose size fits `max_params`."""
     folder = Path(folder)
     for name in ("config.json", "model.safetensors"):
         if not (folder / name).is_file():
             raise HslDemoError(f"{folder}: no {name} (a head folder holds config.json and model.safetensors)")
     try:
-        json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+        if not isinstance(config, dict):
+            raise HslDemoError(f"{folder / 'config.json'}: not a JSON object of the head's settings")
+        # a count so large that even its shapes would take minutes to build (levels: 1000000)
+        huge = {k: v for k, v in config.items() if isinstance(v, int) and not isinstance(v, bool) and v > MAX_SETTING}
+        if huge:
+            name, value = next(iter(huge.items()))
+            raise HslDemoError(f"{folder / 'config.json'}: {name} = {value:,} is beyond any head "
+                               f"(at most {MAX_SETTING:,})")
+        check_size(lambda: cls(**config), f"{folder / 'config.json'}", max_params)
         with contextlib.redirect_stdout(io.StringIO()):  # the mixin prints "Loading weights..."
             head = cls.from_pretrained(folder)
     except json.JSONDecodeError as e:
         raise HslDemoError(f"{folder / 'config.json'}: not valid JSON ({e.msg})") from None
-    except (TypeError, ValueError, RuntimeError, OSError) as e:
-        raise HslDemoError(f"{folder}: could not load the {cls.__name__} ({e})") from None
+    except RecursionError:
+        raise HslDemoError(f"{folder / 'config.json'}: nested too deeply") from None
+    except HslDemoError:
+        raise
+    except Exception as e:  # a config the class does not take, weights that are not safetensors
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise HslDemoError(f"{folder}: could not load the {cls.__name__} ({reason})") from None
     return head.eval()
 
 
