@@ -208,9 +208,10 @@ class ParquetSource(_PackedSource):
     kind = "parquet"
     suffix = PARQUET_SUFFIX
 
-    def __init__(self, root: Path, image_column: str = IMAGE_COLUMN):
+    def __init__(self, root: Path, image_column: str = IMAGE_COLUMN, max_cell_bytes: int = MAX_MEMBER_BYTES):
         super().__init__(root)
         self.image_column = image_column
+        self.max_cell_bytes = max_cell_bytes  # an image cell's limit (MAX_MEMBER_BYTES, as a tar member's)
         self.parquet = _import_parquet()
         import pyarrow.types
 
@@ -238,7 +239,7 @@ class ParquetSource(_PackedSource):
         return parquet.metadata.num_rows
 
     def config(self) -> dict:
-        return {**super().config(), "image_column": self.image_column}
+        return {**super().config(), "image_column": self.image_column, "max_cell_bytes": self.max_cell_bytes}
 
     def read(self, shard: dict) -> Iterator[SourceImage]:
         """The rows start..stop of one file, read a row group at a time (a corrupt group's rows
@@ -253,34 +254,47 @@ class ParquetSource(_PackedSource):
 
     def _group(self, parquet, group: int, first: int, shard: dict) -> Iterator[SourceImage]:
         """One row group's rows, bounded in memory by its metadata, before any cell is read: a
-        group whose cells cannot all fit MAX_MEMBER_BYTES (a one-row group over it, or more bytes
-        than its rows could hold) is skipped unread; one whose batch of 64 rows could pass
+        group whose image bytes pass `max_cell_bytes` per row is skipped unread (a page is decoded
+        whole, and one page may hold all of a group's cells: reading a row at a time would not
+        bound it; a good cell in such a group is lost with the rest); one whose batch of 64 rows could pass
         PARQUET_BATCH_BYTES, or whose cells are dictionary-encoded (its sizes are the dictionary's:
         equal cells decode to as many copies), is read a row at a time, each cell checked as it
-        comes. (A 4 KB file of zstd-compressed zero bytes can hold gigabytes.)"""
+        comes, by its length in Arrow before it is copied out. (A 4 KB file of zstd-compressed
+        zero bytes can hold gigabytes.)"""
+        limit = self.max_cell_bytes
         meta = parquet.metadata.row_group(group)
         size, dictionary = _column_bytes(meta, self.image_column)
         rows = meta.num_rows
         row = first
-        if not dictionary and size > MAX_MEMBER_BYTES * rows:
-            reason = (f"image cells of {size // max(rows, 1) // 2**20} MB on average "
-                      f"(limit {MAX_MEMBER_BYTES // 2**20} MB)")
+        if size > limit * rows:
+            reason = f"{_mb(size // max(rows, 1))} per image cell in its row group's metadata (limit {_mb(limit)})"
             for left in range(max(first, shard["start"]), min(first + rows, shard["stop"])):
                 yield SourceImage(f"{printable(shard['file'])}#{left}", b"", {}, reason)
             return
         # a dictionary-encoded column's sizes are the dictionary's: equal cells decode to many copies
-        batch_size = 1 if dictionary or size > PARQUET_BATCH_BYTES else 64
+        batch_size = 1 if dictionary or size > min(PARQUET_BATCH_BYTES, limit) else 64
         try:
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group]):
-                for values in batch.to_pylist():
+                for i, length in enumerate(self._cell_lengths(batch)):
                     if shard["start"] <= row < shard["stop"]:
-                        yield self._image(shard["file"], row, values)
+                        yield (self._image(shard["file"], row, batch.slice(i, 1).to_pylist()[0]) if length <= limit
+                               else SourceImage(f"{printable(shard['file'])}#{row}", b"", {},
+                                                f"{_mb(length)} image cell (limit {_mb(limit)})"))
                     row += 1
         except (OSError, ValueError) as e:  # corrupt pages (ArrowInvalid is a ValueError)
             reason = f"unreadable Parquet data ({printable(str(e).splitlines()[0][:120])})"
             end = first + parquet.metadata.row_group(group).num_rows
             for left in range(max(row, shard["start"]), min(end, shard["stop"])):
                 yield SourceImage(f"{printable(shard['file'])}#{left}", b"", {}, reason)
+
+    def _cell_lengths(self, batch) -> list[int]:
+        """Each row's image bytes, counted in Arrow (no copy of a cell yet)."""
+        import pyarrow.compute
+
+        column = batch.column(self.image_column)
+        if self.parquet_types.is_struct(column.type):
+            column = column.field("bytes")
+        return [n or 0 for n in pyarrow.compute.binary_length(column).to_pylist()]
 
     def _image(self, file: str, row: int, values: dict) -> SourceImage:
         name = f"{printable(file)}#{row}"
@@ -289,8 +303,6 @@ class ParquetSource(_PackedSource):
             data = data.get("bytes")
         if not isinstance(data, (bytes, bytearray)) or not data:
             data, problem = b"", f"no image bytes in column {self.image_column!r}"
-        elif len(data) > MAX_MEMBER_BYTES:
-            data, problem = b"", f"{len(data) // 2**20} MB image cell (limit {MAX_MEMBER_BYTES // 2**20} MB)"
         else:
             data, problem = bytes(data), None
         try:
@@ -399,6 +411,10 @@ def _column_bytes(group_meta, column: str) -> tuple[int, bool]:
     chunks = [group_meta.column(i) for i in range(group_meta.num_columns)
               if group_meta.column(i).path_in_schema.split(".")[0] == column]
     return sum(c.total_uncompressed_size for c in chunks), any(c.has_dictionary_page for c in chunks)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.0f} MB"
 
 
 def _member_bytes(f, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -510,7 +526,7 @@ def open_source_config(config: dict) -> ImageSource:
     shards it is given)."""
     root = Path(config["root"])
     if config["kind"] == "parquet":
-        return ParquetSource(root, config["image_column"])
+        return ParquetSource(root, config["image_column"], config.get("max_cell_bytes", MAX_MEMBER_BYTES))
     return {"webdataset": WebDatasetSource, "images": FolderSource}[config["kind"]](root)
 
 

@@ -227,27 +227,45 @@ def test_corrupt_parquet_pages_skip_their_rows(small_images, tiny_backbone, tmp_
 
 
 def test_parquet_cells_over_the_limit_are_skipped_before_they_fill_memory(small_images, tmp_path):
-    """The red-team's Parquet bomb, small: cells over the 64 MB limit (zstd-compressed zeros,
-    a few KB on disk). Plain-encoded, the row group's metadata gives them away and nothing is
-    read; dictionary-encoded (equal cells share one entry), rows are read one at a time and
-    each over-limit cell is skipped. Good rows beside them are kept."""
-    from hsl_demo.reader import MAX_MEMBER_BYTES, open_source
+    """The red-team's Parquet bomb, small (a 1 MB cell limit, cells of 3 MB of zstd-compressed
+    zeros, a few KB on disk). A row group of such cells alone: its metadata gives them away and
+    nothing is read. Beside good rows (or dictionary-encoded: equal cells share one entry),
+    rows are read one at a time and each over-limit cell is skipped by its length in Arrow,
+    never copied out: Python memory stays under one cell; the good rows are kept."""
+    import tracemalloc
 
+    from hsl_demo.reader import ParquetSource, open_source_config
+
+    limit = 2**20
     good = _photos(small_images)[0][1]
-    huge = b"\0" * (MAX_MEMBER_BYTES + 1)
+    huge = b"\0" * (3 * limit)
     for name, dictionary in (("plain", False), ("dictionary", True)):
         pq.write_table(pa.table({"image": pa.array([huge, huge], pa.binary())}), tmp_path / f"{name}.parquet",
                        compression="zstd", use_dictionary=dictionary, row_group_size=2)
-        pq.write_table(pa.table({"image": pa.array([good, huge, huge], pa.binary())}),
+        pq.write_table(pa.table({"image": pa.array([good, huge, huge] + [good] * 4, pa.binary())}),
                        tmp_path / f"{name}-mixed.parquet", compression="zstd", use_dictionary=dictionary,
-                       row_group_size=3)
-        assert (tmp_path / f"{name}.parquet").stat().st_size < 200_000
-        for file, expect_good in ((f"{name}.parquet", 0), (f"{name}-mixed.parquet", 1)):
-            source = open_source(tmp_path / file).scan()
-            images = [image for shard in source.shards(64) for image in source.read(shard)]
+                       row_group_size=7)
+        assert (tmp_path / f"{name}.parquet").stat().st_size < 20_000
+        for file, expect_good in ((f"{name}.parquet", 0), (f"{name}-mixed.parquet", 5)):
+            source = ParquetSource(tmp_path / file, max_cell_bytes=limit).scan()
+            assert open_source_config(source.config()).max_cell_bytes == limit  # Ray workers keep the limit
+            tracemalloc.start()
+            try:
+                images = [image for shard in source.shards(64) for image in source.read(shard)]
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
             problems = [image.problem for image in images if image.problem]
-            assert len(problems) == 2 and all("limit 64 MB" in p for p in problems), (file, problems)
+            assert len(problems) == 2 and all("(limit 1 MB)" in p for p in problems), (file, problems)
+            assert ("metadata" in problems[0]) == ("mixed" not in file), problems  # unread
             assert sum(image.problem is None for image in images) == expect_good
+            assert peak < limit, (file, peak)
+    pq.write_table(pa.table({"image": pa.array([good, huge, good], pa.binary())}), tmp_path / "one-row.parquet",
+                   compression="zstd", use_dictionary=False, row_group_size=1)
+    source = ParquetSource(tmp_path / "one-row.parquet", max_cell_bytes=limit).scan()
+    images = [image for shard in source.shards(64) for image in source.read(shard)]
+    assert [image.problem for image in images] == [
+        None, "3 MB per image cell in its row group's metadata (limit 1 MB)", None]
 
 
 def test_a_tars_headers_are_read_once_and_a_repeated_key_is_skipped(tmp_path, monkeypatch):

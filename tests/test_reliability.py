@@ -285,6 +285,26 @@ def test_the_cli_escapes_control_characters_of_catalog_records(catalog_dir, tmp_
     assert printable("evil\x1b[31m\nforged") == "evil\\x1b[31m\\nforged"
 
 
+def test_search_prints_catalog_ids_and_titles_with_control_characters_escaped(tmp_path, capsys):
+    """`hsl-demo search` itself (text and JSON): an ANSI escape or a newline in a catalog's
+    title or id is shown escaped on the terminal, never sent raw (it could restyle the
+    terminal or forge a line of output); --json keeps the record as it is, strict JSON."""
+    from hsl_demo.defaults import CATALOGS_DIR
+
+    edited = tmp_path / "products"
+    shutil.copytree(CATALOGS_DIR / "products", edited)
+    _edit_items(lambda items: [{**it, "id": it["id"] + "\x07", "title": "evil\x1b[31m\nforged line"}
+                               for it in items])(edited)
+    code, out, err = run_main(capsys, "search", "--catalog", str(edited), "--text", "green dotted scarf", "-k", "2")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and all(ln.endswith("evil\\x1b[31m\\nforged line") and "\\x07" in ln for ln in lines), out
+    code, out, err = run_main(capsys, "search", "--catalog", str(edited), "--text", "green dotted scarf", "-k", "2",
+                              "--json")
+    assert code == 0 and json.loads(out)[0]["title"] == "evil\x1b[31m\nforged line"
+
+
 # ---- index --out never deletes what it did not write ---------------------------------------
 def test_index_refuses_an_out_folder_it_did_not_write(small_images, tmp_path, capsys):
     notes = tmp_path / "notes"
