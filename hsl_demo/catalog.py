@@ -256,7 +256,8 @@ class Catalog:
             if meta.get("id") == backbone.model_id and ":" not in backbone.model_id and backbone.folder is None:
                 raise HslDemoError(
                     f"catalog {self.name!r} was indexed with {backbone.model_id!r} without a pretrained tag: its "
-                    "weights were random, and every process draws new ones, so no later search can match it; "
+                    "weights were random, and every load draws new ones (in another process too), so no later "
+                    "search can match it; "
                     f"give a tag (e.g. `--model {backbone.model_id}:TAG`) or a model folder, and re-index")
             raise HslDemoError(
                 f"catalog {self.name!r} was indexed with model {meta.get('id')!r} "

@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "($HSL_DEMO_CATALOG; default products)")
     p.add_argument("--looks-catalog", default=None, help="looks catalog for Drill down: name or folder "
                    "($HSL_DEMO_LOOKS_CATALOG; default looks)")
+    p.add_argument("--max-params", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                   help="the most parameters a model or head config may ask for (default 4000000000)")
     p.add_argument("--device", default=argparse.SUPPRESS, help="cuda or cpu ($HSL_DEMO_DEVICE; default: cuda when "
                    "present, and on ZeroGPU)")
     p.add_argument("--concurrency", type=_positive_int, default=4, help="searches run at once, in every tab "

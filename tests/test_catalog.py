@@ -214,7 +214,7 @@ def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):
 def test_catalog_and_model_must_match(built):
     torch.manual_seed(123)
     other = Backbone.load("hsl-demo-tiny", device="cpu")  # same architecture, other weights
-    with pytest.raises(HslDemoError, match="indexed with model"):
+    with pytest.raises(HslDemoError, match="without a pretrained tag: its weights were random"):
         Retriever(other, Catalog.open(built[0]))
 
 

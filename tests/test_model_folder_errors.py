@@ -115,5 +115,5 @@ def test_random_weights_say_why_they_never_match(tmp_path):
     images.mkdir()
     shutil.copy(REPO / "assets/demo/products/images/p00000.jpg", images / "a.jpg")
     build_catalog(images, tmp_path / "catalog", Backbone.load("hsl-demo-tiny"), progress=False)
-    with pytest.raises(HslDemoError, match="every process draws new ones"):
+    with pytest.raises(HslDemoError, match="every load draws new ones"):
         Catalog.open(tmp_path / "catalog").check_model(Backbone.load("hsl-demo-tiny"))

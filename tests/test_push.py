@@ -1,6 +1,7 @@
 """`hsl-demo push`: what would be published, offline (HfApi replaced by a recorder)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,13 +117,20 @@ def test_a_failed_upload_is_one_line(tmp_path, fake_hub, monkeypatch):
 
 
 def test_push_follows_symlinks_of_a_hub_cache_snapshot(tmp_path, fake_hub):
-    blobs = model_folder(tmp_path)
-    snapshot = tmp_path / "snapshot"  # how huggingface_hub lays out a downloaded model
-    for path in blobs.rglob("*"):
-        if path.is_file():
-            link = snapshot / path.relative_to(blobs)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(path)
+    source = model_folder(tmp_path)
+    # how huggingface_hub lays out a downloaded model: snapshot files are links into blobs/
+    repo = tmp_path / "models--acme--model"
+    snapshot, blobs = repo / "snapshots" / ("0" * 40), repo / "blobs"
+    blobs.mkdir(parents=True)
+    for n, path in enumerate(p for p in sorted(source.rglob("*")) if p.is_file()):
+        blob = blobs / f"{n:064x}"
+        shutil.copy(path, blob)
+        link = snapshot / path.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    (tmp_path / "elsewhere.json").write_text("{}")
+    (snapshot / "elsewhere.json").symlink_to(tmp_path / "elsewhere.json")  # out of the cache: never sent
     hub.push_model(snapshot, "acme/from-cache")
     files = fake_hub.calls[-1][2]["files"]
     assert files["open_clip_model.safetensors"] == b"weights" and files["hsl/model.safetensors"] == b"head"
+    assert "elsewhere.json" not in files
