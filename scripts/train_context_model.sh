@@ -19,23 +19,10 @@ SCALE=${STEPS_SCALE:-1}
 LOOKS=${LOOKS:-400}
 MODEL=$RUN/model
 WORLD=$RUN/world
-CKPT=$MODEL/.checkpoint
 mkdir -p "$RUN"
-hsl() { python -m hsl_demo "$@"; }
-stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 steps() { python -c "print(max(2, round($1 * $SCALE)))"; }
-
-# train NAME CHECKPOINT DONE_FILE ARGS...: skipped when DONE_FILE exists, resumed when CHECKPOINT does
-train() {
-  local name=$1 checkpoint=$2 done_file=$3; shift 3
-  if [[ -e $done_file ]]; then stamp "$name: done already"; return; fi
-  local resume=()
-  [[ -e $CKPT/$checkpoint/train_state.safetensors ]] && resume=(--resume)
-  stamp "$name: start ${resume[*]}"
-  SECONDS=0
-  hsl train "$@" --out "$MODEL" --checkpoint-every 250 "${resume[@]}"
-  stamp "$name: finished in ${SECONDS}s"
-}
+# shellcheck source=scripts/train_stages.sh
+source "$(dirname "$0")/train_stages.sh"
 
 if [[ ! -e $WORLD/products/metadata.jsonl ]]; then
   stamp "render the world with context"
@@ -59,13 +46,7 @@ train hmrn hmrn "$MODEL/hmrn/model.safetensors" hmrn --model "$MODEL" --texts gr
 wait "$HSL_PID" || { stamp "hsl failed: see $RUN/hsl.log"; exit 1; }
 unset OMP_NUM_THREADS
 
-for catalog in products looks; do
-  if [[ ! -e $RUN/catalogs/$catalog/manifest.json ]]; then
-    stamp "index $catalog"
-    hsl index "$WORLD/$catalog/images" --metadata "$WORLD/$catalog/metadata.jsonl" \
-      --model "$MODEL" --out "$RUN/catalogs/$catalog"
-  fi
-done
+index_catalogs "$WORLD"
 
 stamp "evaluate"
 P=$RUN/catalogs/products
@@ -78,7 +59,7 @@ python scripts/region_marks_check.py --model "$MODEL" --catalog "$P" \
 python scripts/region_marks_check.py --model "$MODEL" --catalog "$P" \
   --queries "$WORLD/products/queries.test.heldout.jsonl"
 python -c "
-import json; from safetensors.torch import load_file; from hsl_demo.models.hsl import HSLHead
+from hsl_demo.models.hsl import HSLHead
 head = HSLHead.from_pretrained('$MODEL/hsl')
 print('HSL weights:', dict(zip(head.term_names(), [round(w, 3) for w in head.weights.tolist()])))"
 stamp "all done"

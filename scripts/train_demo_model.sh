@@ -9,22 +9,9 @@
 set -euo pipefail
 RUN=${1:-/root/hsl-demo-runs/demo-v2}
 MODEL=${MODEL:-$RUN/model}  # the model folder: backbone, then heads written into it
-CKPT=$MODEL/.checkpoint
 mkdir -p "$RUN"
-hsl() { python -m hsl_demo "$@"; }
-stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
-
-# train NAME CHECKPOINT DONE_FILE ARGS...: skipped when DONE_FILE exists, resumed when CHECKPOINT does
-train() {
-  local name=$1 checkpoint=$2 done_file=$3; shift 3
-  if [[ -e $done_file ]]; then stamp "$name: done already"; return; fi
-  local resume=()
-  [[ -e $CKPT/$checkpoint/train_state.safetensors ]] && resume=(--resume)
-  stamp "$name: start ${resume[*]}"
-  SECONDS=0
-  hsl train "$@" --out "$MODEL" --checkpoint-every 250 "${resume[@]}"
-  stamp "$name: finished in ${SECONDS}s"
-}
+# shellcheck source=scripts/train_stages.sh
+source "$(dirname "$0")/train_stages.sh"
 
 train backbone backbone "$MODEL/open_clip_model.safetensors" backbone \
   --architecture hsl-demo-small --texts grammar --hard-negatives 0.5 --look-crops 1500 --steps 3000
@@ -61,13 +48,7 @@ if [[ ! -e $RUN/.fixed-done ]]; then
   touch "$RUN/.fixed-done"
 fi
 
-for catalog in products looks; do
-  if [[ ! -e $RUN/catalogs/$catalog/manifest.json ]]; then
-    stamp "index $catalog"
-    hsl index "assets/demo/$catalog/images" --metadata "assets/demo/$catalog/metadata.jsonl" \
-      --model "$MODEL" --out "$RUN/catalogs/$catalog"
-  fi
-done
+index_catalogs assets/demo
 
 stamp "evaluate"
 P=$RUN/catalogs/products
