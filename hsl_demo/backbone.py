@@ -107,6 +107,7 @@ class Backbone:
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise HslDemoError(f"{folder}: could not load the backbone ({reason})") from None
         backbone = cls(model, preprocess, tokenizer, model_id or str(folder), dev)
+        _note_regions(backbone)
         backbone.folder = folder
         backbone.vocabulary = _read_vocabulary(folder / VOCABULARY_FILE)
         return backbone
@@ -128,7 +129,9 @@ class Backbone:
                                f"{str(e).splitlines()[0][:120]})") from None
         finally:
             logging.getLogger().disabled = was
-        return cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
+        backbone = cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
+        _note_regions(backbone)
+        return backbone
 
     # ---- facts ---------------------------------------------------------------------------
     def unknown_words_notice(self, text: str) -> list[str]:
@@ -163,6 +166,18 @@ class Backbone:
     def embed_dim(self) -> int:
         return int(self.encode_text(["x"]).shape[-1])
 
+    @functools.cached_property
+    def pad_id(self) -> int:
+        """The tokenizer's padding id (0 for open_clip's own, 1 for SigLIP v1's): the id that
+        fills the last position of an empty text."""
+        return int(self.tokenizer([""])[0, -1])
+
+    @property
+    def has_regions(self) -> bool:
+        """False where the image tower gives no spatial grid (CoCa's attention pooler, unknown
+        towers): then an image is its only region."""
+        return _region_kind(self.model) is not None
+
     @property
     def context_length(self) -> int:
         return int(getattr(self.tokenizer, "context_length", 77))
@@ -187,7 +202,7 @@ class Backbone:
     def text_features(self, texts: list[str]) -> TextFeatures:
         ids = self.tokenize(texts)
         pooled, tokens = _text_forward(self, ids)
-        mask = ids != 0  # open_clip tokenizers pad with 0
+        mask = _token_mask(ids, self.pad_id)
         if tokens is None:
             tokens, mask = pooled[:, None], torch.ones(len(texts), 1, dtype=torch.bool, device=ids.device)
         return TextFeatures(F.normalize(pooled.float(), dim=-1), tokens.float(), mask)
@@ -296,17 +311,96 @@ def _check_safetensors_tag(name: str, tag: str) -> None:
                            f"{type(e).__name__}); only safetensors weights are loaded") from None
 
 
+def _token_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """True up to each text's last non-pad token: where the end token is the pad (SigLIP v1)
+    the text still keeps every token before it."""
+    real = ids != pad_id
+    return real.flip(-1).cummax(-1).values.flip(-1)
+
+
+def _region_kind(model: torch.nn.Module) -> str | None:
+    """How the image tower gives regions: "vit" (open_clip's ViT patch tokens), "timm" (a timm
+    trunk's tokens or feature map), "resnet" (ModifiedResNet's last stage), or None."""
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.timm_model import TimmModel
+
+    visual = getattr(model, "visual", None)
+    if isinstance(visual, VisionTransformer):
+        # CoCa's attentional pooler outputs are learned queries, not patches: no grid there
+        return "vit" if getattr(visual, "attn_pool", None) is None else None
+    if isinstance(visual, TimmModel):
+        return "timm"
+    if isinstance(visual, ModifiedResNet) and visual.attnpool is not None:
+        return "resnet"
+    return None
+
+
+def _note_regions(backbone: Backbone) -> None:
+    if not backbone.has_regions:  # said once per load, so marks and object terms are not trusted silently
+        log.warning("%s: this image tower gives no regions (each photo is one region): Describe's region "
+                    "marks and HSL's object terms mean nothing with it", backbone.model_id)
+
+
 def _image_forward(backbone: Backbone, x: torch.Tensor):
-    """Global embedding and projected patch tokens of a batch of preprocessed images."""
-    visual = backbone._visual
-    if visual is None:  # towers without patch tokens: the image is its only region
-        pooled = backbone.model.encode_image(x)
-        return pooled, pooled[:, None], (1, 1)
-    pooled, tokens = visual(x)
-    if visual.proj is not None:
-        tokens = tokens @ visual.proj
-    side = int(round(tokens.shape[1] ** 0.5))
-    return pooled, tokens, (side, tokens.shape[1] // side)
+    """Global embedding and projected region tokens (B, R, D) on a (rows, cols) grid of a batch
+    of preprocessed images; towers without regions give the image as its one region."""
+    kind = _region_kind(backbone.model)
+    visual = backbone.model.visual if kind else None
+    if kind == "vit":
+        pooled, tokens = backbone._visual(x)
+        if visual.proj is not None:
+            tokens = tokens @ visual.proj
+        return pooled, tokens, tuple(visual.grid_size)
+    if kind == "timm":
+        return _timm_forward(visual, x)
+    if kind == "resnet":
+        return _resnet_forward(visual, x)
+    pooled = backbone.model.encode_image(x)
+    return pooled, pooled[:, None], (1, 1)
+
+
+def _cells(fmap: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, C, H, W) -> (B*H*W, C) cells and the grid."""
+    b, c, h, w = fmap.shape
+    return fmap.permute(0, 2, 3, 1).reshape(b * h * w, c), (h, w)
+
+
+def _timm_forward(visual, x: torch.Tensor):
+    """A timm tower: the trunk's tokens (ViT, EVA, SigLIP) or last-stage cells (ConvNeXt,
+    FastViT) each taken through the same head the pooled output goes through."""
+    trunk = visual.trunk
+    feats = trunk.forward_features(x)
+    pooled = visual.head(trunk.forward_head(feats))
+    b = x.shape[0]
+    if feats.ndim == 4:  # a convolutional feature map: each cell pooled and projected alone
+        cells, grid = _cells(feats)
+        tokens = visual.head(trunk.forward_head(cells[:, :, None, None]))
+        return pooled, tokens.reshape(b, grid[0] * grid[1], -1), grid
+    patches = feats[:, getattr(trunk, "num_prefix_tokens", 0):]
+    p, c = patches.shape[1], patches.shape[2]
+    tok = patches.reshape(b * p, 1, c)
+    if getattr(trunk, "attn_pool", None) is not None:  # MAP over one token: its value path and MLP
+        tok = trunk.attn_pool(tok)
+    else:
+        tok = tok[:, 0]
+    tok = trunk.head(trunk.head_drop(trunk.fc_norm(tok)))
+    grid = tuple(trunk.patch_embed.grid_size)
+    return pooled, visual.head(tok).reshape(b, p, -1), grid
+
+
+def _resnet_forward(visual, x: torch.Tensor):
+    """ModifiedResNet: the last stage's cells through the attention pool's value and output
+    projections (what attention over one cell returns), as in MaskCLIP."""
+    fmap = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))
+    pool = visual.attnpool
+    pooled = pool(fmap)
+    cells, grid = _cells(fmap)
+    b = x.shape[0]
+    pos = pool.positional_embedding[1:].to(cells.dtype)
+    if pos.shape[0] == grid[0] * grid[1]:
+        cells = cells + pos.repeat(b, 1)
+    tokens = pool.c_proj(pool.v_proj(cells))
+    return pooled, tokens.reshape(b, grid[0] * grid[1], -1), grid
 
 
 def _project_text(tokens: torch.Tensor, projection) -> torch.Tensor:

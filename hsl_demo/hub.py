@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# What a model folder may contain; pickled weights (*.bin, *.pt, *.pth) are never downloaded.
-ALLOWED_FILES = ["*.json", "*.safetensors", "*.md", "*.txt", "*/*.json", "*/*.safetensors"]
+# The tokenizer files open_clip's HF tokenizer reads (SigLIP's slow tokenizer needs spiece.model).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
+                   "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt")
+# What a model folder's snapshot fetches: only what the open_clip loader, the tokenizer and our
+# heads read; pickled weights and a transformers-format model.safetensors beside them never.
+ALLOWED_FILES = ["open_clip_config.json", "open_clip_model.safetensors", "vocabulary.json", "model_index.json",
+                 "*.md", *TOKENIZER_FILES, "*/*.json", "*/*.safetensors"]
 
 
 def is_repo_id(spec: str) -> bool:
@@ -132,7 +137,7 @@ def write_model_index(folder: Path) -> ModelIndex:
     return index
 
 
-BACKBONE_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "vocabulary.json")
+BACKBONE_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "vocabulary.json", *TOKENIZER_FILES)
 
 
 def start_model_folder(backbone, out: str | Path, keep_out: str) -> Path:
@@ -168,6 +173,8 @@ def start_model_folder(backbone, out: str | Path, keep_out: str) -> Path:
 
             name = backbone.model_id.partition(":")[0]
             save_backbone(backbone.model, open_clip.get_model_config(name), tmp, {"source": backbone.portable_id})
+            if hasattr(backbone.tokenizer, "save_pretrained"):  # an HF tokenizer: local-dir loading reads its files
+                backbone.tokenizer.save_pretrained(tmp)
             return out
         for name in BACKBONE_FILES:
             if (backbone.folder / name).is_file():

@@ -1,0 +1,85 @@
+"""The backbone families product teams pick, shrunk so each builds in a fraction of a second:
+each image tower gives a region grid (CoCa says it has none), its pooled embedding is open_clip's
+own, and text masks follow the tokenizer's pad id."""
+
+import open_clip
+import pytest
+import torch
+from open_clip.coca_model import CoCa
+from open_clip.model import CLIP, CustomTextCLIP
+from PIL import Image
+
+from hsl_demo.backbone import Backbone, _token_mask
+
+TEXT = {"layers": 1, "width": 64, "heads": 1, "vocab_size": 49408, "context_length": 77}
+# family: (open_clip config, overrides that shrink it, the grid it gives at that size)
+FAMILIES = {
+    "RN50": ("RN50", {"vision_cfg": {"layers": [1, 1, 1, 1], "width": 16, "image_size": 64}}, (2, 2)),
+    "convnext_base_w": ("convnext_base_w", {"vision_cfg": {"timm_model_name": "convnext_atto", "image_size": 64}},
+                        (2, 2)),
+    "MobileCLIP-S2": ("MobileCLIP-S2", {"vision_cfg": {"timm_model_name": "fastvit_t8", "image_size": 64}}, (2, 2)),
+    "EVA02-B-16": ("EVA02-B-16", {"vision_cfg": {"timm_model_name": "eva02_tiny_patch14_224"}}, (16, 16)),
+    "ViT-B-16-SigLIP": ("ViT-B-16-SigLIP", {"vision_cfg": {"timm_model_name": "vit_tiny_patch16_224"}}, (14, 14)),
+    "ViT-B-16": ("ViT-B-16", {"vision_cfg": {"layers": 1, "width": 64, "image_size": 64}}, (4, 4)),
+    "coca_ViT-B-32": ("coca_ViT-B-32", {"vision_cfg": {"layers": 1, "width": 64, "image_size": 64, "patch_size": 16},
+                                        "multimodal_cfg": {"layers": 1, "width": 64, "heads": 1}}, (1, 1)),
+}
+
+
+def _shrunk(name: str, over: dict) -> Backbone:
+    cfg = open_clip.get_model_config(name)
+    cfg["embed_dim"] = 32
+    cfg["text_cfg"] = {**{k: v for k, v in cfg["text_cfg"].items() if k != "hf_tokenizer_name"}, **TEXT}
+    for key, value in over.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    custom = cfg.pop("custom_text", False)
+    cls = CoCa if "multimodal_cfg" in cfg else CustomTextCLIP if custom else CLIP
+    torch.manual_seed(0)
+    model = cls(**cfg)
+    size = cfg["vision_cfg"].get("image_size", 224)
+    return Backbone(model, open_clip.image_transform(size, is_train=False), open_clip.get_tokenizer("ViT-B-32"),
+                    name, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_tower_gives_its_regions(family):
+    name, over, grid = FAMILIES[family]
+    backbone = _shrunk(name, over)
+    image = Image.new("RGB", (96, 80), (200, 30, 30))
+    feats = backbone.image_features([image])
+    assert feats.grid == grid
+    assert feats.tokens.shape[:2] == (1, grid[0] * grid[1])
+    assert feats.tokens.shape[-1] == feats.embeds.shape[-1]  # regions live in the joint space
+    assert backbone.has_regions == (grid != (1, 1))
+    # the pooled embedding is still open_clip's own
+    ref = backbone.model.encode_image(backbone.images_to_tensor([image]), normalize=True)
+    assert torch.allclose(feats.embeds, ref, atol=1e-4)
+
+
+def test_a_cell_token_is_the_projection_the_pooled_output_takes():
+    """A uniform photo: every conv cell equals the others, and (ConvNeXt's head being a norm and a
+    linear map of the pooled map) the pooled embedding equals a cell's."""
+    backbone = _shrunk(*FAMILIES["convnext_base_w"][:2])
+    feats = backbone.image_features([Image.new("RGB", (64, 64), (40, 90, 200))])
+    cells = torch.nn.functional.normalize(feats.tokens[0], dim=-1)
+    assert torch.allclose(cells, cells[:1].expand_as(cells), atol=1e-4)
+    assert torch.allclose(cells[0], feats.embeds[0], atol=1e-3)
+
+
+def test_token_mask_follows_the_pad_id():
+    # SigLIP v1 pads with id 1, its end-of-text token: a two-token text keeps 3 positions, not 8
+    ids = torch.tensor([[5, 7, 1, 1, 1, 1, 1, 1], [5, 0, 9, 1, 1, 1, 1, 1]])
+    assert _token_mask(ids, 1).sum(1).tolist() == [2, 3]
+    assert _token_mask(torch.tensor([[49406, 3, 49407, 0, 0]]), 0).sum().item() == 3
+
+
+def test_pad_id_is_read_from_the_tokenizer(tiny_backbone):
+    assert tiny_backbone.pad_id == 0
+    def pad_with_one(texts):
+        ids = tiny_backbone.tokenizer(texts)
+        return torch.where(ids == 0, 1, ids)
+
+    shifted = Backbone(tiny_backbone.model, tiny_backbone.preprocess, pad_with_one, "pad-1", torch.device("cpu"))
+    assert shifted.pad_id == 1
+    # [start] red cap [end] either way, not the 77 positions a mask of ids != 0 would keep
+    assert shifted.text_features(["red cap"]).mask.sum().item() == 4
