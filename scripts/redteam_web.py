@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -98,16 +97,19 @@ class Verdict:
     cpu_s: float = 0.0
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _bench_load():
+    """bench/bench_load.py's process figures (RSS, CPU seconds) and free port, shared."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_load", REPO / "bench" / "bench_load.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_load", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+_load = _bench_load()
+rss_mb, cpu_seconds, free_port = _load.rss_mb, _load.cpu_seconds, _load.free_port
 
 
 # ---- the cases ------------------------------------------------------------------------------
@@ -228,12 +230,6 @@ def run_case(server: Server, case: Callable[[Server], tuple[bool, str]]) -> Verd
 
 
 # ---- the server --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(tmp: Path, cache_ttl: int, timeout: float = 300) -> tuple[subprocess.Popen, Server]:
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
