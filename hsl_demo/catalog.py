@@ -38,7 +38,7 @@ from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
 from .fileio import load_mapped, prefetch
 from .items import IDS_FILE, ITEMS_FILE, OFFSETS_FILE, ItemStore
-from .results import RegionMark
+from .results import RegionMark, is_box
 
 if TYPE_CHECKING:  # torch and open_clip are not needed to open a catalog (the app serves its page first)
     import torch
@@ -352,19 +352,6 @@ class Catalog:
     def embeddings(self) -> np.ndarray:
         """(N, D) float32 global embeddings of every item, a copy in memory (small catalogs)."""
         return np.array(self.embeds, dtype=np.float32)  # writable: torch.from_numpy warns on a read-only map
-
-
-def is_box(box: object) -> bool:
-    """[x0, y0, x1, y1]: four finite numbers with x0 < x1 and y0 < y1."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        return False
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
-        return False
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except OverflowError:
-        return False
-    return all(map(math.isfinite, (x0, y0, x1, y1))) and x0 < x1 and y0 < y1
 
 
 def first_items(hits: np.ndarray, per_query: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from .errors import HslDemoError
 from .fileio import load_jsonl
 from .images import IMAGE_SUFFIXES, list_images
 from .query import printable
+from .results import is_box
 
 PACKED_IMAGES_DIR = "images"  # a catalog's copies of a packed input's images
 MAX_MEMBER_BYTES = 64 * 2**20  # a tar member read into memory (a photo is far smaller; a huge one is refused)
@@ -559,13 +560,6 @@ def metadata_by_image(metadata: Path | None, images_dir: Path) -> dict[str, dict
     return by_image
 
 
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
 def check_boxes(parts: object, where: str) -> None:
     """`items`: a list of {"box": [x0, y0, x1, y1], "caption": ...} in image pixels, x1 > x0, y1 > y0."""
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
@@ -575,7 +569,5 @@ def check_boxes(parts: object, where: str) -> None:
             part.pop("box", None)
             continue
         box = part["box"]
-        ok = (isinstance(box, list) and len(box) == 4
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in box))
-        if not ok or box[2] <= box[0] or box[3] <= box[1]:
+        if not isinstance(box, list) or not is_box(box):
             raise HslDemoError(f"{where}: box {json.dumps(box)[:60]} is not [x0, y0, x1, y1] with x1 > x0 and y1 > y0")

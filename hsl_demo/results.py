@@ -8,6 +8,7 @@ warnings, the CLI prints them to stderr; nothing goes through Python's warnings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,3 +94,16 @@ class SearchResponse(Sequence[SearchResult]):
 
     def __iter__(self) -> Iterator[SearchResult]:
         return iter(self.results)
+
+
+def is_box(box: object) -> bool:
+    """[x0, y0, x1, y1]: four finite numbers with x0 < x1 and y0 < y1."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+        return False
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except OverflowError:
+        return False
+    return all(map(math.isfinite, (x0, y0, x1, y1))) and x0 < x1 and y0 < y1
