@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_hsl import latency_parser, percentile  # noqa: E402
 
+from hsl_demo import modes  # noqa: E402
 from hsl_demo.catalog import Catalog  # noqa: E402
 from hsl_demo.evaluate import load_queries  # noqa: E402
 from hsl_demo.search import Retriever  # noqa: E402
@@ -149,12 +150,12 @@ def main() -> None:
     if rounds[0] < 1 or rounds[-1] > looks.hmrn.max_rounds:
         sys.exit(f"rounds must be between 1 and {looks.hmrn.max_rounds}")
     cases = round_texts(queries, rounds[-1])[:args.limit]
-    trained = looks.hmrn_variant == "full"
+    trained = modes.get("drill-down").check_variant(None, looks) == "full"
     report = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "device": str(looks.backbone.device)},
         "candidates": looks.candidates,
-        "hmrn": {"trained": trained, "variant": looks.hmrn_variant},
+        "hmrn": {"trained": trained, "variant": modes.get("drill-down").check_variant(None, looks)},
         "k": args.k,
         "rounds": rounds,
         "target_ratio": TARGET_RATIO,
@@ -167,7 +168,7 @@ def main() -> None:
         retriever.warm_up()  # as the app does before it serves
         name = f"{retriever.catalog.name} ({len(retriever.catalog)}, {retriever.catalog.manifest['index']})"
         report["catalogs"][name] = measure(retriever, cases, rounds, args.repeats, k=args.k,
-                                           variant=looks.hmrn_variant)
+                                           variant=modes.get("drill-down").check_variant(None, looks))
 
     head = "trained" if trained else "untrained (none in the model: same cost, every level is computed)"
     print(f"drill-down round vs text query latency, ms ({report['machine']['cpus']} CPUs, "

@@ -102,7 +102,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "device": str(demo.backbone.device)},
         "candidates": demo.candidates,
-        "hsl_bytes_per_item": demo.hsl_store.bytes_per_item(),
+        "hsl_bytes_per_item": demo.prepared("describe").bytes_per_item(),
         "region_bytes_per_item": demo.catalog.manifest["regions"]["bytes_per_item"],
         "catalogs": {},
     }

@@ -15,8 +15,10 @@ A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically)
   re-ranking (hsl_demo/features.py), int8 with one float16 scale per region;
 - regions.faiss (catalogs above defaults.REGION_INDEX_ITEMS): an IVF-PQ index of those regions,
   id = row * regions per item + region, where drill-down finds its candidates;
-- hsl_*.npy (when built with an HSL head): that head's query-independent image side
-  (hsl_demo/modes/describe.py), int8 with float16 scales, memory-mapped.
+- HEAD_NAME.npy: what a mode stores at index time with its head (a head listed in the manifest's
+  "heads" owns the files `HEAD_*.npy`), e.g. the HSL head's query-independent image side
+  (hsl_demo/modes/describe/), one row per item, memory-mapped. The catalog reads them back
+  without knowing the mode: `Catalog.stores[HEAD]`.
 """
 
 from __future__ import annotations
@@ -54,15 +56,13 @@ EMBEDS_FILE = "embeds.npy"
 REGION_INDEX_FILE = "regions.faiss"
 # IVF lists stay on disk, mapped: opening reads none, a search pages in the lists it probes
 INDEX_READ_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
-HSL_FILES = ("hsl_objects", "hsl_object_scale", "hsl_pooled", "hsl_pooled_scale", "hsl_mask")
 
 
-# What `hsl-demo index` writes into a catalog folder: it replaces a folder only if it holds
-# nothing else, so it never deletes a file it did not write.
+# What `hsl-demo index` writes into a catalog folder, with its heads' store files (see
+# `catalog_files`): it replaces a folder only if it holds nothing else, so it never deletes a
+# file it did not write.
 CATALOG_FILES = frozenset({"manifest.json", ITEMS_FILE, OFFSETS_FILE, IDS_FILE, EMBEDS_FILE, "index.faiss",
-                           REGION_INDEX_FILE,
-                           "regions.npy", "region_scale.npy", "region_mask.npy",
-                           *(f"{name}.npy" for name in HSL_FILES)})
+                           REGION_INDEX_FILE, "regions.npy", "region_scale.npy", "region_mask.npy"})
 MANIFEST_SECTIONS = {"model": dict, "regions": dict, "heads": dict, "skipped": list, "missing_images": list}
 
 
@@ -91,11 +91,11 @@ def _check_region_arrays(root: Path, regions: np.ndarray, scale: np.ndarray, mas
     if regions.ndim != 3 or regions.dtype != np.int8:
         raise HslDemoError(f"{root}: regions.npy must be (items, regions, dim) int8, found {regions.shape} "
                            f"{regions.dtype}; rebuild it")
-    _check_array(root, "region_scale.npy", scale, regions.shape[:2], "f")
-    _check_array(root, "region_mask.npy", mask, regions.shape[:2], "b")
+    check_array(root, "region_scale.npy", scale, regions.shape[:2], "f")
+    check_array(root, "region_mask.npy", mask, regions.shape[:2], "b")
 
 
-def _check_array(root: Path, name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
+def check_array(root: Path, name: str, array: np.ndarray, shape: tuple, kind: str) -> None:
     """`array` (catalog file `name`) has `shape` (None: any size on that axis) and dtype kind."""
     fits = array.ndim == len(shape) and all(want is None or got == want for got, want in zip(array.shape, shape))
     if not fits or array.dtype.kind != kind or not array.dtype.isnative:  # (a big-endian file: written elsewhere)
@@ -104,16 +104,32 @@ def _check_array(root: Path, name: str, array: np.ndarray, shape: tuple, kind: s
                            f"{kind!r}; rebuild the catalog")
 
 
-def _check_hsl_arrays(root: Path, hsl: dict[str, np.ndarray], n: int) -> None:
-    """The HSL image side: objects (N, L, R, d) int8 with (N, L, R) scales, pooled (N, L, d)
-    int8 with (N, L) scales, mask (N, R) bool."""
-    objects = hsl["hsl_objects"]
-    _check_array(root, "hsl_objects.npy", objects, (n, None, None, None), "i")
-    _, levels, regions, dim = objects.shape
-    _check_array(root, "hsl_object_scale.npy", hsl["hsl_object_scale"], (n, levels, regions), "f")
-    _check_array(root, "hsl_pooled.npy", hsl["hsl_pooled"], (n, levels, dim), "i")
-    _check_array(root, "hsl_pooled_scale.npy", hsl["hsl_pooled_scale"], (n, levels), "f")
-    _check_array(root, "hsl_mask.npy", hsl["hsl_mask"], (n, regions), "b")
+def store_files(root: Path, manifest: dict) -> dict[str, dict[str, Path]]:
+    """The store files of each head the manifest lists: {head: {name: ROOT/HEAD_NAME.npy}}."""
+    heads = manifest.get("heads", {})
+    return {head: {f.stem.removeprefix(f"{head}_"): f for f in sorted(root.glob(f"{head}_*.npy"))}
+            for head in (heads if isinstance(heads, dict) else {})}
+
+
+def catalog_files(root: Path, manifest: dict) -> set[str]:
+    """The names of the files `hsl-demo index` wrote into catalog folder `root`."""
+    return set(CATALOG_FILES) | {f.name for files in store_files(root, manifest).values() for f in files.values()}
+
+
+def _open_stores(root: Path, manifest: dict, n: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every head's stored arrays, memory-mapped (a large catalog's re-rank features stay on
+    disk until a query reads them), each checked to have a row per item."""
+    stores = {}
+    for head, files in store_files(root, manifest).items():
+        if not files:
+            continue
+        try:
+            stores[head] = {name: load_mapped(path) for name, path in files.items()}
+        except (OSError, ValueError) as e:
+            raise HslDemoError(f"{root}: the {head} head's stored features are unreadable ({e}); rebuild it") from None
+        for name, array in stores[head].items():
+            check_array(root, files[name].name, array, (n, *array.shape[1:]), array.dtype.kind)
+    return stores
 
 
 def same_probe(a, b) -> bool:
@@ -133,7 +149,7 @@ class Catalog:
     regions: np.ndarray  # (N, R, D) int8
     region_scale: np.ndarray  # (N, R) float16
     region_mask: np.ndarray  # (N, R) bool
-    hsl: dict[str, np.ndarray] | None = None  # precomputed HSL image side (see HSL_FILES)
+    stores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # head -> name -> (N, ...)
     region_index_file: Path | None = None  # regions.faiss, in large catalogs (read on first use)
     _prefetching: threading.Thread | bool | None = field(default=None, repr=False)  # False: nothing fit
 
@@ -181,7 +197,7 @@ class Catalog:
         except (OSError, ValueError, RuntimeError) as e:
             raise HslDemoError(f"{root}: catalog files unreadable ({e}); rebuild it") from None
         _check_region_arrays(root, regions, scale, mask)
-        _check_array(root, EMBEDS_FILE, embeds, (None, index.d), "f")
+        check_array(root, EMBEDS_FILE, embeds, (None, index.d), "f")
         if not (len(items) == index.ntotal == len(regions) == len(embeds) == manifest.get("count")):
             raise HslDemoError(f"{root}: catalog files disagree on the item count; rebuild it")
         if index.d != regions.shape[2]:
@@ -193,16 +209,14 @@ class Catalog:
         if manifest.get("regions", {}).get("source") == "boxes":
             log.warning("catalog %r stores box regions as pooled patch tokens, which the current heads were not "
                         "trained on; re-index it with `hsl-demo index` for crop embeddings", root.name)
-        hsl = None
-        if "hsl" in manifest.get("heads", {}):
-            try:
-                # mmap: a large catalog's re-rank features stay on disk until a query reads them
-                hsl = {k: load_mapped(root / f"{k}.npy") for k in HSL_FILES}
-            except (OSError, ValueError) as e:
-                raise HslDemoError(f"{root}: HSL features unreadable ({e}); rebuild it") from None
-            _check_hsl_arrays(root, hsl, len(items))
+        stores = _open_stores(root, manifest, len(items))
         region_index_file = root / REGION_INDEX_FILE if (root / REGION_INDEX_FILE).is_file() else None
-        return cls(root, manifest, items, index, embeds, regions, scale, mask, hsl, region_index_file)
+        return cls(root, manifest, items, index, embeds, regions, scale, mask, stores, region_index_file)
+
+    def head_fingerprint(self, head: str) -> str | None:
+        """The fingerprint of the head whose store this catalog holds (None: it holds none)."""
+        entry = self.manifest.get("heads", {}).get(head)
+        return entry.get("fingerprint") if isinstance(entry, dict) else None
 
     @cached_property
     def region_index(self) -> faiss.Index | None:
@@ -233,7 +247,8 @@ class Catalog:
         background, in the order queries need them (once; what a server does right after
         opening its catalogs: a one-off search does not need it)."""
         if self._prefetching is None:
-            names = ("index.faiss", EMBEDS_FILE, *(f"{k}.npy" for k in HSL_FILES), REGION_INDEX_FILE, "regions.npy",
+            stored = [path.name for files in store_files(self.root, self.manifest).values() for path in files.values()]
+            names = ("index.faiss", EMBEDS_FILE, *stored, REGION_INDEX_FILE, "regions.npy",
                      "region_scale.npy", "region_mask.npy")
             self._prefetching = prefetch([self.root / n for n in names if (self.root / n).is_file()]) or False
 

@@ -14,9 +14,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import HslDemoError
-from .query import clean_text, printable
+
+if TYPE_CHECKING:
+    from . import modes
 
 EXIT_USER_ERROR = 2
 
@@ -58,8 +61,9 @@ def _trainer(what, name: str, help: str, model: bool = True) -> argparse.Argumen
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import modes
     from .data.composed_datasets import COMPOSED_DATASETS
-    from .defaults import COMPOSED_VARIANTS, DEMO_SEED, HMRN_VARIANTS, HSL_VARIANTS
+    from .defaults import DEMO_SEED
 
     parser = argparse.ArgumentParser(
         prog="hsl-demo", description="Language-based product image retrieval, explained."
@@ -145,12 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search a catalog")
     p.add_argument("--catalog", help="catalog name (products, looks) or folder (default: products)")
     p.add_argument("--model", help="model folder, Hub repo id or open_clip name (default: embedded)")
-    p.add_argument("--text", help="a description, e.g. \"red striped t-shirt\"; with --reference, how the "
-                   "wanted product differs, e.g. \"make it blue\"")
-    p.add_argument("--reference", help="composed search: a catalog item id or an image file to start from")
-    p.add_argument("--region", action="append", metavar="TEXT",
-                   help="drill-down search: one region query per round, repeat for more rounds (e.g. --catalog "
-                   "looks --region \"a red handbag\" --region \"white sneakers\"); prints the ranking after each")
+    added: set[str] = set()
+    for mode in modes.MODES.values():  # each mode's flags (a flag two modes read is added once)
+        for option in (mode.cli.key, *mode.cli.reads) if mode.cli else ():
+            if option.flags[0] not in added and option.options:
+                added.add(option.flags[0])
+                p.add_argument(*option.flags, **option.options)
     p.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -163,10 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="with --dataset: the data set's folder")
     p.add_argument("--split", help="with --dataset: the split (default: val for fashioniq and cirr, eval for shoes, "
                    "test for fashion200k)")
-    p.add_argument("--variant", choices=sorted(set(HSL_VARIANTS + COMPOSED_VARIANTS + HMRN_VARIANTS)), default=None,
-                   help="text queries: HSL terms to rank by (full, image, object, global; default full); "
-                   "composed queries: adaptive, sum, image, text (default adaptive); drill-down (multi) "
-                   "queries: full, local+global, local (default full)")
+    p.add_argument("--variant", choices=modes.all_variants(), default=None,
+                   help="how to rank, per mode (the first is its default): " + "; ".join(
+                       f"{m.name}: {', '.join(m.variants)}" for m in modes.MODES.values()))
     p.add_argument("--ablation", action="store_true", help="evaluate every variant and print a table")
     p.add_argument("--images", help="with --dataset cirr: the folder holding train/, dev/ and test1/ when they are "
                    "not in the data set's folder")
@@ -311,9 +314,9 @@ def _cmd_index(args) -> None:
         raise HslDemoError("--address and --workers go with --engine ray")
     backbone = Backbone.load(args.model, device=args.device, max_params=args.max_params)
     times = StageTimes()
-    hsl = load_heads(backbone, args.max_params).get("hsl")
+    heads = load_heads(backbone, args.max_params)
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,
-                            hsl=hsl, index_spec=args.index, shard_size=args.shard_size,
+                            heads=heads, index_spec=args.index, shard_size=args.shard_size,
                             times=times, engine=args.engine, ray_address=args.address, workers=args.workers,
                             image_column=args.image_column)
     if args.profile:
@@ -331,54 +334,38 @@ def _notify(notices: list[str]) -> None:
         print(f"hsl-demo: warning: {message}", file=sys.stderr)
 
 
+def search_mode(args) -> modes.Mode:
+    """The mode a `search` command line asks for: the one whose key flag is given (--text alone
+    is describe; --reference with or without --text is modify; --region is drill-down). A flag
+    another chosen mode also reads (--text for modify) does not choose a mode of its own."""
+    from . import modes
+
+    def given(option) -> bool:
+        return getattr(args, option.dest, None) is not None
+
+    chosen = [m for m in modes.MODES.values() if m.cli and given(m.cli.key)]
+    read_by_others = {o.flags[0] for m in chosen for o in m.cli.reads}
+    chosen = [m for m in chosen if m.cli.key.flags[0] not in read_by_others] or chosen
+    if len(chosen) != 1:
+        keys = " or ".join(f"{m.cli.key.flags[0]} ({m.name})" for m in (chosen or modes.MODES.values()) if m.cli)
+        raise HslDemoError(f"give exactly one of {keys}" if not chosen else f"{keys} go one at a time")
+    return chosen[0]
+
+
 def _cmd_search(args) -> None:
     from .search import Retriever
 
-    if args.region is not None:
-        if args.text is not None or args.reference is not None:
-            raise HslDemoError("--region (drill-down) goes without --text and --reference")
-        _drill_down(args)
-        return
-    if args.reference is None:
-        clean_text(args.text)  # fail before loading anything
+    mode = search_mode(args)
+    query = mode.cli.query(args)  # checked before anything is loaded
     retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
-    if args.reference is None:
-        response = retriever.search_text(args.text, k=args.k)
-    else:
-        response = retriever.search_composed(args.reference, args.text, k=args.k)
-    _notify(response.notices)
+    rankings = retriever.search(mode.name, query, k=args.k)
+    for response in rankings:
+        _notify(response.notices)
     if args.json:
-        print(json.dumps([r.to_dict() for r in response], indent=2))
+        shown = [r.to_dict() for r in rankings] if mode.in_rounds else [r.to_dict() for r in rankings[-1]]
+        print(json.dumps(shown, indent=2))
         return
-    if args.reference is not None and response.results:
-        first = response.results[0].breakdown
-        print(f"query weights: image {first.w_image:.2f}, text {first.w_text:.2f}")
-    width = max(len(printable(r.id)) for r in response)
-    for r in response:  # ids and titles come from the catalog: their control characters are escaped
-        print(f"{r.rank:>3}  {printable(r.id):<{width}}  {r.score:7.4f}  {printable(r.title)}")
-
-
-def _drill_down(args) -> None:
-    from .search import Retriever
-
-    if not any(r.strip() for r in args.region):
-        raise HslDemoError("every --region is empty: describe a product, e.g. --region \"a red handbag\"")
-    retriever = Retriever.from_pretrained(args.model, args.catalog, device=args.device, max_params=args.max_params)
-    session = retriever.session(k=args.k)
-    for text in args.region:
-        _notify(session.add(text).notices)
-    if args.json:
-        print(json.dumps([rd.to_dict() for rd in session.rounds], indent=2))
-        return
-    for rd in session.rounds:
-        print(f"round {rd.round}: " + " + ".join(f'"{q}"' for q in rd.queries))
-        width = max(len(printable(r.id)) for r in rd.results)
-        for r in rd.results:
-            b = r.breakdown
-            moves = " ".join("-" if e is None else str(e) for e in b.earlier_ranks)
-            print(f"{r.rank:>3}  {printable(r.id):<{width}}  {r.score:7.4f}  local {b.local.similarity:.3f}  "
-                  f"global {b.global_.similarity:.3f}  reasoning {b.reasoning.similarity:.3f}"
-                  f"{'  earlier ranks ' + moves if moves else ''}  {printable(r.title)}")
+    mode.cli.show(rankings)
 
 
 def _cmd_evaluate(args) -> None:
@@ -488,8 +475,8 @@ def _print_rounds(table: dict, n_queries: int, retriever, mode) -> None:
 
 def _evaluate_protocol_file(args, queries: list[dict]) -> None:
     """`evaluate --queries` on a converted data set's composed queries: its protocol, its table."""
-    from .defaults import COMPOSED_VARIANTS
     from .evaluate import PUBLISHED_COMPOSED, evaluate_protocol_queries
+    from .modes.modify import VARIANTS as COMPOSED_VARIANTS
     from .search import Retriever
 
     _check_composed_variant(args)
@@ -503,7 +490,7 @@ def _evaluate_protocol_file(args, queries: list[dict]) -> None:
 
 
 def _check_composed_variant(args) -> None:
-    from .defaults import COMPOSED_VARIANTS
+    from .modes.modify import VARIANTS as COMPOSED_VARIANTS
 
     if args.variant is not None and args.variant not in COMPOSED_VARIANTS:
         raise HslDemoError(f"--variant {args.variant} is not a composed variant "
@@ -514,7 +501,7 @@ def _evaluate_dataset(args) -> None:
     """`evaluate --dataset`: composed retrieval on a public data set by its papers' protocol,
     beside the published figures."""
     from .data.composed_datasets import load_composed_dataset
-    from .defaults import COMPOSED_VARIANTS
+    from .modes.modify import VARIANTS as COMPOSED_VARIANTS
 
     if args.data_root is None:
         raise HslDemoError("--dataset needs --data-root (the data set's folder)")

@@ -41,14 +41,3 @@ def default_catalog() -> str:
 def default_looks_catalog() -> str:
     """The catalog of Drill down in the app: $HSL_DEMO_LOOKS_CATALOG, else the demo looks."""
     return os.environ.get("HSL_DEMO_LOOKS_CATALOG") or "looks"
-
-# Which HSL terms rank a search: all (full), one granularity at every level, or the
-# backbone's global cosine alone. Here, not in search.py, so the CLI can list them fast.
-HSL_VARIANTS = ("full", "image", "object", "global")
-
-# How a composed query (reference image + text) is formed: the head's adaptive weights, the
-# equal-weight sum, or one modality alone.
-COMPOSED_VARIANTS = ("adaptive", "sum", "image", "text")
-
-# How a drill-down round ranks: the full HMRN score, or its scalar levels alone (ablations).
-HMRN_VARIANTS = ("full", "local+global", "local")

@@ -51,7 +51,7 @@ def load_queries(path: str | Path) -> list[dict]:
         targets = q.get("targets")
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
             raise HslDemoError(f"{where}: \"targets\" must be a non-empty list of item ids")
-        mode.validate(q, where)
+        mode.parse(q, where)
     return queries
 
 
@@ -77,7 +77,7 @@ def evaluate(retriever: Retriever, queries: list[dict], ks: tuple[int, ...] = KS
     out: dict = {}
     notices: dict[str, int] = {}  # what users of these queries would have been told, and how often
     for mode, indices in by_mode.items():
-        responses = [mode.rank(retriever, queries[i], max(ks), chosen[mode])
+        responses = [retriever.search(mode.name, queries[i], max(ks), chosen[mode])
                      for i in tqdm(indices, desc=f"{mode.name} queries", unit="query", disable=not progress)]
         for i, rounds_of in zip(indices, responses):
             rankings[i] = [[r.id for r in response] for response in rounds_of]

@@ -22,14 +22,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import torch
 from PIL import Image
 
+from . import modes
 from .backbone import Backbone
-from .catalog import BOX_SOURCE, CATALOG_FILES, EMBEDS_FILE, FORMAT_VERSION, REGION_INDEX_FILE, _read_manifest
+from .catalog import BOX_SOURCE, EMBEDS_FILE, FORMAT_VERSION, REGION_INDEX_FILE, _read_manifest, catalog_files
 from .defaults import REGION_INDEX_ITEMS
 from .errors import HslDemoError
 from .features import REGION_GRID, dequantize, quantize, region_features_for
@@ -37,8 +39,6 @@ from .fileio import NpyRowWriter, atomic_dir, load_jsonl, output_lock, read_json
 from .images import open_image
 from .items import ItemWriter
 from .models import head_fingerprint
-from .models.hsl import HSLHead
-from .modes.describe import encode_hsl_store
 from .reader import PACKED_IMAGES_DIR, ImageSource, SourceImage, image_suffix, open_source
 
 FLAT_MAX_ITEMS = 50_000  # exact search up to this many items, IVF above
@@ -295,10 +295,11 @@ def check_output_folder(out: Path, images_dir: Path) -> None:
             manifest = None
     kept = manifest.get("kept_images") if manifest else None  # the images the catalog says it keeps
     kept = kept.get("count") if isinstance(kept, dict) else None
+    owned = catalog_files(out, manifest) if manifest else set()
     # a folder or link named like a catalog file is not one: replacing it would delete what it holds
     foreign = sorted({p.name for p in entries
                       if not (p.name == PACKED_IMAGES_DIR and _kept_images_only(p, kept))
-                      and (p.name not in CATALOG_FILES or p.is_symlink() or not p.is_file())})
+                      and (p.name not in owned or p.is_symlink() or not p.is_file())})
     if "manifest.json" not in names or foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise HslDemoError(f"--out {out} exists and is not a catalog written by hsl-demo "
@@ -371,7 +372,7 @@ def build_catalog(
     metadata: str | Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
-    hsl: HSLHead | None = None,
+    heads: dict[str, Any] | None = None,
     index_spec: str | None = None,
     shard_size: int = SHARD_SIZE,
     times: StageTimes | None = None,
@@ -440,7 +441,7 @@ def build_catalog(
             shards.remove()
             raise
         try:
-            summary = write_catalog(shards, out, backbone, hsl, index_spec, progress, times, source.missing,
+            summary = write_catalog(shards, out, backbone, heads, index_spec, progress, times, source.missing,
                                     replaceable=lambda final: check_output_folder(final, images_dir))
         except HslDemoError as e:  # the shards are sound: a run with the cause fixed resumes from them
             raise HslDemoError(f"{e} (the encoded shards are kept in {shards.root}: run again to resume)") from None
@@ -665,13 +666,15 @@ def _encode_images(source: ImageSource, shard: dict, out: Path, backbone: Backbo
                          skipped, keep)
 
 
-def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHead | None = None,
+def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, heads: dict[str, Any] | None = None,
                   index_spec: str | None = None, progress: bool = True, times: StageTimes | None = None,
                   missing: list[str] | None = None, replaceable: Callable[[Path], None] | None = None) -> dict:
     """The catalog folder `out` from finished shards: the FAISS index (trained on a sample,
     filled shard by shard, its nprobe tuned), then every file written in row order, one shard
     in memory at a time, with plain writes (see NpyRowWriter). `missing`: metadata records
-    without an image, listed in the manifest; `replaceable` is atomic_dir's."""
+    without an image, listed in the manifest; `replaceable` is atomic_dir's. `heads`: the
+    model folder's heads, by name: each mode with an index-time store computes it with its head
+    (or its untrained stand-in, where the mode says that is worth storing)."""
 
     times = times if times is not None else StageTimes()
     parts = shards.done()
@@ -690,16 +693,15 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
             region_index, region_entry = build_region_index(
                 parts, r_max, _title_queries(parts, backbone, count, regions=True), progress)
     del embeds, masks
-    heads: dict = {}
-    if hsl is not None:
-        heads["hsl"] = {"fingerprint": head_fingerprint(hsl), "levels": hsl.levels, "dim": hsl.dim}
+    storing = stored_heads(heads or {}, dim)
+    entries = {name: {"fingerprint": head_fingerprint(head)} for name, (_, head) in storing.items()}
     with atomic_dir(out, replaceable=replaceable) as tmp, times("write"):
         outputs = {name: NpyRowWriter(tmp / name, shape, dtype) for name, (shape, dtype) in {
             EMBEDS_FILE: ((count, dim), np.float32), "regions.npy": ((count, r_max, dim), np.int8),
             "region_scale.npy": ((count, r_max), np.float16), "region_mask.npy": ((count, r_max), bool)}.items()}
         items_out = ItemWriter(tmp, count)
         try:
-            has_boxes = _write_rows(parts, outputs, items_out, tmp, hsl, heads, r_max, count, progress)
+            has_boxes = _write_rows(parts, outputs, items_out, tmp, storing, entries, r_max, count, progress)
             for writer in (items_out, *outputs.values()):
                 writer.close()
         except BaseException:
@@ -725,7 +727,7 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
             },
             **({"region_index": region_entry} if region_entry else {}),
             **({"kept_images": {"folder": PACKED_IMAGES_DIR, "count": kept}} if kept else {}),
-            "heads": heads,
+            "heads": entries,
             "skipped": skipped,
             "missing_images": missing or [],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -734,9 +736,25 @@ def write_catalog(shards: ShardFolder, out: Path, backbone: Backbone, hsl: HSLHe
     return {"count": count, "skipped": skipped, "index": index_type, "out": str(out)}
 
 
+def stored_heads(heads: dict[str, Any], embed_dim: int) -> dict[str, tuple[modes.Store, Any]]:
+    """{head name: (store, head)} of every mode that stores something in a catalog and has a
+    head to compute it with."""
+    out = {}
+    for mode in modes.MODES.values():
+        if mode.store is None:
+            continue
+        head = heads.get(mode.head)
+        if head is None and mode.store.untrained and mode.untrained is not None:
+            head = mode.untrained(embed_dim)
+        if head is not None:
+            out[mode.head] = (mode.store, head.eval())
+    return out
+
+
 def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: ItemWriter, tmp: Path,
-                hsl: HSLHead | None, heads: dict, r_max: int, count: int, progress: bool) -> bool:
-    """Every shard's rows through the writers, in order (with an HSL head, its image side too,
+                storing: dict[str, tuple[modes.Store, Any]], entries: dict, r_max: int, count: int,
+                progress: bool) -> bool:
+    """Every shard's rows through the writers, in order (with each stored head's arrays too,
     into writers added to `outputs`); whether any item has boxes."""
     from tqdm.auto import tqdm
 
@@ -751,17 +769,19 @@ def _write_rows(parts: list[Path], outputs: dict[str, NpyRowWriter], items_out: 
                  "region_scale.npy": np.load(part / "scale.npy"), "region_mask.npy": np.load(part / "mask.npy")}
         for name, array in shard.items():
             outputs[name].write(array)
-        if hsl is not None and len(embeds_part):  # a shard whose photos were all unreadable adds no rows
+        if storing and len(embeds_part):  # a shard whose photos were all unreadable adds no rows
             full = {name: _pad_regions(shard[name], r_max) for name in ("regions.npy", "region_scale.npy",
                                                                            "region_mask.npy")}
-            store = encode_hsl_store(hsl, torch.from_numpy(embeds_part),
-                                     dequantize(full["regions.npy"], full["region_scale.npy"]),
-                                     torch.from_numpy(full["region_mask.npy"]))
-            for name, array in store.arrays().items():
-                if name not in outputs:
-                    outputs[name] = NpyRowWriter(tmp / f"{name}.npy", (count, *array.shape[1:]), array.dtype)
-                outputs[name].write(array)
-            heads["hsl"]["bytes_per_item"] = store.bytes_per_item()
+            features = (torch.from_numpy(embeds_part), dequantize(full["regions.npy"], full["region_scale.npy"]),
+                        torch.from_numpy(full["region_mask.npy"]))
+            for head_name, (store, head) in storing.items():
+                arrays = store.compute(head, *features)
+                for name, file in store.files(head_name).items():
+                    array = np.asarray(arrays[name])
+                    if file not in outputs:
+                        outputs[file] = NpyRowWriter(tmp / f"{file}.npy", (count, *array.shape[1:]), array.dtype)
+                    outputs[file].write(array)
+                entries[head_name]["bytes_per_item"] = int(sum(np.asarray(a)[0].nbytes for a in arrays.values()))
     return has_boxes
 
 

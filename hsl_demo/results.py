@@ -107,3 +107,14 @@ def is_box(box: object) -> bool:
     except OverflowError:
         return False
     return all(map(math.isfinite, (x0, y0, x1, y1))) and x0 < x1 and y0 < y1
+
+
+def result_lines(results: Sequence[SearchResult]) -> list[str]:
+    """A ranking as the CLI prints it: rank, id, score, title, one line each (ids and titles
+    come from a catalog: their control characters are escaped)."""
+    from .query import printable
+
+    if not results:
+        return []
+    width = max(len(printable(r.id)) for r in results)
+    return [f"{r.rank:>3}  {printable(r.id):<{width}}  {r.score:7.4f}  {printable(r.title)}" for r in results]

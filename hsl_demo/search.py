@@ -13,9 +13,9 @@ its results, each with a typed breakdown of its score, and its notices.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import modes
@@ -23,13 +23,11 @@ from .backbone import Backbone
 from .catalog import Catalog
 from .defaults import REGION_INDEX_ITEMS, default_catalog, default_model
 from .errors import HslDemoError
-from .images import open_image
 from .models import load_head
-from .models.composed import ComposedHead
-from .models.hmrn import HMRNHead
-from .models.hsl import HSLHead
-from .modes import describe, drill_down, modify
-from .modes.drill_down import DrillDownRound, DrillDownSession
+from .modes.describe import TextQuery
+from .modes.drill_down import DrillDownRound
+from .modes.drill_down.pipeline import DrillDownSession
+from .modes.modify import ComposedQuery
 from .query import clean_text
 from .results import Breakdown, SearchResponse, SearchResult
 
@@ -37,33 +35,46 @@ __all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", 
            "load_heads"]
 
 DEFAULT_CANDIDATES = 200
-HMRN_CACHE_ITEMS = REGION_INDEX_ITEMS  # catalogs up to this size keep their HMRN image side in memory
 
 
 class Retriever:
-    """A backbone, its heads and a catalog, checked to belong together. Safe to share between
-    threads: a search changes nothing on it (the drill-down index is built on first use; the
-    app builds it before it serves)."""
+    """A backbone, its heads and a catalog, checked to belong together: the components every
+    mode's search is built from (`heads`: by head name, as a model folder's subfolders). Safe to
+    share between threads: a search changes nothing on it (what a mode prepares is built on
+    first use; the app builds it before it serves).
+
+    `cache_items`: catalogs up to this size keep a mode's computed image side in memory (e.g.
+    drill-down's); larger ones read it per query from the catalog's stores and indexes."""
 
     def __init__(self, backbone: Backbone, catalog: Catalog, candidates: int = DEFAULT_CANDIDATES,
-                 hsl: HSLHead | None = None, composed: ComposedHead | None = None, hmrn: HMRNHead | None = None):
+                 heads: dict[str, Any] | None = None, cache_items: int = REGION_INDEX_ITEMS, **named_heads: Any):
         catalog.check_model(backbone)
-        for name, head in (("hsl", hsl), ("composed", composed), ("hmrn", hmrn)):
-            if head is not None and head.embed_dim != backbone.embed_dim:
-                raise HslDemoError(f"the {name} head ({modes.by_head(name).name}) expects {head.embed_dim}-d "
-                                   f"features, the backbone gives {backbone.embed_dim}-d (a head trained on another "
-                                   "backbone?)")
+        trained = {name: head for name, head in {**(heads or {}), **named_heads}.items() if head is not None}
+        for name, head in trained.items():
+            mode = modes.by_head(name)
+            if mode is None:
+                raise HslDemoError(f"no mode uses a head called {name!r} (heads: "
+                                   f"{', '.join(m.head for m in modes.MODES.values())})")
+            if getattr(head, "embed_dim", backbone.embed_dim) != backbone.embed_dim:
+                raise HslDemoError(f"the {name} head ({mode.name}) expects {head.embed_dim}-d features, the "
+                                   f"backbone gives {backbone.embed_dim}-d (a head trained on another backbone?)")
         self.backbone = backbone
         self.catalog = catalog
         self.candidates = _check_k(candidates)
-        self.hsl = hsl
-        # Without a trained head, composed queries are the equal-weight sum (zero-shot baseline).
-        self.composed = (composed or ComposedHead(embed_dim=backbone.embed_dim)).eval()
-        # Without a trained HMRN head, drill-down ranks by its (untrained) local and global levels.
-        self.hmrn = (hmrn or HMRNHead(embed_dim=backbone.embed_dim)).eval()
-        self.hmrn_variant = "full" if hmrn is not None else "local+global"
-        self._hmrn_cache: drill_down.HmrnStore | None = None
-        self.hsl_store = describe.image_side(catalog, hsl) if hsl is not None else None
+        self.cache_items = cache_items
+        self.trained = frozenset(trained)  # the heads loaded from a model folder (not stand-ins)
+        # A mode without a trained head uses its untrained stand-in (e.g. modify's equal-weight sum).
+        standins = {m.head: m.untrained(backbone.embed_dim) for m in modes.MODES.values()
+                    if m.untrained is not None and m.head not in trained}
+        self.heads: dict[str, Any] = {name: head.eval() for name, head in {**standins, **trained}.items()}
+        self._prepared: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        """A head by name (`retriever.hsl`: None when the folder has none), for the Python API."""
+        heads = self.__dict__.get("heads")
+        if heads is not None and modes.by_head(name) is not None:
+            return heads.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_pretrained(
@@ -76,7 +87,7 @@ class Retriever:
         defaults.default_max_params), checked before anything is built."""
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
         backbone = Backbone.load(model or default_model(), device=device, max_params=max_params)
-        return cls(backbone, opened, candidates, **load_heads(backbone, max_params))
+        return cls(backbone, opened, candidates, heads=load_heads(backbone, max_params))
 
     def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown],
                 regions: list[list[tuple[int, str]]] | None = None) -> list[SearchResult]:
@@ -95,12 +106,28 @@ class Retriever:
             ))
         return out
 
+    def search(self, mode: str, query: Any, k: int = 10, variant: str | None = None) -> list[SearchResponse]:
+        """Any mode's search: `query` is the mode's typed query (e.g. TextQuery), or a query-file
+        record (a dict, checked by the mode). The ranking after each round, best first (one
+        round for most modes)."""
+        found = modes.get(mode)
+        if isinstance(query, dict):
+            query = found.parse(query, f"{found.name} query")
+        return found.search(self, query, _check_k(k), found.check_variant(variant, self))
+
+    def prepared(self, mode: str) -> Any:
+        """What `mode` prepares once per retriever (e.g. describe's HSL image side), built on
+        first use. No lock: the app builds it before serving; racing first calls build equal ones."""
+        if mode not in self._prepared:
+            found = modes.get(mode)
+            self._prepared[mode] = found.prepare(self) if found.prepare else None
+        return self._prepared[mode]
+
     def search_text(self, text: str, k: int = 10, variant: str | None = None) -> SearchResponse:
         """Describe: the k best items for a description, best first. Stage 1 takes the top
         `candidates` (at least k) by global cosine from FAISS; stage 2 re-ranks them with the
-        HSL head. `variant`: full (default), image, object or global (see modes.describe)."""
-        variant = describe.MODE.check_variant(variant)
-        return describe.search(self, clean_text(text), _check_k(k), variant)
+        HSL head. `variant`: full (default), image, object or global (see modes/describe)."""
+        return self.search("describe", TextQuery(clean_text(text)), k, variant)[0]
 
     def search_composed(self, reference: str | Path | Image.Image, text: str | None, k: int = 10,
                         variant: str | None = None) -> SearchResponse:
@@ -108,14 +135,13 @@ class Retriever:
         as `text` says. Each breakdown carries the query's (w_image, w_text) and the result's
         similarity to the reference image and to the text. `variant`: adaptive (default), sum,
         image or text. An empty text is an image-only query, with a notice."""
-        k, variant = _check_k(k), modify.MODE.check_variant(variant)
+        _check_k(k)
         text = clean_text(text, what="the modification text", empty_ok=True)
-        image, ref_row = self._reference(reference)
-        return modify.search(self, image, ref_row, text, k, variant)
+        return self.search("modify", ComposedQuery(reference, text), k, variant)[0]
 
     def session(self, k: int = 10, variant: str | None = None) -> DrillDownSession:
         """Drill down: add a region query per round, undo, reset (see DrillDownSession)."""
-        return DrillDownSession(self, _check_k(k), drill_down.MODE.check_variant(variant, self))
+        return DrillDownSession(self, _check_k(k), modes.get("drill-down").check_variant(variant, self))
 
     def search_multi(self, regions: list[str], k: int = 10, variant: str | None = None) -> list[DrillDownRound]:
         """Drill down through `regions`, one per round; the ranking after every round."""
@@ -127,40 +153,17 @@ class Retriever:
             session.add(text)
         return session.rounds
 
-    def hmrn_store(self) -> drill_down.HmrnStore | None:
-        """The catalog's HMRN image side and region index, built on first use; None for catalogs
-        above HMRN_CACHE_ITEMS, which compute the image side per round for their candidates."""
-        if len(self.catalog) > HMRN_CACHE_ITEMS:
-            return None
-        if self._hmrn_cache is None:  # no lock: the app builds it before serving; racing first calls build equal ones
-            self._hmrn_cache = drill_down.image_side(self.catalog, self.hmrn)
-        return self._hmrn_cache
-
     def warm_up(self) -> None:
         """One query of each mode, so that a visitor's first query does not pay for first use
-        (drill-down's region side, built here for a small catalog; torch's first runs at these
-        shapes), and the catalog's row files read into memory (a minute at most): what the app
-        does before it serves searches."""
+        (what each mode prepares, e.g. drill-down's region side for a small catalog; torch's
+        first runs at these shapes), and the catalog's row files read into memory (a minute at
+        most): what the app does before it serves searches."""
         self.catalog.wait_prefetched(timeout=60)
-        self.hmrn_store()
-        if len(self.catalog):
-            self.search_text("a product", k=1)
-            self.search_composed(self.catalog.items[0]["id"], "in another colour", k=1)
-            self.search_multi(["a product"], k=1)
-
-    def _reference(self, reference: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
-        """(1, D) unit embedding of the reference, and its catalog row (-1 for a file)."""
-        if not isinstance(reference, (str, Path, Image.Image)):
-            raise HslDemoError(f"reference must be a catalog item id, an image file or a PIL image, not "
-                               f"{type(reference).__name__}")
-        if isinstance(reference, str) and reference in self.catalog:
-            row = self.catalog.row(reference)
-            return torch.from_numpy(self.catalog.vectors([row]).copy()), row
-        if isinstance(reference, (str, Path)) and not Path(reference).is_file():
-            raise HslDemoError(f"reference {str(reference)!r}: not an item id in catalog {self.catalog.name!r} "
-                               "and not an image file")
-        image = open_image(reference)
-        return torch.from_numpy(self.backbone.encode_images([image])), -1
+        for mode in modes.MODES.values():
+            self.prepared(mode.name)
+            query = mode.warm_up_query(self.catalog) if mode.warm_up_query and len(self.catalog) else None
+            if query is not None:
+                self.search(mode.name, query, k=1)
 
 
 def load_heads(backbone: Backbone, max_params: int | None = None) -> dict:
@@ -172,7 +175,9 @@ def load_heads(backbone: Backbone, max_params: int | None = None) -> dict:
     if folder is None:
         return {}
     index = read_model_index(folder)
-    return {name: load_head(modes.by_head(name).head_class(), folder / name, max_params) for name in index.heads}
+    found = {name: modes.by_head(name) for name in index.heads}
+    return {name: load_head(mode.head_class(), folder / name, max_params) for name, mode in found.items()
+            if mode is not None}  # a head no registered mode uses (a plugin's, not installed) is left
 
 
 def _check_k(k: int) -> int:

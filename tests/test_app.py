@@ -11,7 +11,11 @@ from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
 from hsl_demo import charts
 from hsl_demo.thumbnails import Thumbnails
-from hsl_demo.ui import AppModels, ChartRenderer, Handlers, LinkSearch
+from hsl_demo.modes.describe import tab as describe_tab
+from hsl_demo.modes.drill_down import tab as drill_tab
+from hsl_demo.modes.modify import tab as modify_tab
+from hsl_demo.ui import AppModels, link_search
+from hsl_demo.widgets import ChartRenderer, TabContext, TabParts, link_k
 
 
 def select(index: int):
@@ -215,29 +219,40 @@ def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
     assert_serving(client)
 
 
+def tab_handlers(products, looks, chart_mode: str = "native"):
+    """The three tabs' handlers over loaded retrievers (what the page builds, without a page)."""
+    thumbnails, renderer = Thumbnails(), ChartRenderer(chart_mode)
+
+    def context(retriever):
+        return TabContext(retriever.catalog, lambda: retriever, thumbnails, renderer)
+    return (describe_tab.DescribeTab(context(products)), modify_tab.ModifyTab(context(products)),
+            drill_tab.DrillDownTab(context(looks)))
+
+
 def test_clicks_pick_a_reference_and_highlight_a_result(served):
     """The gallery select handlers (browser-only events, so called directly here)."""
     _, products, looks = served
-    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer())
-    assert h.picks[0] == "p00024" and len(h.picks) == 12 and len(set(h.picks)) == 12
-    ref_id, photo = h.pick(select(0))
+    describe, modify, drill = tab_handlers(products, looks)
+    thumbnails = modify.context.thumbnails
+    assert modify.picks[0] == "p00024" and len(modify.picks) == 12 and len(set(modify.picks)) == 12
+    ref_id, photo = modify.pick(select(0))
     catalog = products.catalog
-    assert ref_id == "p00024" and photo == h.thumbnails.of(catalog.image_path(catalog.row("p00024")))
-    assert Path(photo).parent == h.thumbnails.folder  # a thumbnail, never the catalog's own file
-    _, _, results, *_ = h.modify(None, "p00024", "make it blue and striped", 5)
+    assert ref_id == "p00024" and photo == thumbnails.of(catalog.image_path(catalog.row("p00024")))
+    assert Path(photo).parent == thumbnails.folder  # a thumbnail, never the catalog's own file
+    _, _, results, *_ = modify.modify(None, "p00024", "make it blue and striped", 5)
     # clicking result #2 makes it the reference: the next search starts from its id
-    ref_id, photo, chart, picked = h.use_result(results, select(1))
-    assert ref_id == results[1].id and photo == h.thumbnails.of(results[1].image)
+    ref_id, photo, chart, picked = modify.use_result(results, select(1))
+    assert ref_id == results[1].id and photo == thumbnails.of(results[1].image)
     value = chart.value  # the rows, with the query's weights in the title
     assert [row[value["columns"].index("result")] for row in value["data"]][1] == "▶ #2"  # highlighted
-    assert h.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
+    assert modify.modify(None, ref_id, "make it red", 5)[2][0].id != ref_id  # the reference itself is never a result
     # the picker shows the new reference picked when it is one of its products, else none
-    assert picked.selected_index == (h.picks.index(ref_id) if ref_id in h.picks else None)
-    _, _, _, found, *_ = h.describe("green dotted scarf", 12)
-    chart = h.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
+    assert picked.selected_index == (modify.picks.index(ref_id) if ref_id in modify.picks else None)
+    _, _, _, found, *_ = describe.describe("green dotted scarf", 12)
+    chart = describe.select(found, select(10))  # below the charted top: added to the chart, highlighted
     assert column(chart, "result")[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER
-    *_, session, _ = h.drill_add("a red handbag", None)
-    scores, moves = h.drill_select(session, select(0))
+    *_, session, _ = drill.drill_add("a red handbag", None)
+    scores, moves = drill.select(session, select(0))
     assert column(scores, "result")[0] == "▶ #1" and "▶ #1" in set(column(moves, "result"))
 
 
@@ -246,11 +261,11 @@ def test_png_charts_are_the_matplotlib_figures(served):
     from matplotlib.figure import Figure
 
     _, products, looks = served
-    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer("png"))
-    _, chart, *_ = h.describe("green dotted scarf", 5)
+    describe, _, drill = tab_handlers(products, looks, "png")
+    _, chart, *_ = describe.describe("green dotted scarf", 5)
     assert isinstance(chart, Figure)
-    *_, session, _ = h.drill_add("a red handbag", None)
-    assert all(isinstance(c, Figure) for c in h.drill_charts(session))
+    *_, session, _ = drill.drill_add("a red handbag", None)
+    assert all(isinstance(c, Figure) for c in drill.charts(session))
     with pytest.raises(ValueError, match="unknown chart mode"):
         ChartRenderer("svg")
 
@@ -262,10 +277,10 @@ def test_results_show_the_region_that_matched(served):
     from PIL import Image
 
     _, products, looks = served
-    h = Handlers(AppModels.of(products, looks), Thumbnails(), ChartRenderer())
-    gallery, _, _, found, *_ = h.describe("green dotted scarf", 4)
+    describe, _, _ = tab_handlers(products, looks)
+    gallery, _, _, found, *_ = describe.describe("green dotted scarf", 4)
     assert all(len(r.marks) == 1 and r.marks[0].cell is not None and r.marks[0].cell[2] == 4 for r in found)
-    with Image.open(gallery[0][0]) as marked, Image.open(h.thumbnails.of(found[0].image)) as plain:
+    with Image.open(gallery[0][0]) as marked, Image.open(describe.context.thumbnails.of(found[0].image)) as plain:
         assert marked.size == plain.size and marked.tobytes() != plain.tobytes()
     session = looks.session(3)
     session.add("a red handbag")
@@ -285,20 +300,22 @@ def test_results_show_the_region_that_matched(served):
 @pytest.mark.parametrize("query, tab", [
     ("?q=green+dotted+scarf&k=5", "describe"),
     ("?ref=p00024&mod=make+it+blue+and+striped", "modify"),
-    ("?rounds=a+red+handbag|white+sneakers", "drill"),
+    ("?rounds=a+red+handbag|white+sneakers", "drill-down"),
     ("?k=5", None),
 ])
 def test_links_reproduce_a_search(query, tab):
     from urllib.parse import parse_qsl
 
-    search = LinkSearch.of(dict(parse_qsl(query[1:])))
-    assert (search.tab if search else None) == tab
+    keys = {"describe": describe_tab.LINK_KEY, "modify": modify_tab.LINK_KEY, "drill-down": drill_tab.LINK_KEY}
+    found = link_search(dict(parse_qsl(query[1:])), {name: TabParts(None, key, None) for name, key in keys.items()})
+    assert (found[0] if found else None) == tab
+    params = found[1] if found else {}
     if tab == "describe":
-        assert search.text == "green dotted scarf" and search.k == 5
+        assert params["q"] == "green dotted scarf" and link_k(params) == 5
     if tab == "modify":
-        assert (search.reference, search.text, search.k) == ("p00024", "make it blue and striped", 12)
-    if tab == "drill":
-        assert search.rounds == ("a red handbag", "white sneakers")
+        assert (params["ref"], params["mod"], link_k(params)) == ("p00024", "make it blue and striped", 12)
+    if tab == "drill-down":
+        assert drill_tab.link_rounds(params) == ["a red handbag", "white sneakers"]
 
 
 def test_handlers_type_hints_resolve_at_run_time():
@@ -306,9 +323,13 @@ def test_handlers_type_hints_resolve_at_run_time():
     cannot resolve (a name imported for type checking only) silently drops them."""
     import typing
 
-    for name in dir(Handlers):
-        if not name.startswith("_") and callable(getattr(Handlers, name)):
-            typing.get_type_hints(getattr(Handlers, name))
+    checked = 0
+    for handlers in (describe_tab.DescribeTab, modify_tab.ModifyTab, drill_tab.DrillDownTab):
+        for name in dir(handlers):
+            if not name.startswith("_") and callable(getattr(handlers, name)):
+                hints = typing.get_type_hints(getattr(handlers, name))
+                checked += "request" in hints or "evt" in hints
+    assert checked >= 8  # every search handler takes the request, every select handler its event
 
 
 def test_the_page_is_served_before_the_model_loads(served):
@@ -319,7 +340,7 @@ def test_the_page_is_served_before_the_model_loads(served):
 
     from gradio_client import Client
 
-    from hsl_demo.ui import TABS, serve
+    from hsl_demo.ui import serve
 
     _, products, looks = served
     models = AppModels(products.catalog, looks.catalog)
@@ -332,13 +353,13 @@ def test_the_page_is_served_before_the_model_loads(served):
         threading.Timer(1.0, models.set, (products, looks)).start()  # the model "loads" a second later
         gallery, *_ = job.result(timeout=60)
         assert captions(gallery)[0].startswith("#1 Green dotted")
+        # a tab per registered mode, in the registry's order, titled as the modes are
+        from hsl_demo import modes
+
+        tabs = [c["props"] for c in demo.config["components"] if c["type"] == "tabitem"]
+        assert [(t["label"], t["id"]) for t in tabs] == [(m.title, m.name) for m in modes.MODES.values()]
     finally:
         demo.close()
-    # the tabs run the modes they say they do, titled as the modes are
-    from hsl_demo import modes
-
-    assert [(tab.title, tab.mode) for tab in TABS] == [(modes.get(tab.mode).title, modes.get(tab.mode).name)
-                                                     for tab in TABS]
 
 
 @pytest.mark.parametrize("flag, value, fragment", [

@@ -300,8 +300,9 @@ def test_warm_up_readies_every_mode_before_a_visitor_comes(demo_backbone):
     drill-down's region side built, and one query of each mode run."""
     from hsl_demo.search import Retriever, load_heads
 
-    retriever = Retriever(demo_backbone, Catalog.open("looks"), **load_heads(demo_backbone))
-    assert retriever._hmrn_cache is None and retriever.catalog._prefetching is None
+    retriever = Retriever(demo_backbone, Catalog.open("looks"), heads=load_heads(demo_backbone))
+    assert "drill-down" not in retriever._prepared and retriever.catalog._prefetching is None
     retriever.warm_up()
-    assert retriever._hmrn_cache is not None and retriever.hmrn_store() is retriever._hmrn_cache
+    store = retriever._prepared["drill-down"]
+    assert store is not None and retriever.prepared("drill-down") is store
     assert retriever.catalog._prefetching and not retriever.catalog._prefetching.is_alive()

@@ -263,9 +263,9 @@ def test_region_index_candidates_match_scoring_the_whole_catalog(looks, monkeypa
     indexed = [r.id for r in looks.search_multi(queries, k=10)[-1].results]
     monkeypatch.setattr(looks, "candidates", len(looks.catalog))  # every look is a candidate
     assert [r.id for r in looks.search_multi(queries, k=10)[-1].results] == indexed
-    monkeypatch.setattr(search, "HMRN_CACHE_ITEMS", 0)  # the large-catalog path
-    monkeypatch.setattr(looks, "candidates", 200)
-    big = looks.search_multi(queries, k=10)[-1].results
+    large = search.Retriever(looks.backbone, looks.catalog, heads={n: looks.heads[n] for n in looks.trained},
+                             cache_items=0)  # the large-catalog path
+    big = large.search_multi(queries, k=10)[-1].results
     assert len(big) == 10 and big[0].id in {"l0400", "l0401", "l0402"}
 
 

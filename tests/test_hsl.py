@@ -13,7 +13,7 @@ from hsl_demo.indexing import build_catalog
 from hsl_demo.models import head_fingerprint, load_head, save_head
 from hsl_demo.models.hsl import HSLHead
 from hsl_demo.models.similarity import aggregate, non_negative
-from hsl_demo.modes import describe
+from hsl_demo.modes.describe import pipeline as describe
 from hsl_demo.search import Retriever
 from hsl_demo.training import HSLTrainConfig, train_hsl
 
@@ -80,7 +80,7 @@ def vit_b32_catalog(small_images, tmp_path_factory):
     head = HSLHead(embed_dim=backbone.embed_dim)
     out = tmp_path_factory.mktemp("vitb32") / "catalog"
     build_catalog(small_images / "images", out, backbone, metadata=small_images / "metadata.jsonl",
-                  progress=False, hsl=head)
+                  progress=False, heads={"hsl": head})
     return backbone, head, Catalog.open(out)
 
 
@@ -111,17 +111,17 @@ def test_precomputed_hsl_features_match_computing_them_at_load(vit_b32_catalog, 
             p.add_(0.01 * torch.randn_like(p))
     computed = describe.image_side(catalog, fresh)
     assert "no HSL features precomputed for this head" in caplog.text
-    assert computed.hsl_objects.shape == stored.hsl_objects.shape
-    assert not np.array_equal(computed.hsl_objects, stored.hsl_objects)
-    catalog_hsl, catalog.hsl = catalog.hsl, None  # as if the catalog had been indexed without a head
+    assert computed.objects.shape == stored.objects.shape
+    assert not np.array_equal(computed.objects, stored.objects)
+    catalog_hsl = catalog.stores.pop("hsl")  # as if the catalog had been indexed without a head
     try:
         caplog.clear()
         again = describe.image_side(catalog, head)
         assert "no HSL features precomputed for this head" in caplog.text
     finally:
-        catalog.hsl = catalog_hsl
+        catalog.stores["hsl"] = catalog_hsl
     # computed now = written at index time (up to one int8 step)
-    assert np.abs(again.hsl_objects.astype(int) - stored.hsl_objects.astype(int)).max() <= 1
+    assert np.abs(again.objects.astype(int) - stored.objects.astype(int)).max() <= 1
 
 
 def test_heads_save_and_load_the_hub_way(tmp_path):
@@ -162,7 +162,7 @@ def test_the_shipped_model_has_a_trained_head_with_precomputed_features(demo_ret
     assert r.hsl is not None and r.hsl.levels >= 2
     assert (r.hsl.weights[1:] > 0).sum() >= 1  # a trained level counts (level 1 image: README)
     assert r.catalog.manifest["heads"]["hsl"]["fingerprint"] == head_fingerprint(r.hsl)
-    assert r.hsl_store.bytes_per_item() <= 8192
+    assert r.prepared("describe").bytes_per_item() <= 8192
 
 
 def test_green_dotted_scarves_come_first_with_per_level_scores(demo_retriever):

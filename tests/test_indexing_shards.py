@@ -171,9 +171,8 @@ def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_
     with pytest.raises(HslDemoError, match="regions.faiss is not the IVF index of this catalog's"):
         opened.region_candidates(region, 4)
 
-    monkeypatch.setattr(search, "HMRN_CACHE_ITEMS", 0)
     monkeypatch.setattr(Catalog, "search", lambda *a: pytest.fail("drill-down fell back to the global index"))
-    retriever = search.Retriever(tiny_backbone, cat)
+    retriever = search.Retriever(tiny_backbone, cat, cache_items=0)  # the large-catalog path
     rounds = retriever.search_multi(["a red cap", "a blue scarf"], k=3)
     assert [len(r.results) for r in rounds] == [3, 3]
 

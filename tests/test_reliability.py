@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from conftest import REPO
 from PIL import Image
@@ -34,12 +35,19 @@ from hsl_demo.indexing import build_catalog
 @pytest.fixture(scope="module")
 def catalog_dir(small_images, tiny_backbone, tmp_path_factory) -> Path:
     """A small catalog built with the tiny backbone, to copy and break."""
-    from hsl_demo.models.hsl import HSLHead
-
     out = tmp_path_factory.mktemp("reliability") / "catalog"
     build_catalog(small_images / "images", out, tiny_backbone, metadata=small_images / "metadata.jsonl",
-                  progress=False, hsl=HSLHead(embed_dim=tiny_backbone.embed_dim))
+                  progress=False, heads={"hsl": catalog_head(tiny_backbone.embed_dim)})
     return out
+
+
+def catalog_head(embed_dim: int):
+    """The HSL head `catalog_dir` was indexed with (the same random blocks every call)."""
+    from hsl_demo.models.hsl import HSLHead
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return HSLHead(embed_dim=embed_dim)
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
@@ -162,8 +170,6 @@ MATRIX = [
     Case("model probe not numbers",
          _broken_catalog(_edit_json("manifest.json", lambda m: {**m, "model": {**m["model"], "probe": "abc"}})),
          "model probe is not a list of numbers"),
-    Case("HSL features of the wrong shape",
-         _broken_catalog(lambda f: np.save(f / "hsl_pooled.npy", np.zeros((12, 5), np.int8))), "hsl_pooled.npy is"),
     Case("regions of another dimension than the index",
          _broken_catalog(lambda f: np.save(f / "regions.npy", np.zeros((12, 16, 7), np.int8))),
          "index.faiss holds 128-d vectors, regions.npy 7-d"),
@@ -223,6 +229,19 @@ EDITED = {
 }
 
 
+def test_stored_hsl_features_of_the_wrong_shape_are_one_line(catalog_dir, tiny_backbone, tmp_path):
+    """Checked where they are read (describe's store, on first use), not by the catalog, which
+    knows no mode's arrays."""
+    from hsl_demo.search import Retriever
+
+    broken = tmp_path / "broken"
+    shutil.copytree(catalog_dir, broken)
+    np.save(broken / "hsl_pooled.npy", np.zeros((12, 5), np.int8))
+    retriever = Retriever(tiny_backbone, Catalog.open(broken), hsl=catalog_head(tiny_backbone.embed_dim))
+    with pytest.raises(HslDemoError, match=r"hsl_pooled.npy is \(12, 5\) int8, expected 12x2x"):
+        retriever.search_text("red cap")
+
+
 @pytest.mark.parametrize("edit", EDITED, ids=list(EDITED))
 def test_hand_edited_catalogs_answer_correctly(edit, catalog_dir, tiny_backbone, tmp_path):
     """Text search, drill-down and the app's marked thumbnails over a catalog edited by hand:
@@ -268,7 +287,7 @@ def test_an_empty_shard_with_an_hsl_head_is_skipped(demo_backbone, tmp_path):
     for name in ("c.jpg", "d.jpg"):
         (images / name).write_text("not an image")
     summary = build_catalog(images, tmp_path / "catalog", demo_backbone, progress=False, shard_size=2,
-                            hsl=load_heads(demo_backbone)["hsl"])
+                            heads=load_heads(demo_backbone))
     assert len(summary["skipped"]) == 2 and len(Catalog.open(tmp_path / "catalog")) == 2
 
 

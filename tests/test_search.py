@@ -102,5 +102,5 @@ def test_each_mode_returns_the_breakdown_type_it_registers(retriever):
              "modify": retriever.search_composed("p00024", "make it blue", k=2)[0],
              "drill-down": retriever.session(k=2).add("a red cap").results[0]}
     for name, result in found.items():
-        assert type(result.breakdown) is modes.MODES[name].breakdown(), name
+        assert type(result.breakdown) is modes.MODES[name].breakdown, name
         assert result.breakdown.final == pytest.approx(result.score, abs=1e-5)

@@ -237,7 +237,10 @@ def test_the_model_running_handlers_run_under_spaces_gpu(monkeypatch):
     model are its GPU functions; the page's other handlers are not."""
     from hsl_demo.catalog import Catalog
     from hsl_demo.thumbnails import Thumbnails
-    from hsl_demo.ui import GPU_HANDLERS, AppModels, ChartRenderer, Handlers
+    from hsl_demo.modes.describe.tab import DescribeTab
+    from hsl_demo.modes.drill_down.tab import DrillDownTab
+    from hsl_demo.modes.modify.tab import ModifyTab
+    from hsl_demo.widgets import ChartRenderer, TabContext
 
     wrapped = []
 
@@ -252,10 +255,13 @@ def test_the_model_running_handlers_run_under_spaces_gpu(monkeypatch):
     fake.GPU = GPU
     fake.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    handlers = Handlers(AppModels(Catalog.open("products"), Catalog.open("looks")), Thumbnails(), ChartRenderer())
-    assert wrapped == list(GPU_HANDLERS) == ["describe", "modify", "drill_add", "drill_undo", "run_link_rounds"]
-    assert handlers.drill_reset(None)[0] == []  # not a GPU function: it runs no model
-    assert handlers.describe.__name__ == "on_gpu"
+    def context(catalog):
+        return TabContext(Catalog.open(catalog), lambda: None, Thumbnails(), ChartRenderer())
+    describe, modify, drill = (DescribeTab(context("products")), ModifyTab(context("products")),
+                               DrillDownTab(context("looks")))
+    assert wrapped == ["describe", "modify", "drill_add", "drill_undo", "run_link_rounds"]
+    assert drill.drill_reset(None)[0] == []  # not a GPU function: it runs no model
+    assert describe.describe.__name__ == modify.modify.__name__ == "on_gpu"
 
 
 def test_the_spaces_package_is_a_no_op_off_zero_gpu(monkeypatch):

@@ -26,8 +26,6 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..defaults import COMPOSED_VARIANTS
-
 
 @dataclass
 class ComposedQuery:
@@ -99,7 +97,7 @@ def compose_query(head: ComposedHead, image: torch.Tensor, text: torch.Tensor,
         query = head(image, text)
         return query.embeds, query.w_image, query.w_text
     if variant not in FIXED_IMAGE_WEIGHT:
-        raise ValueError(f"unknown composed variant {variant!r} ({', '.join(COMPOSED_VARIANTS)})")
+        raise ValueError(f"unknown composed variant {variant!r} (adaptive, {', '.join(FIXED_IMAGE_WEIGHT)})")
     w_image = torch.full((len(image),), FIXED_IMAGE_WEIGHT[variant])
     embeds = F.normalize(w_image[:, None] * image.float() + (1 - w_image[:, None]) * text.float(), dim=-1)
     return embeds, w_image, 1 - w_image

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..defaults import HMRN_VARIANTS
 from .similarity import AttentionPool, GraphReasoning, cross_attend, identity_linear
 
 TERMS = ("local", "global", "reasoning")
-VARIANTS = HMRN_VARIANTS
+VARIANTS = ("full", "local+global", "local")  # the rankings variant_weights knows (the mode's too)
 
 
 @dataclass

@@ -1,9 +1,5 @@
-"""Drill down: a look described one product per round, ranked by HMRN.
-
-Each round adds a region query ("a red handbag", then "white sneakers") and re-ranks the
-looks with all the queries so far (hsl_demo/models/hmrn.py): FAISS candidates from the
-regions that match each query in the head's own space (HmrnStore), then the full re-rank.
-"""
+"""Drill-down's search: a session of rounds, each ranked by HMRN over FAISS candidates from the
+regions that match its queries, and the head's image side of a catalog with its region index."""
 
 from __future__ import annotations
 
@@ -14,39 +10,20 @@ import faiss
 import numpy as np
 import torch
 
-from ..catalog import first_items
-from ..defaults import HMRN_VARIANTS
-from ..errors import HslDemoError
-from ..models.hmrn import HMRNHead, HMRNImages
-from ..query import clean_text
-from ..results import SearchResponse, SearchResult, Term, rounded
-from . import Mode, register
+from ...catalog import first_items
+from ...errors import HslDemoError
+from ...models.hmrn import HMRNHead, HMRNImages
+from ...query import clean_text
+from ...results import SearchResponse, SearchResult, Term
+from .types import DrillDownBreakdown, DrillDownRound
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog
-    from ..search import Retriever
+    from ...catalog import Catalog
 
+MODE_NAME = "drill-down"
+HEAD = "hmrn"
 EMPTY_QUERY = "empty region query: ignored (describe one product, e.g. \"a red handbag\")"
 NOTHING_TO_UNDO = "no round to undo"
-
-
-@dataclass
-class DrillDownBreakdown:
-    """Local, global and reasoning similarity with their weights this round, the local score
-    of each query so far (`per_query`), `final`, and `earlier_ranks`: the result's rank after
-    each earlier round (None where it was not a candidate)."""
-
-    local: Term
-    global_: Term
-    reasoning: Term
-    per_query: list[float]
-    final: float
-    earlier_ranks: list[int | None]
-
-    def to_dict(self) -> dict:
-        return {"local": self.local.to_dict(), "global": self.global_.to_dict(),
-                "reasoning": self.reasoning.to_dict(), "per_query": [rounded(v) for v in self.per_query],
-                "final": rounded(self.final), "earlier_ranks": list(self.earlier_ranks)}
 
 
 @dataclass
@@ -88,19 +65,19 @@ def image_side(catalog: Catalog, head: HMRNHead) -> HmrnStore:
 
 
 @torch.no_grad()
-def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], variant: str, k: int,
+def rank_round(retriever, queries: np.ndarray, texts: list[str], variant: str, k: int,
                earlier: list[dict[int, int]]) -> tuple[list[int], list[SearchResult]]:
     """Rank the catalog for a set of region queries (T, D), whose words are `texts`: FAISS
     candidates for each query (from the regions that match it), then the HMRN re-rank. Returns
     every candidate's catalog row, best first, and the first k as results (their earlier ranks looked up
     in `earlier`, and on each the region every query attended to, marked with its text)."""
-    head = retriever.hmrn
+    head: HMRNHead = retriever.heads[HEAD]
     q = torch.from_numpy(queries)[None]
     query_mask = torch.ones(q.shape[:2], dtype=torch.bool)
     # One candidate budget shared by the queries, so a round's cost grows with its queries
     # (each candidate is scored against all of them), not also with its candidate count.
     per_query = max(k, -(-retriever.candidates // len(queries)))
-    store = retriever.hmrn_store()
+    store: HmrnStore | None = retriever.prepared(MODE_NAME)
     if store is not None:
         rows = store.candidates(head.encode_queries(q, query_mask)[0][0], per_query)
         images = store.side.take(torch.from_numpy(rows))
@@ -128,18 +105,6 @@ def rank_round(retriever: Retriever, queries: np.ndarray, texts: list[str], vari
 
 
 @dataclass
-class DrillDownRound:
-    """The ranking after one round (each result's breakdown is a DrillDownBreakdown)."""
-
-    round: int
-    queries: list[str]
-    results: list[SearchResult]
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "queries": self.queries, "results": [r.to_dict() for r in self.results]}
-
-
-@dataclass
 class DrillDownStep:
     """What one add or undo did: the current round (None when there is none) and notices
     (a query ignored, nothing to undo)."""
@@ -160,7 +125,7 @@ class DrillDownSession:
     round past the maximum is an HslDemoError, and undo with no rounds is only a notice.
     """
 
-    def __init__(self, retriever: Retriever, k: int, variant: str):
+    def __init__(self, retriever, k: int, variant: str):
         self.retriever, self.k, self.variant = retriever, k, variant
         self.queries: list[str] = []
         self._embeds: list[np.ndarray] = []
@@ -169,7 +134,7 @@ class DrillDownSession:
 
     @property
     def max_rounds(self) -> int:
-        return self.retriever.hmrn.max_rounds
+        return self.retriever.heads[HEAD].max_rounds
 
     @property
     def current(self) -> DrillDownRound | None:
@@ -193,7 +158,7 @@ class DrillDownSession:
         self.queries.append(text)
         self._embeds.append(embed)
         self._ranks.append({row: rank for rank, row in enumerate(ranked, 1)})
-        self.rounds.append(DrillDownRound(len(self.queries), list(self.queries), results))
+        self.rounds.append(DrillDownRound(results, round=len(self.queries), queries=list(self.queries)))
         return DrillDownStep(self.current, self.retriever.backbone.unknown_words_notice(text))
 
     def undo(self) -> DrillDownStep:
@@ -209,31 +174,18 @@ class DrillDownSession:
             stack.clear()
 
 
-def validate(query: dict, where: str) -> None:
-    regions = query.get("regions")
-    if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
-        raise HslDemoError(f"{where}: a {MODE.name} query needs \"regions\", a non-empty list of strings "
-                           "(one query per round)")
-
-
-def check_rounds(retriever: Retriever, queries: list[dict]) -> None:
-    longest = max(len(q["regions"]) for q in queries)
-    if longest > retriever.hmrn.max_rounds:
-        raise HslDemoError(f"a {MODE.name} query has {longest} regions; the model takes at most "
-                           f"{retriever.hmrn.max_rounds} rounds")
-
-
-def rank(retriever: Retriever, query: dict, k: int, variant: str) -> list[SearchResponse]:
+def rank(retriever, regions: tuple[str, ...], k: int, variant: str) -> list[SearchResponse]:
     """The ranking after every round, with the notices met on the way to it (a query ignored
     before the first round goes with the first ranking, a later one with the ranking it kept)."""
-    session = retriever.session(k, variant)
+    session = DrillDownSession(retriever, k, variant)
     out: list[SearchResponse] = []
     pending: list[str] = []
-    for text in query["regions"]:
+    for text in regions:
         rounds_before = len(session.rounds)
         step = session.add(text)
         if len(session.rounds) > rounds_before:
-            out.append(SearchResponse(step.results, pending + step.notices))
+            made = session.rounds[-1]
+            out.append(DrillDownRound(made.results, pending + step.notices, made.round, list(made.queries)))
             pending = []
         elif out:
             out[-1].notices.extend(step.notices)
@@ -241,11 +193,3 @@ def rank(retriever: Retriever, query: dict, k: int, variant: str) -> list[Search
             pending.extend(step.notices)
     return out or [SearchResponse([], pending)]
 
-
-MODE = register(Mode(
-    name="drill-down", title="Drill down", head="hmrn", head_class=lambda: HMRNHead,
-    head_summary="HMRN drill-down head (multi-round region queries: local, global, reasoning)",
-    variants=HMRN_VARIANTS, breakdown=lambda: DrillDownBreakdown, validate=validate,
-    rank=rank, aliases=("multi",), in_rounds=True, precheck=check_rounds,
-    default_for=lambda retriever: retriever.hmrn_variant,
-))
