@@ -9,10 +9,11 @@ tests/ runs it).
 
     layer 0  errors, defaults, fileio, images, results, query: no model, no torch
     layer 1  backbone, features, models/*; the demo world (data: attributes, phrasing, demo, triplets)
-    layer 2  hub (resolve, download), items, reader, catalog; public data set readers (data/*)
+    layer 2  hub (resolve, download), items, reader, catalog; public data set readers (data/*);
+             the parts of a page (widgets, charts, viz, thumbnails, gpu), which each mode's tab uses
     layer 3  modes/*
     layer 4  search (the retriever), evaluate, indexing, model cards and push
-    layer 5  cli, ui, charts, viz, thumbnails, space, training/*: the entry points and the front
+    layer 5  cli, ui, space, training/*: the entry points and the front
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ LAYERS: dict[str, int] = {
     "backbone": 1, "features": 1, "models": 1,
     "data.attributes": 1, "data.phrasing": 1, "data.phrasing_heldout": 1, "data.demo": 1, "data.triplets": 1,
     "hub": 2, "items": 2, "reader": 2, "catalog": 2, "data": 2,
+    "charts": 2, "viz": 2, "thumbnails": 2, "gpu": 2, "widgets": 2,
     "modes": 3,
     "search": 4, "evaluate": 4, "indexing": 4, "indexing_ray": 4, "cards": 4,
-    "cli": 5, "ui": 5, "charts": 5, "viz": 5, "thumbnails": 5, "space": 5, "gpu": 5, "training": 5, "__main__": 5,
+    "cli": 5, "ui": 5, "space": 5, "training": 5, "__main__": 5,
 }
 
 

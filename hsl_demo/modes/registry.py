@@ -93,6 +93,7 @@ class Mode:
     tab: Callable[..., Any] | None = None  # builds the mode's UI tab (see hsl_demo/ui.py: TabContext)
     catalog_role: str = "products"  # which of the app's catalogs its tab searches: products or looks
     warm_up_query: Callable[[Catalog], Any] | None = None  # a query to run before serving
+    order: int = 100  # its place among the app's tabs and in every listing (lowest first)
     aliases: tuple[str, ...] = ()  # older names of the mode in query files
     in_rounds: bool = False  # a query is answered round by round (recall is reported per round)
     # extra evaluation figures from the queries and their rankings (e.g. mean weights)
@@ -124,6 +125,9 @@ def register(mode: Mode) -> Mode:
     if mode.head in taken:
         raise HslDemoError(f"mode {mode.name!r}: head {mode.head!r} belongs to mode {taken[mode.head]!r}")
     MODES[mode.name] = mode
+    ordered = sorted(MODES.values(), key=lambda m: m.order)  # stable: equal orders keep registration order
+    MODES.clear()
+    MODES.update((m.name, m) for m in ordered)
     return mode
 
 

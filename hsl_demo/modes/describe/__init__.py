@@ -68,6 +68,7 @@ def _tab(context: Any) -> Any:
 
 
 MODE = register(Mode(
+    order=10,
     name="describe", title="Describe", head="hsl", head_class=_head_class,
     head_summary="HSL re-ranking head (hierarchical similarity over levels and object/image granularity)",
     variants=VARIANTS, breakdown=HslBreakdown, parse=TextQuery.parse, search=_search,

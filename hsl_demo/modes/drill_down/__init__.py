@@ -85,6 +85,7 @@ def _tab(context: Any) -> Any:
 
 
 MODE = register(Mode(
+    order=30,
     name="drill-down", title="Drill down", head=HEAD, head_class=_head_class,
     head_summary="HMRN drill-down head (multi-round region queries: local, global, reasoning)",
     variants=VARIANTS, breakdown=DrillDownBreakdown, parse=RegionQuery.parse, search=_search,

@@ -74,6 +74,7 @@ def _warm_up(catalog: Any) -> ComposedQuery | None:
 
 
 MODE = register(Mode(
+    order=20,
     name="modify", title="Modify", head="composed", head_class=_head_class,
     head_summary="composed-query head (reference image + modification text, adaptive weights)",
     variants=VARIANTS, breakdown=ComposedBreakdown, parse=ComposedQuery.parse, search=_search,
