@@ -2,15 +2,18 @@
 native plots (gr.BarPlot / gr.LinePlot / gr.ScatterPlot send rows and let Vega-Lite draw them,
 with hover tooltips), so a request costs the server a few rows of JSON instead of a PNG.
 
-One function per chart, named as its matplotlib twin in hsl_demo/viz.py (which draws the same
-explanations as static figures: README, reports, `--charts png`). Each returns a
-`ChartUpdate` that `component()` turns into the plot component, or the update of one.
+Each mode defines its charts (hsl_demo/modes/*/charts.py) as `Chart`s: a `ChartSpec` (the plot
+kind and its axes), a function from results to rows (a `ChartUpdate`), and its matplotlib twin
+(hsl_demo/viz.py's parts; static figures for reports and `--charts png`). This module holds
+what they share: the palette, the fixed orders of the axes, `component()` (the empty plot of a
+spec), `as_update()` and the stacked-contribution rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -56,32 +59,8 @@ ROUND_ORDER = tuple(f"round {n}" for n in range(1, MAX_RANK + 1))
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 RESULT_COLORS = tuple((label, OKABE_ITO[(n - 1) % len(OKABE_ITO)]) for n in range(1, MAX_RANK + 1)
                       for label in (f"#{n}", f"{SELECTED}#{n}"))
-DRILL_TERMS = ("local", "global", "reasoning")
 
 
-SPECS = {
-    "hsl_chart": ChartSpec(
-        "bar", "result", "contribution", "term",
-        f"Why the top {TOP} ranked: each HSL term's weight × similarity (a bar adds up to the final score)",
-        "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER),
-    "composed_chart": ChartSpec(
-        "scatter", "similarity to the reference image", "similarity to the text", "result",
-        f"The top {TOP} results: image side vs text side", "similarity to the reference image (cosine)",
-        "similarity to the modification text (cosine)", ("title", "final", "query weights"),
-        color_map=RESULT_COLORS),
-    "drill_chart": ChartSpec(
-        "bar", "result", "contribution", "term",
-        f"Scores of the top {TOP} this round: local, global, reasoning, weight × similarity (a bar adds up to "
-        "the final score)",
-        "result", "weight × similarity", ("title", "similarity", "weight", "final"), sort=RESULT_ORDER,
-        color_map=tuple((term, COLORS[term]) for term in DRILL_TERMS)),
-    # Points, not lines: Gradio's line draws nothing for a single round. The rank is a label
-    # (RANK_LABEL), so rank 1 is drawn at the top: Gradio cannot reverse a numeric axis.
-    "rank_chart": ChartSpec(
-        "scatter", "round", "rank", "result",
-        f"Rank of the current top {TOP} after each round (1, the best, at the top; no point: not among "
-        "that round's candidates)", "round", "rank", ("title", "query"), sort=ROUND_ORDER, color_map=RESULT_COLORS),
-}
 RANK_LABEL = "{:>3}"  # padded with spaces, so that the labels sort as the ranks do (" 2" < " 10")
 
 
@@ -89,9 +68,19 @@ RANK_LABEL = "{:>3}"  # padded with spaces, so that the labels sort as the ranks
 class ChartUpdate:
     """A chart's rows, and its title when it tells something about them."""
 
-    name: str
+    spec: ChartSpec
     frame: pd.DataFrame
     title: str | None = None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One explanation of a ranking: its native plot (`spec`, and `rows(results, highlight,
+    **extra)`) and its matplotlib twin (`figure(results, highlight)`, imported on use)."""
+
+    spec: ChartSpec
+    rows: Callable[..., ChartUpdate]
+    figure: Callable[..., Any]
 
 
 def shown(results: Sequence, selected: int | None = None, top: int = TOP) -> tuple[list, int | None]:
@@ -105,11 +94,10 @@ def shown(results: Sequence, selected: int | None = None, top: int = TOP) -> tup
     return [*rows, results[selected]], len(rows)
 
 
-def component(name: str, **kwargs):
-    """The empty native plot for chart `name` (kwargs: label, elem_id, ...)."""
+def component(spec: ChartSpec, **kwargs):
+    """The empty native plot of a chart (kwargs: label, elem_id, ...)."""
     import gradio as gr
 
-    spec = SPECS[name]
     plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[spec.kind]
     kwargs = {"label": spec.title, "show_label": True, **kwargs}
     return plot(x=spec.x, y=spec.y, color=spec.color, x_title=spec.x_title, y_title=spec.y_title,
@@ -124,21 +112,21 @@ def as_update(chart: ChartUpdate):
 
     if chart.title is None:
         return chart.frame
-    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[SPECS[chart.name].kind]
+    plot = {"bar": gr.BarPlot, "line": gr.LinePlot, "scatter": gr.ScatterPlot}[chart.spec.kind]
     return plot(value=chart.frame, label=chart.title)
 
 
-def _labels(results: Sequence, highlight: int | None) -> list[str]:
+def result_labels(results: Sequence, highlight: int | None) -> list[str]:
     """Each result's name in a chart: its rank ("#3"; "▶ #3" when selected), short enough for
     an axis and a legend; its title is in the tooltip."""
     return [f"{SELECTED if i == highlight else ''}#{r.rank}" for i, r in enumerate(results)]
 
 
-def _contributions(name: str, results: Sequence, highlight: int | None,
+def contributions(spec: ChartSpec, results: Sequence, highlight: int | None,
                    terms: list[tuple[str, list[tuple[float, float]]]]) -> ChartUpdate:
     """A stacked bar per result, one segment per term: weight × similarity, so the segments of
     a bar add up to its final score. `terms`: (name, [(similarity, weight) per result])."""
-    labels = _labels(results, highlight)
+    labels = result_labels(results, highlight)
     rows = []
     for term, values in terms:
         for label, result, (similarity, weight) in zip(labels, results, values):
@@ -146,68 +134,4 @@ def _contributions(name: str, results: Sequence, highlight: int | None,
                          "title": result.title, "similarity": round(similarity, 4), "weight": round(weight, 3),
                          "final": round(result.breakdown.final, 4)})
     frame = pd.DataFrame(rows, columns=["result", "term", "contribution", "title", "similarity", "weight", "final"])
-    return ChartUpdate(name, frame)
-
-
-def hsl_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
-    """Describe: each HSL term's contribution (its weight × its similarity) to every result's
-    final score: the global cosine, and object and image granularity at every level, those
-    that carry weight (the breakdown table has them all)."""
-    results = list(results)
-    if not results:
-        return _contributions("hsl_chart", [], None, [])
-    terms = [("global", [(r.breakdown.global_.similarity, r.breakdown.global_.weight) for r in results])]
-    for n, level in enumerate(results[0].breakdown.levels, 1):
-        for granularity in level:
-            terms.append((f"level{n} · {granularity}", [(r.breakdown.levels[n - 1][granularity].similarity,
-                                                         r.breakdown.levels[n - 1][granularity].weight)
-                                                        for r in results]))
-    # a term weighted zero adds nothing to any bar: it would only be a legend entry never drawn
-    weighted = [(term, values) for term, values in terms if any(weight for _, weight in values)]
-    return _contributions("hsl_chart", results, highlight, weighted)
-
-
-def composed_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
-    """Modify: each result as a point, its similarity to the reference image across and to the
-    modification text up; the query's own image and text weights in the title and tooltips."""
-    results = list(results)
-    spec = SPECS["composed_chart"]
-    labels = _labels(results, highlight)
-    weights = ""
-    if results:
-        first = results[0].breakdown
-        weights = f"image {first.w_image:.2f} · text {first.w_text:.2f}"
-    frame = pd.DataFrame(
-        [{spec.x: round(r.breakdown.image_similarity, 4), spec.y: round(r.breakdown.text_similarity, 4),
-          "result": label, "title": r.title, "final": round(r.breakdown.final, 4), "query weights": weights}
-         for label, r in zip(labels, results)],
-        columns=[spec.x, spec.y, "result", "title", "final", "query weights"])
-    title = f"{spec.title} (query weights: {weights})" if weights else spec.title
-    return ChartUpdate("composed_chart", frame, title=title)
-
-
-def drill_chart(results: Sequence, highlight: int | None = None) -> ChartUpdate:
-    """Drill down: the local, global and reasoning contributions to each result's final score
-    this round (weight × similarity; the reasoning weight grows with the round)."""
-    results = list(results)
-    parts = {"local": lambda b: b.local, "global": lambda b: b.global_, "reasoning": lambda b: b.reasoning}
-    terms = [(name, [(parts[name](r.breakdown).similarity, parts[name](r.breakdown).weight) for r in results])
-             for name in DRILL_TERMS] if results else []
-    return _contributions("drill_chart", results, highlight, terms)
-
-
-def rank_chart(results: Sequence, highlight: int | None = None, queries: Sequence[str] = ()) -> ChartUpdate:
-    """Drill down: the rank of the current top results after every round (a round where a
-    result was not among the candidates has no point). `queries`: each round's query, shown
-    in the tooltip."""
-    results = list(results)
-    labels = _labels(results, highlight)
-    rounds = len(results[0].breakdown.earlier_ranks) + 1 if results else 0
-    names = [f"round {n}" for n in range(1, rounds + 1)]  # categories, so the axis shows whole rounds
-    rows = []
-    for label, r in zip(labels, results):
-        for n, rank in enumerate([*r.breakdown.earlier_ranks, r.rank], 1):
-            if rank is not None:
-                rows.append({"round": names[n - 1], "rank": RANK_LABEL.format(rank), "result": label, "title": r.title,
-                             "query": queries[n - 1] if n <= len(queries) else ""})
-    return ChartUpdate("rank_chart", pd.DataFrame(rows, columns=["round", "rank", "result", "title", "query"]))
+    return ChartUpdate(spec, frame)

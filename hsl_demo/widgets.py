@@ -105,25 +105,23 @@ def image_upload(**kwargs) -> gr.Image:
 
 class ChartRenderer:
     """The charts of the app: native plots the browser draws from rows (default), or the
-    matplotlib PNGs of hsl_demo.viz (`png`, kept to measure what they cost)."""
+    matplotlib PNGs of each chart's twin (`png`, kept to measure what they cost)."""
 
     def __init__(self, mode: str = "native"):
         if mode not in CHART_MODES:
             raise ValueError(f"unknown chart mode {mode!r} ({', '.join(CHART_MODES)})")
         self.native = mode == "native"
 
-    def component(self, name: str, **kwargs):
-        """The (empty) output component of chart `name` (a function of hsl_demo.charts / viz)."""
-        return charts.component(name, **kwargs) if self.native else gr.Plot(show_label=False, **kwargs)
+    def component(self, chart: charts.Chart, **kwargs):
+        """The (empty) output component of `chart`."""
+        return charts.component(chart.spec, **kwargs) if self.native else gr.Plot(show_label=False, **kwargs)
 
-    def render(self, name: str, results: list[SearchResult], selected: int | None = None, **extra):
-        """Chart `name` of `results` (the top ones, and the `selected` one when it is further down)."""
+    def render(self, chart: charts.Chart, results: list[SearchResult], selected: int | None = None, **extra):
+        """`chart` of `results` (the top ones, and the `selected` one when it is further down)."""
         shown, highlight = charts.shown(results or [], selected)
         if self.native:
-            return charts.as_update(getattr(charts, name)(shown, highlight, **extra))
-        from . import viz  # matplotlib, imported only when PNG charts are asked for
-
-        return getattr(viz, name)(shown, highlight)
+            return charts.as_update(chart.rows(shown, highlight, **extra))
+        return chart.figure(shown, highlight)
 
 
 DEFAULT_K = 12

@@ -10,10 +10,10 @@ import pytest
 from conftest import REPO, assert_clean_error, launch_demo, run_cli
 
 from hsl_demo import charts
-from hsl_demo.thumbnails import Thumbnails
 from hsl_demo.modes.describe import tab as describe_tab
 from hsl_demo.modes.drill_down import tab as drill_tab
 from hsl_demo.modes.modify import tab as modify_tab
+from hsl_demo.thumbnails import Thumbnails
 from hsl_demo.ui import AppModels, link_search
 from hsl_demo.widgets import ChartRenderer, TabContext, TabParts, link_k
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from conftest import REPO
 from PIL import Image
 

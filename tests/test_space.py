@@ -236,10 +236,10 @@ def test_the_model_running_handlers_run_under_spaces_gpu(monkeypatch):
     """With a `spaces` package (here a fake that records what it wraps), the handlers that run the
     model are its GPU functions; the page's other handlers are not."""
     from hsl_demo.catalog import Catalog
-    from hsl_demo.thumbnails import Thumbnails
     from hsl_demo.modes.describe.tab import DescribeTab
     from hsl_demo.modes.drill_down.tab import DrillDownTab
     from hsl_demo.modes.modify.tab import ModifyTab
+    from hsl_demo.thumbnails import Thumbnails
     from hsl_demo.widgets import ChartRenderer, TabContext
 
     wrapped = []

@@ -8,7 +8,13 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from hsl_demo import charts, viz
+from hsl_demo import charts
+from hsl_demo.modes.describe import charts as describe_charts
+from hsl_demo.modes.describe import figures as describe_figures
+from hsl_demo.modes.drill_down import charts as drill_charts
+from hsl_demo.modes.drill_down import figures as drill_figures
+from hsl_demo.modes.modify import charts as modify_charts
+from hsl_demo.modes.modify import figures as modify_figures
 from hsl_demo.modes.describe import HslBreakdown
 from hsl_demo.modes.drill_down import DrillDownBreakdown
 from hsl_demo.modes.modify import ComposedBreakdown
@@ -58,7 +64,7 @@ def test_the_backend_is_agg():
 
 @pytest.mark.parametrize("n", [1, 5])
 def test_hsl_chart_has_a_bar_per_result_and_term(n):
-    fig = viz.hsl_chart(hsl_results(n))
+    fig = describe_figures.hsl_figure(hsl_results(n))
     assert_labelled(fig)
     (ax,) = fig.axes
     assert bars(ax) == n * 6  # global, 2 levels x 2 granularities, final
@@ -68,7 +74,7 @@ def test_hsl_chart_has_a_bar_per_result_and_term(n):
 
 
 def test_composed_chart_shows_the_query_weights_and_both_sides_per_result():
-    fig = viz.composed_chart(composed_results(4))
+    fig = modify_figures.composed_figure(composed_results(4))
     assert_labelled(fig)
     weights, per_result = fig.axes
     assert bars(weights) == 2
@@ -77,14 +83,14 @@ def test_composed_chart_shows_the_query_weights_and_both_sides_per_result():
 
 
 def test_drill_chart_has_local_global_reasoning_and_final_per_result():
-    fig = viz.drill_chart(drill_results(6, rounds=3))
+    fig = drill_figures.drill_figure(drill_results(6, rounds=3))
     assert_labelled(fig)
     assert bars(fig.axes[0]) == 6 * 4
 
 
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_rank_chart_has_a_line_per_result_and_a_point_per_round(rounds):
-    fig = viz.rank_chart(drill_results(5, rounds))
+    fig = drill_figures.rank_figure(drill_results(5, rounds))
     assert_labelled(fig)
     (ax,) = fig.axes
     assert len(ax.lines) == 5
@@ -103,14 +109,14 @@ def test_a_selected_result_is_highlighted_even_below_the_top():
     assert len(shown) == charts.TOP + 1 and shown[index] is results[10]
     assert charts.shown(results, 2) == (results[:charts.TOP], 2)
     assert charts.shown(results, None) == (results[:charts.TOP], None)
-    fig = viz.hsl_chart(shown, index)
+    fig = describe_figures.hsl_figure(shown, index)
     label = fig.axes[0].get_yticklabels()[index]
     assert label.get_text().startswith("#11") and label.get_fontweight() == "bold"
-    fig = viz.rank_chart(drill_results(4, 2), highlight=1)
+    fig = drill_figures.rank_figure(drill_results(4, 2), highlight=1)
     assert fig.axes[0].lines[1].get_linewidth() > fig.axes[0].lines[0].get_linewidth()
 
 
-@pytest.mark.parametrize("chart", [viz.hsl_chart, viz.composed_chart, viz.drill_chart, viz.rank_chart])
+@pytest.mark.parametrize("chart", [describe_figures.hsl_figure, modify_figures.composed_figure, drill_figures.drill_figure, drill_figures.rank_figure])
 def test_no_results_is_an_empty_labelled_chart(chart):
     fig = chart([])
     for ax in fig.axes:
@@ -122,8 +128,8 @@ def test_figures_are_not_kept_by_pyplot():
 
     before = len(plt.get_fignums())
     for _ in range(3):
-        viz.hsl_chart(hsl_results(3))
-        viz.rank_chart(drill_results(3, 2))
+        describe_figures.hsl_figure(hsl_results(3))
+        drill_figures.rank_figure(drill_results(3, 2))
     assert len(plt.get_fignums()) == before
 
 
@@ -131,7 +137,7 @@ def test_figures_are_not_kept_by_pyplot():
 
 
 def test_browser_bar_segments_add_up_to_the_final_score():
-    chart = charts.hsl_chart(hsl_results(3))
+    chart = describe_charts.hsl_rows(hsl_results(3))
     frame = chart.frame
     assert list(frame["result"].unique()) == ["#1", "#2", "#3"]
     # global and 2 levels x 2 granularities per result, but the object terms weigh 0 here: not
@@ -140,7 +146,7 @@ def test_browser_bar_segments_add_up_to_the_final_score():
     for _, rows in frame.groupby("result"):
         assert rows["contribution"].sum() == pytest.approx(rows["final"].iloc[0], abs=2e-3)
     assert set(frame[frame["term"] == "level2 · image"]["weight"]) == {0.75}  # weights in the tooltip
-    drill = charts.drill_chart(drill_results(2, 3)).frame
+    drill = drill_charts.drill_rows(drill_results(2, 3)).frame
     assert list(drill["term"].unique()) == ["local", "global", "reasoning"]
     # the x order is fixed when the page is built: ranks in order, a selected one in its place
     assert charts.RESULT_ORDER[:4] == ("#1", "▶ #1", "#2", "▶ #2") and "#50" in charts.RESULT_ORDER
@@ -148,7 +154,7 @@ def test_browser_bar_segments_add_up_to_the_final_score():
 
 def test_browser_rank_chart_reverses_the_axis_and_skips_missing_rounds():
     results = drill_results(4, 3)
-    chart = charts.rank_chart(results, highlight=1, queries=["a", "b", "c"])
+    chart = drill_charts.rank_rows(results, highlight=1, queries=["a", "b", "c"])
     frame = chart.frame
     missing = sum(rank is None for r in results for rank in r.breakdown.earlier_ranks)
     assert missing and len(frame) == 4 * 3 - missing  # no point where an item was not a candidate
@@ -160,8 +166,9 @@ def test_browser_rank_chart_reverses_the_axis_and_skips_missing_rounds():
     assert sorted(set(frame["rank"]), key=str) == sorted(set(frame["rank"]), key=int)
 
 
-@pytest.mark.parametrize("name", ["hsl_chart", "composed_chart", "drill_chart", "rank_chart"])
-def test_browser_charts_of_no_results_are_empty_tables(name):
-    chart = getattr(charts, name)([])
-    assert len(chart.frame) == 0 and list(chart.frame.columns)
-    assert charts.as_update(chart) is not None
+@pytest.mark.parametrize("chart", [describe_charts.CHART, modify_charts.CHART, drill_charts.CHART,
+                                   drill_charts.RANK_CHART], ids=lambda c: c.rows.__name__)
+def test_browser_charts_of_no_results_are_empty_tables(chart):
+    update = chart.rows([])
+    assert len(update.frame) == 0 and list(update.frame.columns) and update.spec is chart.spec
+    assert charts.as_update(update) is not None

@@ -24,9 +24,9 @@ from ...widgets import (
     show_notices,
     vocabulary_line,
 )
+from .charts import CHART
 
 EXAMPLES = ["green dotted scarf", "red striped t-shirt", "a backpack in blue with checks", "plain white sneaker"]
-CHART = "hsl_chart"
 LINK_KEY = "q"
 
 
@@ -109,8 +109,9 @@ class DescribeTab:
         checked = {"fn": check_description, "inputs": [text], "outputs": None, **QUIET}
         show_notices(search.click(**checked).success(self.describe, [text, k], outputs, api_name="describe"),
                      notes, notice, gallery)
-        show_notices(text.submit(**checked).success(self.describe, [text, k], outputs, **PRIVATE), notes, notice, gallery)
-        show_notices(examples.load_input_event.then(self.describe, [text, k], outputs, **PRIVATE), notes, notice, gallery)
+        for event in (text.submit(**checked).success(self.describe, [text, k], outputs, **PRIVATE),
+                      examples.load_input_event.then(self.describe, [text, k], outputs, **PRIVATE)):
+            show_notices(event, notes, notice, gallery)
         gallery.select(self.select, [found], [chart], **PRIVATE)
 
         def opened(params: dict[str, str] | None, request: gr.Request | None) -> dict:

@@ -22,6 +22,7 @@ from ...widgets import (
     show_notices,
     vocabulary_line,
 )
+from .charts import CHART, RANK_CHART
 
 # A drill-down session (pipeline.DrillDownSession) as handlers take it: Gradio reads the
 # handlers' type hints at run time (to pass gr.Request and gr.SelectData), before the module
@@ -30,7 +31,6 @@ Session = object
 
 EXAMPLES = ["a red handbag", "white sneakers", "a checked scarf", "yellow dotted sandals"]
 K = 12  # results per round
-CHART = "drill_chart"
 LINK_KEY = "rounds"
 ROUNDS_SEPARATOR = "|"  # between the queries of a link's ?rounds=
 
@@ -109,10 +109,10 @@ class DrillDownTab:
             # plot drawing into a removed element (a page error on Reset)
             if not renderer.native:
                 return None, None
-            return renderer.render(CHART, []), renderer.render("rank_chart", [])
+            return renderer.render(CHART, []), renderer.render(RANK_CHART, [])
         results = session.current.results
         extra = {"queries": session.queries} if renderer.native else {}
-        return renderer.render(CHART, results, selected), renderer.render("rank_chart", results, selected, **extra)
+        return renderer.render(CHART, results, selected), renderer.render(RANK_CHART, results, selected, **extra)
 
     def run_link_rounds(self, rounds: list[str], request: gr.Request | None = None):
         """Drill down through a link's rounds, one per round, in a fresh session."""
@@ -143,7 +143,7 @@ class DrillDownTab:
                     "query. Click a result to see it larger and highlight it in the charts.</small>")
         with gr.Row():
             scores = self.context.charts.component(CHART, elem_id="drill-scores", min_width=300)
-            moves = self.context.charts.component("rank_chart", elem_id="drill-moves", min_width=300)
+            moves = self.context.charts.component(RANK_CHART, elem_id="drill-moves", min_width=300)
         link = link_box("drill-link")
         session, notes = gr.State(), gr.State()
         outputs = [gallery, rounds, scores, moves, link, session, notes]

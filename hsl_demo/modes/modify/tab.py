@@ -32,6 +32,7 @@ from ...widgets import (
     selected_index,
     show_notices,
 )
+from .charts import CHART
 
 if TYPE_CHECKING:
     from ...catalog import Catalog
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 EXAMPLES = [("p00024", "make it blue and striped"), ("p00216", "with dots instead"),
             ("p00272", "make it a boot"), ("p00352", "make it red")]
 PICKS = 12  # catalog products offered as references
-CHART = "composed_chart"
 LINK_KEY = "ref"
 # After a click on a result: the new reference scrolled into view when it is off the screen (on
 # a phone it is far above the results).
