@@ -4,8 +4,7 @@ an import inside a function counts as much as one at the top.
 
     python scripts/check_layers.py      # prints every upward import and cycle; exit 1 if any
 
-Not yet a test: the package still has the violations it prints (issue 25 removes them, then
-tests/ runs it).
+tests/test_layers.py runs it in the suite: any upward import or cycle fails it.
 
     layer 0  errors, defaults, fileio, images, results, query: no model, no torch
     layer 1  backbone, features, models/*; the demo world (data: attributes, phrasing, demo, triplets)
@@ -36,15 +35,18 @@ LAYERS: dict[str, int] = {
 }
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
 def layer(module: str) -> int:
-    """The layer of a module: its own entry, else its package's (models.hsl -> models)."""
+    """The layer of a module: its own entry, else its package's (models.hsl -> models); the
+    package itself (hsl_demo/__init__.py) is the top."""
+    if module == "":
+        return 5
     parts = module.split(".")
     for n in range(len(parts), 0, -1):
         if ".".join(parts[:n]) in LAYERS:
@@ -52,11 +54,11 @@ def layer(module: str) -> int:
     raise AssertionError(f"hsl_demo.{module} has no layer: add it to LAYERS")
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, package_root: Path = PACKAGE) -> set[str]:
     """The package modules `path` imports, anywhere in it (TYPE_CHECKING blocks excepted: they
     never run)."""
     tree = ast.parse(path.read_text())
-    here = module_name(path).split(".")
+    here = module_name(path, package_root).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     skipped = set()
     for node in ast.walk(tree):
@@ -76,28 +78,29 @@ def imports(path: Path) -> set[str]:
                 continue
             for alias in node.names:  # `from . import modes` names a module
                 candidate = f"{target}.{alias.name}".strip(".")
-                found.add(candidate if _exists(candidate) else target)
+                found.add(candidate if _exists(candidate, package_root) else target)
         elif isinstance(node, ast.Import):
             found.update(a.name.removeprefix("hsl_demo.") for a in node.names if a.name.startswith("hsl_demo."))
-    return {m for m in found if m and m != module_name(path)}
+    return {m for m in found if m and m != module_name(path, package_root)}
 
 
-def _exists(module: str) -> bool:
-    path = PACKAGE.joinpath(*module.split("."))
+def _exists(module: str, package: Path = PACKAGE) -> bool:
+    path = package.joinpath(*module.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
+def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Every module of the package and the package modules it imports."""
+    return {module_name(p, package): imports(p, package) for p in package.rglob("*.py")}
 
 
-def upward_imports() -> list[str]:
+def upward_imports(package: Path = PACKAGE) -> list[str]:
     return sorted(f"hsl_demo.{m} (layer {layer(m)}) imports hsl_demo.{t} (layer {layer(t)})"
-                  for m, targets in graph().items() for t in targets if layer(t) > layer(m))
+                  for m, targets in graph(package).items() for t in targets if layer(t) > layer(m))
 
 
-def import_cycles() -> list[str]:
-    deps = graph()
+def import_cycles(package: Path = PACKAGE) -> list[str]:
+    deps = graph(package)
     cycles, state = [], {}
 
     def visit(node: str, stack: list[str]) -> None:
