@@ -304,8 +304,8 @@ def index_throughput(workdir: Path, copies: int) -> dict:
     for engine in ("local", "ray"):
         times = StageTimes()
         start = time.perf_counter()
-        build_catalog(photos, workdir / f"indexed-{engine}", backbone, heads={"hsl": hsl} if hsl is not None else None, progress=False, times=times,
-                      engine=engine)
+        build_catalog(photos, workdir / f"indexed-{engine}", backbone, heads={"hsl": hsl} if hsl is not None else None,
+                      progress=False, times=times, engine=engine)
         result[engine] = {"img_s": round(len(paths) / (time.perf_counter() - start), 1),
                           "steady_img_s": round(times.steady_rate() or 0.0, 1),
                           "seconds": {k: round(v, 1) for k, v in times.seconds.items()}}

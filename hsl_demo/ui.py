@@ -126,7 +126,7 @@ def refuse_malformed_payloads(demo: gr.Blocks) -> None:
 
 def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurrency: int = 4,
           charts: str = "native", block: bool = True, cache_cleanup: tuple[int, int] | None = CACHE_CLEANUP,
-          **launch) -> gr.Blocks:
+          thumbnails: Thumbnails | None = None, **launch) -> gr.Blocks:
     """Build the app and serve it over HTTP (Gradio's `launch` arguments pass through).
     `models`: an AppModels (its retrievers may be set later), or the products Retriever with
     `looks`. `concurrency`: searches run at once, in every tab. `block=False` returns at once
@@ -135,15 +135,14 @@ def serve(models: AppModels | Retriever, looks: Retriever | None = None, concurr
     disk stays bounded; None keeps them until the server stops.
 
     Gradio may serve uploads, its own cache and one folder more: the thumbnails of catalog
-    photos, which the app writes itself (never a catalog's image folders or a parent of them).
+    photos (`thumbnails`, default a new folder), which the app writes itself (never a catalog's
+    image folders or a parent of them). Gradio copies each into its cache before serving it,
+    unless the process entry point made the folder a static path (`hsl-demo serve` does:
+    gr.set_static_paths is one list per process, so only an entry point may set it).
     """
     if not isinstance(models, AppModels):
         models = AppModels.of(models, looks)
-    thumbnails = Thumbnails()
-    # Served as they are, not copied into Gradio's cache per request: every file in the folder
-    # is one the app wrote. (Gradio keeps one such list per process: the last app served wins;
-    # an earlier one's thumbnails are then copied, as any allowed file is.)
-    gr.set_static_paths([thumbnails.folder])
+    thumbnails = thumbnails or Thumbnails()
     demo = build_demo(models, thumbnails, charts, cache_cleanup=cache_cleanup)
     launch.setdefault("prevent_thread_lock", not block)
     launch.setdefault("css", PAGE_CSS)

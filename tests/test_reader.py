@@ -207,7 +207,7 @@ def test_packed_input_that_cannot_be_read_is_one_line(small_images, tmp_path):
         ([str(small_images / "metadata.jsonl"), "--out", out], "a .parquet file or a WebDataset .tar"),
     ]:
         with pytest.raises(HslDemoError, match=fragment):
-            cli._cmd_index(cli.build_parser().parse_args(["index", *args, "--model", "hsl-demo-tiny"]))
+            cli.index.run(cli.build_parser().parse_args(["index", *args, "--model", "hsl-demo-tiny"]))
     assert not (tmp_path / "out").exists()
     assert cli.main(["index", str(tmp_path / "p.parquet"), "--model", "hsl-demo-tiny", "--out", out]) == 0
     assert len(Catalog.open(out)) == 2

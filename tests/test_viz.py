@@ -9,15 +9,15 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from hsl_demo import charts
+from hsl_demo.modes.describe import HslBreakdown
 from hsl_demo.modes.describe import charts as describe_charts
 from hsl_demo.modes.describe import figures as describe_figures
+from hsl_demo.modes.drill_down import DrillDownBreakdown
 from hsl_demo.modes.drill_down import charts as drill_charts
 from hsl_demo.modes.drill_down import figures as drill_figures
+from hsl_demo.modes.modify import ComposedBreakdown
 from hsl_demo.modes.modify import charts as modify_charts
 from hsl_demo.modes.modify import figures as modify_figures
-from hsl_demo.modes.describe import HslBreakdown
-from hsl_demo.modes.drill_down import DrillDownBreakdown
-from hsl_demo.modes.modify import ComposedBreakdown
 from hsl_demo.results import SearchResult, Term
 
 
@@ -116,7 +116,8 @@ def test_a_selected_result_is_highlighted_even_below_the_top():
     assert fig.axes[0].lines[1].get_linewidth() > fig.axes[0].lines[0].get_linewidth()
 
 
-@pytest.mark.parametrize("chart", [describe_figures.hsl_figure, modify_figures.composed_figure, drill_figures.drill_figure, drill_figures.rank_figure])
+@pytest.mark.parametrize("chart", [describe_figures.hsl_figure, modify_figures.composed_figure,
+                                   drill_figures.drill_figure, drill_figures.rank_figure])
 def test_no_results_is_an_empty_labelled_chart(chart):
     fig = chart([])
     for ax in fig.axes:

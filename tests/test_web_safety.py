@@ -83,7 +83,7 @@ def test_sigterm_removes_the_thumbnails_folder(tmp_path):
     """`hsl-demo serve` ends on SIGTERM as on Ctrl-C: the thumbnails it wrote are removed."""
     script = textwrap.dedent("""
         import sys, time
-        from hsl_demo.cli import _stopped_by_sigterm
+        from hsl_demo.cli.serve import _stopped_by_sigterm
         from hsl_demo.thumbnails import Thumbnails
         with _stopped_by_sigterm():
             thumbs = Thumbnails()
