@@ -227,12 +227,11 @@ def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = No
                 return updates
             name, params = found
             updates[tab_row] = gr.Tabs(selected=name)
+            updates |= tabs[name].link_inputs(params)
             try:
                 updates |= tabs[name].opened(params, request)
             except gr.Error as e:  # a link to a search that cannot run: say why, and show the page anyway
                 gr.Warning(f"this link's search did not run: {e.message}")
-                kept = {about, tab_row, *notices, *(c for parts in tabs.values() for c in parts.kept)}
-                updates = {c: v for c, v in updates.items() if c in kept}
             return updates
 
         refuse_malformed_payloads(demo)

@@ -270,12 +270,13 @@ class TabContext:
 @dataclass
 class TabParts:
     """What a built tab gives the page: its notice area (where the page says "loading" first),
-    the query parameter that makes a link to it (e.g. `q`), and `opened(params, request)`: the
+    the query parameter that makes a link to it (e.g. `q`), `opened(params, request)`: the
     updates to make when the page opens, the model loaded (the words it knows; with `params`,
-    the link's search run). `outputs` lists every component `opened` may set."""
+    the link's search run), and `link_inputs(params)`: the inputs a link fills in, kept when its
+    search cannot run. `outputs` lists every component either may set."""
 
     notice: gr.Markdown
     link_key: str
     opened: Callable[[dict[str, str] | None, gr.Request | None], dict]
+    link_inputs: Callable[[dict[str, str]], dict] = lambda params: {}
     outputs: list = dataclass_field(default_factory=list)
-    kept: list = dataclass_field(default_factory=list)  # what a link's failed search still sets (its inputs)

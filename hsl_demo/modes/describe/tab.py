@@ -117,12 +117,14 @@ class DescribeTab:
         def opened(params: dict[str, str] | None, request: gr.Request | None) -> dict:
             updates: dict = {knows: vocabulary_line(self.context.catalog, self.context.retriever().backbone.vocabulary)}
             if params is not None:
-                query, n = params[LINK_KEY], link_k(params)
-                updates |= {text: query, k: n, **dict(zip(outputs, self.describe(query, n, request)))}
+                updates |= dict(zip(outputs, self.describe(params[LINK_KEY], link_k(params), request)))
                 updates[notice] = updates[notes]
             return updates
 
-        return TabParts(notice, LINK_KEY, opened, outputs=[text, k, knows, *outputs], kept=[text, k, knows])
+        def link_inputs(params: dict[str, str]) -> dict:
+            return {text: params[LINK_KEY], k: link_k(params)}
+
+        return TabParts(notice, LINK_KEY, opened, link_inputs, outputs=[text, k, knows, *outputs])
 
 
 def build(context: TabContext) -> TabParts:

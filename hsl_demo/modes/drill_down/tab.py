@@ -162,7 +162,7 @@ class DrillDownTab:
                 updates[notice] = updates[notes]
             return updates
 
-        return TabParts(notice, LINK_KEY, opened, outputs=[knows, *outputs], kept=[knows])
+        return TabParts(notice, LINK_KEY, opened, outputs=[knows, *outputs])
 
 
 def build(context: TabContext) -> TabParts:

@@ -187,15 +187,17 @@ class ModifyTab:
         def opened(params: dict[str, str] | None, request: gr.Request | None) -> dict:
             if params is None:
                 return {}
-            ref, text, n = params[LINK_KEY].strip(), params.get("mod", ""), link_k(params)
-            updates: dict = dict(zip([ref_id, reference], self.as_reference(ref) if ref in self.catalog
-                                     else (ref, None)))
-            updates |= {change: text, k: n, **dict(zip(outputs, self.modify(None, ref, text, n, request)))}
+            updates = dict(zip(outputs, self.modify(None, params[LINK_KEY].strip(), params.get("mod", ""),
+                                                    link_k(params), request)))
             updates[notice] = updates[notes]
             return updates
 
-        return TabParts(notice, LINK_KEY, opened, outputs=[ref_id, reference, change, k, *outputs],
-                        kept=[ref_id, change, k])
+        def link_inputs(params: dict[str, str]) -> dict:
+            ref = params[LINK_KEY].strip()
+            shown = self.as_reference(ref) if ref in self.catalog else (ref, None)
+            return {ref_id: shown[0], reference: shown[1], change: params.get("mod", ""), k: link_k(params)}
+
+        return TabParts(notice, LINK_KEY, opened, link_inputs, outputs=[ref_id, reference, change, k, *outputs])
 
 
 def build(context: TabContext) -> TabParts:
