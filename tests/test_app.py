@@ -249,10 +249,10 @@ def test_clicks_pick_a_reference_and_highlight_a_result(served):
     # the picker shows the new reference picked when it is one of its products, else none
     assert picked.selected_index == (modify.picks.index(ref_id) if ref_id in modify.picks else None)
     _, _, _, found, *_ = describe.describe("green dotted scarf", 12)
-    chart = describe.select(found, select(10))  # below the charted top: added to the chart, highlighted
+    chart = describe.describe_select(found, select(10))  # below the charted top: added to the chart, highlighted
     assert column(chart, "result")[-1] == "▶ #11" and "▶ #11" in charts.RESULT_ORDER
     *_, session, _ = drill.drill_add("a red handbag", None)
-    scores, moves = drill.select(session, select(0))
+    scores, moves = drill.drill_select(session, select(0))
     assert column(scores, "result")[0] == "▶ #1" and "▶ #1" in set(column(moves, "result"))
 
 

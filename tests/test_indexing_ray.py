@@ -57,7 +57,7 @@ def test_the_ray_engine_writes_the_local_engines_catalog_and_resumes_its_shards(
     assert len(ray) == IMAGES and [it["id"] for it in ray.items] == [it["id"] for it in local.items]
     assert np.abs(ray.embeddings - local.embeddings).max() < 1e-5
     assert np.array_equal(np.asarray(ray.regions), np.asarray(local.regions))
-    assert np.array_equal(np.asarray(ray.hsl["hsl_objects"]), np.asarray(local.hsl["hsl_objects"]))
+    assert np.array_equal(np.asarray(ray.stores["hsl"]["objects"]), np.asarray(local.stores["hsl"]["objects"]))
     assert not (tmp_path / ".ray.shards").exists()
 
 

@@ -79,7 +79,7 @@ class DescribeTab:
         return (gallery_items(results, self.context.thumbnails), self.context.charts.render(CHART, results),
                 breakdown_table(results), results, notice_markdown(response.notices), link)
 
-    def select(self, results: list[SearchResult] | None, evt: gr.SelectData):
+    def describe_select(self, results: list[SearchResult] | None, evt: gr.SelectData):
         selected = selected_index(evt, len(results or []))
         return gr.skip() if selected is None else self.context.charts.render(CHART, results, selected)
 
@@ -112,7 +112,7 @@ class DescribeTab:
         for event in (text.submit(**checked).success(self.describe, [text, k], outputs, **PRIVATE),
                       examples.load_input_event.then(self.describe, [text, k], outputs, **PRIVATE)):
             show_notices(event, notes, notice, gallery)
-        gallery.select(self.select, [found], [chart], **PRIVATE)
+        gallery.select(self.describe_select, [found], [chart], **PRIVATE)
 
         def opened(params: dict[str, str] | None, request: gr.Request | None) -> dict:
             updates: dict = {knows: vocabulary_line(self.context.catalog, self.context.retriever().backbone.vocabulary)}

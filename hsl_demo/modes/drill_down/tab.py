@@ -92,7 +92,7 @@ class DrillDownTab:
             session.reset()
         return *self.view(session, request), session, ""
 
-    def select(self, session: Session | None, evt: gr.SelectData):
+    def drill_select(self, session: Session | None, evt: gr.SelectData):
         shown = len(session.current.results) if session is not None and session.current is not None else 0
         selected = selected_index(evt, shown)
         return (gr.skip(), gr.skip()) if selected is None else self.charts(session, selected)
@@ -153,7 +153,7 @@ class DrillDownTab:
             show_notices(event, notes, notice, gallery).success(lambda: "", None, query, **QUIET)
         show_notices(undo.click(self.drill_undo, [session], outputs, api_name="drill_undo"), notes, notice, gallery)
         show_notices(reset.click(self.drill_reset, [session], outputs, api_name="drill_reset"), notes, notice, gallery)
-        gallery.select(self.select, [session], [scores, moves], **PRIVATE)
+        gallery.select(self.drill_select, [session], [scores, moves], **PRIVATE)
 
         def opened(params: dict[str, str] | None, request: gr.Request | None) -> dict:
             updates: dict = {knows: vocabulary_line(self.context.catalog, self.context.retriever().backbone.vocabulary)}
