@@ -179,6 +179,11 @@ class Backbone:
         return _region_kind(self.model) is not None
 
     @property
+    def regions_note(self) -> str:
+        """What a user of this backbone is told about its regions: nothing, or NO_REGIONS."""
+        return "" if self.has_regions else NO_REGIONS
+
+    @property
     def context_length(self) -> int:
         return int(getattr(self.tokenizer, "context_length", 77))
 
@@ -335,10 +340,13 @@ def _region_kind(model: torch.nn.Module) -> str | None:
     return None
 
 
+NO_REGIONS = ("this image tower gives no regions (each photo is one region): Describe draws no region marks and "
+              "ranks without HSL's object terms")
+
+
 def _note_regions(backbone: Backbone) -> None:
     if not backbone.has_regions:  # said once per load, so marks and object terms are not trusted silently
-        log.warning("%s: this image tower gives no regions (each photo is one region): Describe's region "
-                    "marks and HSL's object terms mean nothing with it", backbone.model_id)
+        log.warning("%s: %s", backbone.model_id, NO_REGIONS)
 
 
 def _image_forward(backbone: Backbone, x: torch.Tensor):

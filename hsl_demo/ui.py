@@ -173,12 +173,9 @@ def footer(models: AppModels) -> str:
     """The model the app runs and the status of its heads (once it is loaded)."""
     backbone = models.retrievers[0].backbone
     heads = " · ".join(escape(head_line(status)) for status in head_statuses(backbone.folder))
+    regions = f" · ⚠ {escape(backbone.regions_note)}" if backbone.regions_note else ""
     return (f"<small>Model: <b>{escape(model_name(backbone))}</b> ({heads}) · running on "
-            f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}</small>")
-
-
-
-
+            f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}{regions}</small>")
 
 
 def build_demo(models: AppModels | Retriever, thumbnails: Thumbnails | None = None, charts: str = "native",

@@ -83,3 +83,25 @@ def test_pad_id_is_read_from_the_tokenizer(tiny_backbone):
     assert shifted.pad_id == 1
     # [start] red cap [end] either way, not the 77 positions a mask of ids != 0 would keep
     assert shifted.text_features(["red cap"]).mask.sum().item() == 4
+
+
+def test_a_tower_without_regions_draws_no_marks_and_ranks_without_object_terms(small_images, tmp_path):
+    """CoCa has no grid: Describe marks nothing, ranks as the image-granularity variant, and the
+    footer of the app says why."""
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.indexing import build_catalog
+    from hsl_demo.models.hsl import HSLHead
+    from hsl_demo.search import Retriever
+    from hsl_demo.ui import AppModels, footer
+
+    coca = _shrunk(*FAMILIES["coca_ViT-B-32"][:2])
+    torch.manual_seed(1)
+    head = HSLHead(embed_dim=coca.embed_dim)
+    build_catalog(small_images / "images", tmp_path / "cat", coca, progress=False, heads={"hsl": head})
+    retriever = Retriever(coca, Catalog.open(tmp_path / "cat"), hsl=head)
+    full = retriever.search_text("red striped t-shirt", k=5)
+    assert all(r.marks == [] for r in full)
+    image_only = retriever.search_text("red striped t-shirt", k=5, variant="image")
+    assert [r.id for r in full] == [r.id for r in image_only]
+    assert [r.score for r in full] == pytest.approx([r.score for r in image_only])
+    assert "gives no regions" in footer(AppModels.of(retriever))

@@ -115,6 +115,8 @@ def search(retriever, text: str, k: int, variant: str) -> SearchResponse:
     if head is None or variant == "global":
         return SearchResponse(retriever.results(rows[:k], scores[:k],
                                                 [HslBreakdown.global_only(float(s)) for s in scores[:k]]), notices)
+    if not retriever.backbone.has_regions and variant in ("full", "object"):
+        variant = "image"  # one region per photo: an object term would be the image term again, marks meaningless
     side = retriever.prepared("describe").take(rows)
     used = int(feats.mask.any(0).nonzero().max()) + 1  # drop the trailing padding: faster, same result
     query = head.encode_text_side(feats.tokens[:, :used].cpu(), feats.mask[:, :used].cpu())
@@ -124,5 +126,6 @@ def search(retriever, text: str, k: int, variant: str) -> SearchResponse:
     weights = head.weights.tolist()
     breakdowns = [HslBreakdown.of_terms(head.levels, GRANULARITIES, row, weights) for row in terms[order].tolist()]
     top = ImageSide(side.objects[order], side.pooled[order], side.mask[order])
-    marks = [[(region, BEST_REGION)] for region in head.best_regions(query, top)[0].tolist()]
+    marks = ([[(region, BEST_REGION)] for region in head.best_regions(query, top)[0].tolist()]
+             if retriever.backbone.has_regions else None)
     return SearchResponse(retriever.results(rows[order.numpy()], final[order].numpy(), breakdowns, marks), notices)
