@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from .defaults import BUILTIN_CATALOGS, CATALOGS_DIR
 from .errors import HslDemoError
 from .fileio import load_mapped, prefetch
 from .items import IDS_FILE, ITEMS_FILE, OFFSETS_FILE, ItemStore
-from .results import RegionMark, is_box
 
 if TYPE_CHECKING:  # torch and open_clip are not needed to open a catalog (the app serves its page first)
     import torch
@@ -346,22 +344,6 @@ class Catalog:
         """(n, D) float32 global embeddings of the given rows (read from disk: only those)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         return np.asarray(self.embeds[rows], dtype=np.float32)
-
-    def region_mark(self, row: int, region: int, label: str, record: dict | None = None) -> RegionMark | None:
-        """Where region `region` of item `row` lies on its photo, labelled: the item's
-        `region`-th box, or, for an item indexed without boxes, a cell of its region grid
-        (None when the region count is not a square grid). `record`: the item's, if read."""
-        record = record if record is not None else self.items[row]
-        parts = record.get("items") if isinstance(record.get("items"), list) else []
-        boxes = [part["box"] for part in parts if isinstance(part, dict) and "box" in part]
-        if boxes:  # a box that is not four finite numbers, left to right and top to bottom, is not drawn
-            box = boxes[region] if region < len(boxes) else None
-            return RegionMark(label, box=tuple(float(v) for v in box)) if is_box(box) else None
-        regions = int(np.count_nonzero(self.region_mask[row]))
-        n = math.isqrt(regions)
-        if n * n != regions or region >= n * n:
-            return None
-        return RegionMark(label, cell=(region // n, region % n, n))
 
     @property
     def embeddings(self) -> np.ndarray:

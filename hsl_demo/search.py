@@ -12,6 +12,7 @@ its results, each with a typed breakdown of its score, and its notices.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .modes.drill_down import DrillDownRound
 from .modes.drill_down.pipeline import DrillDownSession
 from .modes.modify import ComposedQuery
 from .query import clean_text
-from .results import Breakdown, SearchResponse, SearchResult
+from .results import Breakdown, RegionMark, SearchResponse, SearchResult, is_box
 
 __all__ = ["DrillDownRound", "DrillDownSession", "Retriever", "SearchResponse", "SearchResult", "clean_text",
            "load_heads"]
@@ -97,7 +98,7 @@ class Retriever:
         regions = regions or [[] for _ in breakdowns]
         for i, (row, score, breakdown, marked) in enumerate(zip(rows.tolist(), scores.tolist(), breakdowns, regions)):
             item = self.catalog.items[row]
-            marks = (self.catalog.region_mark(row, r, label, item) for r, label in marked)
+            marks = (region_mark(self.catalog, row, r, label, item) for r, label in marked)
             out.append(SearchResult(
                 rank=i + 1, id=item["id"], title=item.get("title", item["id"]), score=float(score),
                 image=self.catalog.image_path(row, item), breakdown=breakdown,
@@ -164,6 +165,22 @@ class Retriever:
             query = mode.warm_up_query(self.catalog) if mode.warm_up_query and len(self.catalog) else None
             if query is not None:
                 self.search(mode.name, query, k=1)
+
+
+def region_mark(catalog: Catalog, row: int, region: int, label: str, record: dict) -> RegionMark | None:
+    """Where region `region` of item `row` lies on its photo, labelled: the item's `region`-th
+    box, or, for an item indexed without boxes, a cell of its region grid (None when the region
+    count is not a square grid). `record`: the item's."""
+    parts = record.get("items") if isinstance(record.get("items"), list) else []
+    boxes = [part["box"] for part in parts if isinstance(part, dict) and "box" in part]
+    if boxes:  # a box that is not four finite numbers, left to right and top to bottom, is not drawn
+        box = boxes[region] if region < len(boxes) else None
+        return RegionMark(label, box=tuple(float(v) for v in box)) if is_box(box) else None
+    regions = int(np.count_nonzero(catalog.region_mask[row]))
+    n = math.isqrt(regions)
+    if n * n != regions or region >= n * n:
+        return None
+    return RegionMark(label, cell=(region // n, region % n, n))
 
 
 def load_heads(backbone: Backbone, max_params: int | None = None) -> dict:
