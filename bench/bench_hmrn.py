@@ -18,7 +18,7 @@ they see the same machine state; figures are milliseconds, p50 and p95.
 
 Large catalogs (bench/bench_scale.py writes synthetic ones of 100k and 1M items) take their
 candidates from their region index (regions.faiss) and compute the HMRN image side for those
-candidates alone; catalogs up to search.HMRN_CACHE_ITEMS keep it in memory.
+candidates alone; catalogs up to Retriever(cache_items=...) keep it in memory.
 
 Targets, checked on each catalog:
 - a round with 3 queries costs at most 2x a text query (worst of the p50 and p95 ratios);

@@ -38,11 +38,11 @@ def main() -> None:
     import faiss
     from tqdm.auto import tqdm
 
-    from hsl_demo.backbone import Backbone
     from hsl_demo.catalog import Catalog
     from hsl_demo.defaults import DEMO_DATA_DIR, default_model
     from hsl_demo.evaluate import load_queries
-    from hsl_demo.indexing import NPROBE_CANDIDATES, REGION_LISTS, _ivf_lists, region_index_spec
+    from hsl_demo.hub import load_backbone
+    from hsl_demo.indexing.policy import NPROBE_CANDIDATES, REGION_LISTS, _ivf_lists, region_index_spec
 
     faiss.omp_set_num_threads(2)
     catalog = Catalog.open(args.catalog)
@@ -57,7 +57,7 @@ def main() -> None:
         vectors, valid = catalog.region_features(rows)
         return vectors.numpy().reshape(-1, dim), valid.numpy().reshape(-1)
 
-    backbone = Backbone.load(default_model(), device="cpu")
+    backbone = load_backbone(default_model(), device="cpu")
     texts = [q["regions"][0] for q in load_queries(DEMO_DATA_DIR / "looks" / "queries.multi.test.jsonl")][:40]
     texts += [q["text"] for q in load_queries(DEMO_DATA_DIR / "products" / "queries.test.jsonl")][:40]
     queries = backbone.encode_text(texts).astype(np.float32)

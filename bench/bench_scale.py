@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_hsl import measure as measure_text  # noqa: E402
 from bench_hsl import percentile  # noqa: E402
 
+from hsl_demo.hub import load_backbone  # noqa: E402
+
 RECIPE = 4  # bump when the synthetic catalog changes: kept catalogs of another recipe are rebuilt
 SHARD = 8192
 TARGETS = {  # issue 16, on 2 cores with the embedded model
@@ -74,7 +76,6 @@ def build(n: int, out: Path) -> dict:
     """Write an n-item catalog at `out` (see the module doc); seconds per stage."""
     import torch
 
-    from hsl_demo.backbone import Backbone
     from hsl_demo.catalog import Catalog
     from hsl_demo.defaults import default_model
     from hsl_demo.features import quantize
@@ -83,7 +84,7 @@ def build(n: int, out: Path) -> dict:
 
     torch.set_grad_enabled(False)
     like = Catalog.open("products")
-    backbone = Backbone.load(default_model(), device="cpu")
+    backbone = load_backbone(default_model(), device="cpu")
     hsl = load_heads(backbone)["hsl"]
     base_embeds, (base_regions, base_mask) = like.embeddings, like.region_features(np.arange(len(like)))
     base_items = list(like.items)
@@ -147,7 +148,6 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
     import faiss
     import torch
 
-    from hsl_demo.backbone import Backbone
     from hsl_demo.catalog import Catalog
     from hsl_demo.defaults import default_model
     from hsl_demo.search import Retriever, load_heads
@@ -155,7 +155,7 @@ def measure(catalog_dir: Path, repeats: int) -> dict:
     torch.set_grad_enabled(False)
     torch.set_num_threads(2)
     queries = load_queries()
-    backbone = Backbone.load(default_model(), device="cpu")
+    backbone = load_backbone(default_model(), device="cpu")
     heads = load_heads(backbone)
     backbone.encode_text(["warm up"])
     before = rss_mb()
@@ -248,7 +248,7 @@ def app_start(catalog_dir: Path) -> dict:
 
 def drill_recall(workdir: Path) -> dict:
     """R@1/R@10 of the demo drill-down queries on the looks catalog, candidates taken three
-    ways: the in-memory HMRN region side (catalogs up to search.HMRN_CACHE_ITEMS), the region
+    ways: the in-memory HMRN region side (catalogs up to the Retriever's cache_items), the region
     index larger catalogs are written with (the looks re-indexed with one), and the global
     embeddings (a large catalog written without a region index)."""
     from hsl_demo import indexing, search
@@ -260,16 +260,16 @@ def drill_recall(workdir: Path) -> dict:
     retriever = search.Retriever.from_pretrained(catalog="looks")
     looks = workdir / "looks-with-region-index"
     if not (looks / "regions.faiss").is_file():
-        indexing.REGION_INDEX_ITEMS = 0
         indexing.build_catalog(DEMO_DATA_DIR / "looks" / "images", looks, retriever.backbone,
-                               metadata=DEMO_DATA_DIR / "looks" / "metadata.jsonl", progress=False)
+                               metadata=DEMO_DATA_DIR / "looks" / "metadata.jsonl", progress=False,
+                               limits=indexing.IndexLimits(region_index_items=0))
     figures = {"in-memory region side": evaluate(retriever, queries)}
-    search.HMRN_CACHE_ITEMS = 0
     indexed = Catalog.open(looks)
-    figures["region index"] = evaluate(search.Retriever(retriever.backbone, indexed, hmrn=retriever.hmrn), queries)
+    # cache_items=0: drill-down's large-catalog path (candidates from the catalog's region index)
+    large = {"hmrn": retriever.hmrn, "cache_items": 0}
+    figures["region index"] = evaluate(search.Retriever(retriever.backbone, indexed, **large), queries)
     indexed.region_index = None
-    figures["global embeddings"] = evaluate(search.Retriever(retriever.backbone, indexed, hmrn=retriever.hmrn),
-                                            queries)
+    figures["global embeddings"] = evaluate(search.Retriever(retriever.backbone, indexed, **large), queries)
     return {"queries": len(queries), "region_index": indexed.manifest["region_index"],
             **{name: {k: f[k] for k in ("R@1", "R@10")} for name, f in figures.items()}}
 
@@ -281,7 +281,6 @@ def index_throughput(workdir: Path, copies: int) -> dict:
     times."""
     import torch
 
-    from hsl_demo.backbone import Backbone
     from hsl_demo.defaults import DEMO_DATA_DIR, default_model
     from hsl_demo.images import list_images, open_image
     from hsl_demo.indexing import StageTimes, build_catalog
@@ -295,7 +294,7 @@ def index_throughput(workdir: Path, copies: int) -> dict:
             for photo in list_images(DEMO_DATA_DIR / "products" / "images"):
                 (photos / f"copy{c}" / photo.name).symlink_to(photo)
     paths = list_images(photos)
-    backbone = Backbone.load(default_model(), device="cpu")
+    backbone = load_backbone(default_model(), device="cpu")
     hsl = load_heads(backbone)["hsl"]
     start = time.perf_counter()
     for i in range(0, len(paths), 64):
@@ -449,12 +448,12 @@ def main() -> None:
         measured, _, _ = child("measure", str(out), "--repeats", str(args.repeats))
         app = {"first_200_s": float("nan"), "rss_mb_at_first_200": float("nan")} if args.skip_app else app_start(out)
         results["catalogs"][str(n)] = {"build": build_figures, "measure": measured, "app": app}
-    from hsl_demo.search import HMRN_CACHE_ITEMS
+    from hsl_demo.defaults import REGION_INDEX_ITEMS
 
     if args.index_copies:
         results["indexing"], _, _ = child("index", str(args.workdir), str(args.index_copies))
     drill, _, _ = child("drill", str(args.workdir))
-    results["drill_recall"] = {**drill, "cache_items": HMRN_CACHE_ITEMS}
+    results["drill_recall"] = {**drill, "cache_items": REGION_INDEX_ITEMS}
     largest = max(args.sizes)
     results["paper_10m"] = on_paper(largest, results["catalogs"][str(largest)])
     report(results)

@@ -23,12 +23,9 @@ import torch.nn.functional as F
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from PIL import Image
 
-from .defaults import MODEL_CONFIGS_DIR, REPO_ROOT, default_model
+from .defaults import MODEL_CONFIGS_DIR, REPO_ROOT
 from .errors import HslDemoError
-from .hub import resolve_model_dir
-from .query import shorten
-
-open_clip.add_model_config(MODEL_CONFIGS_DIR)  # makes "hsl-demo-tiny" a known architecture
+from .query import shorten, tokens
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +74,6 @@ class Backbone:
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: str | None = None, device: str | None = None, max_params: int | None = None) -> Backbone:
-        """Load from a model folder, a Hub repo id (`org/name` or `hf-hub:org/name`), or an
-        open_clip architecture name with an optional pretrained tag (`ViT-B-32:laion2b_s34b_b79k`;
-        without a tag the weights are random, which is only useful for tests)."""
-        spec = spec or default_model()
-        dev = pick_device(device)
-        name, _, tag = spec.partition(":")
-        if not Path(spec).exists() and name in open_clip.list_models():
-            return cls._load_named(name, tag or None, spec, dev)
-        folder = resolve_model_dir(spec)
-        return cls.from_folder(folder, model_id=spec, device=device, max_params=max_params)
-
-    @classmethod
     def from_folder(cls, folder: Path, model_id: str | None = None, device: str | None = None,
                     max_params: int | None = None) -> Backbone:
         config = folder / "open_clip_config.json"
@@ -113,23 +97,32 @@ class Backbone:
         return backbone
 
     @classmethod
-    def _load_named(cls, name: str, tag: str | None, spec: str, dev: torch.device) -> Backbone:
-        if tag is None:
-            log.warning("%s: no pretrained tag given, the weights are random", name)
+    def from_name(cls, name: str, tag: str | None = None, device: str | None = None,
+                  model_id: str | None = None) -> Backbone:
+        """An architecture by name (open_clip's, or this package's `hsl-demo-tiny` /
+        `hsl-demo-small`) with the weights of pretrained tag or safetensors file `tag`; without
+        one, random weights (useful for tests and for training from scratch)."""
+        dev = pick_device(device)
+        spec = model_id or (f"{name}:{tag}" if tag else name)
+        own = name not in open_clip.list_models()
+        if tag is None or own:
+            if tag is None:
+                log.warning("%s: no pretrained tag given, the weights are random", name)
+            model, preprocess = build_random(model_config(name))
+            if tag is not None:
+                _load_safetensors_file(model, name, tag)
+            tokenizer = _plain_tokenizer(model_config(name)) if own else open_clip.get_tokenizer(name)
         else:
             _check_safetensors_tag(name, tag)
-        try:
-            # Quiet open_clip's own "no pretrained weights" log line; we warn above.
-            logging.getLogger().disabled, was = True, logging.getLogger().disabled
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
-        except RuntimeError as e:
-            raise HslDemoError(f"model {spec!r}: {e}") from None
-        except Exception as e:  # a .safetensors file that is not one: safetensors' own error type
-            raise HslDemoError(f"model {spec!r}: the weights could not be read ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:120]})") from None
-        finally:
-            logging.getLogger().disabled = was
-        backbone = cls(model, preprocess, open_clip.get_tokenizer(name), spec, dev)
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
+            except RuntimeError as e:
+                raise HslDemoError(f"model {spec!r}: {e}") from None
+            except Exception as e:  # a .safetensors file that is not one: safetensors' own error type
+                raise HslDemoError(f"model {spec!r}: the weights could not be read ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:120]})") from None
+            tokenizer = open_clip.get_tokenizer(name)
+        backbone = cls(model, preprocess, tokenizer, spec, dev)
         _note_regions(backbone)
         return backbone
 
@@ -139,8 +132,6 @@ class Backbone:
         are known, or when the model folder does not list its training words)."""
         if self.vocabulary is None:
             return []
-        from .data.phrasing import tokens  # the words as the training grammar counts them
-
         unknown = list(dict.fromkeys(w for w in tokens(text) if w not in self.vocabulary))
         if not unknown:
             return []
@@ -227,6 +218,64 @@ class Backbone:
         return [round(float(v), 4) for v in self.encode_text([PROBE_TEXT])[0]]
 
 
+def is_architecture(name: str) -> bool:
+    """Whether `name` is an architecture: open_clip's, or one of this package's configs."""
+    return (MODEL_CONFIGS_DIR / f"{name}.json").is_file() or name in open_clip.list_models()
+
+
+def model_config(name: str) -> dict:
+    """The model config of an architecture (this package's configs first, then open_clip's),
+    read without registering anything with open_clip."""
+    own = MODEL_CONFIGS_DIR / f"{name}.json"
+    cfg = json.loads(own.read_text()) if own.is_file() else open_clip.get_model_config(name)
+    if cfg is None:
+        raise HslDemoError(f"{name!r}: not an open_clip architecture nor one of {MODEL_CONFIGS_DIR}")
+    return copy.deepcopy(cfg)
+
+
+def model_class(cfg: dict) -> tuple[type, dict]:
+    """The class open_clip's factory builds for a model config (open_clip/factory.py,
+    create_model), and the config as its constructor takes it."""
+    cfg = copy.deepcopy(cfg)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    if "multimodal_cfg" in cfg:
+        return open_clip.CoCa, cfg
+    if "timm_model_name" in cfg.get("vision_cfg", {}):
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    return (open_clip.CustomTextCLIP if custom else open_clip.CLIP), cfg
+
+
+def build_random(cfg: dict) -> tuple[torch.nn.Module, object]:
+    """A model of config `cfg` with random weights, and its eval preprocessing (open_clip's
+    defaults: the OpenAI mean and std), built without open_clip's registry or its logs."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cls, kwargs = model_class(cfg)
+    model = cls(**kwargs).eval()
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    return model, image_transform_v2(PreprocessCfg(size=size), is_train=False)
+
+
+def _plain_tokenizer(cfg: dict):
+    return open_clip.tokenizer.SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
+
+
+def _load_safetensors_file(model: torch.nn.Module, name: str, path: str) -> None:
+    """The weights of safetensors file `path` into `model` (this package's architectures)."""
+    if not path.endswith(".safetensors"):
+        raise HslDemoError(f"model {name}:{path}: only safetensors weights are loaded, and {Path(path).name} is not "
+                           "a .safetensors file (pickled weights are refused)")
+    if not Path(path).expanduser().is_file():
+        raise HslDemoError(f"model {name}:{path}: no such file")
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(Path(path).expanduser())))
+    except Exception as e:  # not safetensors, or weights of another architecture
+        raise HslDemoError(f"model {name}:{path}: the weights could not be read ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
+
+
 def _check_config(path: Path, max_params: int | None) -> None:
     """An open_clip_config.json that open_clip can build, of a size within `max_params`, checked
     before anything is allocated (models.check_size builds it on the "meta" device)."""
@@ -244,19 +293,11 @@ def _check_config(path: Path, max_params: int | None) -> None:
     for tower in ("vision_cfg", "text_cfg"):
         if not isinstance(model_cfg.get(tower, {}), dict):
             raise HslDemoError(f"{path}: \"{tower}\" must be a JSON object, not {type(model_cfg[tower]).__name__}")
-    cfg = copy.deepcopy(model_cfg)
-    text_cfg = cfg.get("text_cfg", {})
-    if "hf_model_name" in text_cfg:  # a Hugging Face text tower: its own config says its size (the Hub's)
+    if "hf_model_name" in model_cfg.get("text_cfg", {}):  # a Hugging Face text tower: its own config says its size
         return
-    # the class open_clip's factory picks for this config (open_clip/factory.py, create_model)
-    custom = cfg.pop("custom_text", False)
-    model_class = open_clip.CLIP
-    if custom:
-        model_class = open_clip.CoCa if "multimodal_cfg" in cfg else open_clip.CustomTextCLIP
-    if "timm_model_name" in cfg.get("vision_cfg", {}):
-        cfg["vision_cfg"]["timm_model_pretrained"] = False
     try:
-        check_size(lambda: model_class(**cfg), f"{path}", max_params)
+        cls, kwargs = model_class(model_cfg)
+        check_size(lambda: cls(**kwargs), f"{path}", max_params)
     except HslDemoError:
         raise
     except Exception as e:  # an unknown key, a value of the wrong type: what open_clip would fail on

@@ -1,6 +1,6 @@
 """The back: a catalog folder, opened and checked, ready to search.
 
-A catalog folder (written by `hsl-demo index`, hsl_demo/indexing.py, atomically) holds
+A catalog folder (written by `hsl-demo index`, hsl_demo/indexing/, atomically) holds
 - manifest.json: format version, the model that encoded it (id, dim, a probe fingerprint),
   item count, index type (a faiss.index_factory spec), region layout, skipped files;
 - items.jsonl: one record per item (id, image path relative to the catalog, title, metadata),

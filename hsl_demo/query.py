@@ -8,6 +8,8 @@ longer than MAX_QUERY_CHARS is refused before it is tokenized, echoed or drawn.
 
 from __future__ import annotations
 
+import re
+
 from .errors import HslDemoError
 
 MAX_QUERY_CHARS = 300  # a product description; a backbone reads 64-77 tokens of it at most
@@ -50,3 +52,12 @@ def shorten(text: str, limit: int = ECHO_CHARS) -> str:
     """`text` cut to `limit` characters (an ellipsis marks the cut): what a message repeats of a
     visitor's input."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens of `text`, punctuation removed ('t-shirt' -> 't', 'shirt'): the
+    words as the training grammar and a model folder's vocabulary.json count them."""
+    return _TOKEN.findall(text.lower())

@@ -11,8 +11,8 @@ Three inputs, told apart by what the path holds:
 A packed input (Parquet, WebDataset) has no files to show, so the catalog keeps a copy of each
 image it encodes (`images/SHARD/ROW.ext`, written by the worker that encodes it). A shard
 never crosses an input file, so a worker reads one file's range: Parquet row groups, a tar's
-members by offset. A plan of shards is plain JSON, so Ray workers (hsl_demo/indexing_ray.py)
-get the same shards as the local engine (hsl_demo/indexing.py).
+members by offset. A plan of shards is plain JSON, so Ray workers (hsl_demo/indexing/ray.py)
+get the same shards as the local engine (hsl_demo/indexing/).
 """
 
 from __future__ import annotations

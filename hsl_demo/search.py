@@ -24,6 +24,7 @@ from .backbone import Backbone
 from .catalog import Catalog
 from .defaults import REGION_INDEX_ITEMS, default_catalog, default_model
 from .errors import HslDemoError
+from .hub import load_backbone
 from .models import load_head
 from .modes.describe import TextQuery
 from .modes.drill_down import DrillDownRound
@@ -87,7 +88,7 @@ class Retriever:
         `max_params`: the most parameters the model's or a head's config may ask for (default:
         defaults.default_max_params), checked before anything is built."""
         opened = Catalog.open(catalog or default_catalog())  # cheap checks first
-        backbone = Backbone.load(model or default_model(), device=device, max_params=max_params)
+        backbone = load_backbone(model or default_model(), device=device, max_params=max_params)
         return cls(backbone, opened, candidates, heads=load_heads(backbone, max_params))
 
     def results(self, rows: np.ndarray, scores: np.ndarray, breakdowns: list[Breakdown],
@@ -186,7 +187,7 @@ def region_mark(catalog: Catalog, row: int, region: int, label: str, record: dic
 def load_heads(backbone: Backbone, max_params: int | None = None) -> dict:
     """The trained heads in the backbone's model folder, by head name (none for a bare
     open_clip name): the folder's model_index.json lists them, else its head subfolders."""
-    from .hub import read_model_index
+    from .model_folder import read_model_index
 
     folder = backbone.folder
     if folder is None:

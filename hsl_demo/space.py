@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .errors import HslDemoError
 from .fileio import atomic_dir
-from .hub import HUB_PREFIX, REPO_ID, is_repo_id, publishable_files
+from .hub import HUB_PREFIX, REPO_ID, is_repo_id
+from .model_folder import publishable_files
 
 # The keys of a Space README's front matter the Hub documents: the Spaces configuration
 # reference (huggingface.co/docs/hub/spaces-config-reference), plus `license` and

@@ -19,7 +19,7 @@ import gradio as gr
 
 from . import modes
 from .gpu import mcp_available
-from .hub import head_statuses
+from .model_folder import head_statuses
 from .query import shorten
 from .thumbnails import Thumbnails
 from .widgets import LOADING, QUIET, ChartRenderer, TabContext, TabParts, check_link, markdown_text, message

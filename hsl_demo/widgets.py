@@ -22,7 +22,7 @@ from PIL import Image
 from . import charts
 from .errors import HslDemoError
 from .gpu import gpu_task
-from .query import MAX_QUERY_CHARS, shorten
+from .query import MAX_QUERY_CHARS, shorten, tokens
 from .results import SearchResult
 from .thumbnails import Thumbnails
 
@@ -211,7 +211,6 @@ def vocabulary_line(catalog: Catalog, vocabulary: frozenset[str] | None) -> str:
     model whose folder lists no vocabulary."""
     if vocabulary is None:
         return ""
-    from .data.phrasing import tokens  # words as the training grammar counts them ("t-shirt": t, shirt)
 
     terms = {field: [n for n in names if tokens(n) and all(w in vocabulary for w in tokens(n))]
              for field, names in known_terms(catalog).items()}

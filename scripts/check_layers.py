@@ -11,7 +11,7 @@ tests/test_layers.py runs it in the suite: any upward import or cycle fails it.
     layer 2  hub (resolve, download), items, reader, catalog; public data set readers (data/*);
              the parts of a page (widgets, charts, viz, thumbnails, gpu), which each mode's tab uses
     layer 3  modes/*
-    layer 4  search (the retriever), evaluate, indexing, model cards and push
+    layer 4  search (the retriever), evaluate, indexing, model_folder (model index, cards, push)
     layer 5  cli, ui, space, training/*: the entry points and the front
 """
 
@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "hub": 2, "items": 2, "reader": 2, "catalog": 2, "data": 2,
     "charts": 2, "viz": 2, "thumbnails": 2, "gpu": 2, "widgets": 2,
     "modes": 3,
-    "search": 4, "evaluate": 4, "indexing": 4, "indexing_ray": 4, "cards": 4,
+    "search": 4, "evaluate": 4, "indexing": 4, "model_folder": 4,
     "cli": 5, "ui": 5, "space": 5, "training": 5, "__main__": 5,
 }
 

@@ -16,8 +16,9 @@ import pytest
 from hsl_demo import indexing
 from hsl_demo.data.attributes import Attributes, title
 from hsl_demo.data.demo import render_product
+from hsl_demo.hub import load_backbone
 
-ENCODE_IMAGES = indexing._encode_images  # the real one, whatever a test patched in
+ENCODE_IMAGES = indexing.mapper.encode_images  # the real one, whatever a test patched in
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,16 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """The demo architecture with random weights: fast, and enough to test plumbing."""
-    from hsl_demo.backbone import Backbone
 
-    return Backbone.load("hsl-demo-tiny", device="cpu")
+    return load_backbone("hsl-demo-tiny", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def demo_backbone():
-    from hsl_demo.backbone import Backbone
 
-    return Backbone.load(device="cpu")
+    return load_backbone(device="cpu")
 
 
 SMALL_CATALOG = [
@@ -139,5 +138,5 @@ def counting_shards(monkeypatch, stop_after: int | None = None,
         calls.append(shard["count"])
         return ENCODE_IMAGES(source, shard, *args, **kwargs)
 
-    monkeypatch.setattr(indexing, "_encode_images", encode)
+    monkeypatch.setattr(indexing.mapper, "encode_images", encode)
     return calls

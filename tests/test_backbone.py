@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hsl_demo.backbone import Backbone, save_backbone
+from hsl_demo.backbone import save_backbone
 from hsl_demo.errors import HslDemoError
+from hsl_demo.hub import load_backbone
 
 
 def test_text_embeddings_are_unit_vectors_with_token_features(tiny_backbone):
@@ -43,7 +44,7 @@ def test_image_features_give_a_patch_grid(tiny_backbone):
 
 
 def test_vit_b_32_architecture_loads_without_pretrained_weights(caplog):
-    bb = Backbone.load("ViT-B-32", device="cpu")
+    bb = load_backbone("ViT-B-32", device="cpu")
     assert "ViT-B-32: no pretrained tag given, the weights are random" in caplog.text
     assert bb.embed_dim == 512 and bb.context_length == 77
     feats = bb.image_features([Image.new("RGB", (224, 224), "blue")])
@@ -59,13 +60,13 @@ def test_saved_backbone_reloads_with_the_same_scores(tiny_backbone, tmp_path):
     save_backbone(tiny_backbone.model, model_cfg, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["open_clip_config.json",
                                                                   "open_clip_model.safetensors"]
-    loaded = Backbone.load(str(tmp_path / "m"), device="cpu")
+    loaded = load_backbone(str(tmp_path / "m"), device="cpu")
     texts = ["red striped t-shirt", "white sneaker"]
     # weights are stored as float16, so scores agree to float16 precision
     assert np.allclose(loaded.encode_text(texts), tiny_backbone.encode_text(texts), atol=2e-2)
     again = tmp_path / "again"
     save_backbone(loaded.model, model_cfg, again)
-    assert np.array_equal(Backbone.load(str(again), device="cpu").encode_text(texts), loaded.encode_text(texts))
+    assert np.array_equal(load_backbone(str(again), device="cpu").encode_text(texts), loaded.encode_text(texts))
 
 
 def test_only_safetensors_are_loaded(tmp_path, tiny_backbone):
@@ -74,13 +75,13 @@ def test_only_safetensors_are_loaded(tmp_path, tiny_backbone):
     (folder / "open_clip_config.json").write_text('{"model_cfg": {}}')
     torch.save(tiny_backbone.model.state_dict(), folder / "open_clip_pytorch_model.bin")
     with pytest.raises(HslDemoError, match="only safetensors"):
-        Backbone.load(str(folder))
+        load_backbone(str(folder))
 
 
 def test_bad_model_specs_are_clear_errors(tmp_path):
     with pytest.raises(HslDemoError, match="no such folder"):
-        Backbone.load(str(tmp_path / "nope" / "deeper"))
+        load_backbone(str(tmp_path / "nope" / "deeper"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(HslDemoError, match="not a backbone folder"):
-        Backbone.load(str(empty))
+        load_backbone(str(empty))

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_clean_error, run_cli
+from dataset_fixtures import write_fashion200k_fixture
 from PIL import Image
 
 from hsl_demo.data.cirr import load_cirr
 from hsl_demo.data.composed_datasets import PROTOCOLS, load_composed_dataset, load_fashioniq
 from hsl_demo.data.convert import write_composed_conversion
-from hsl_demo.data.fashion200k import load_fashion200k, write_fashion200k_fixture
+from hsl_demo.data.fashion200k import load_fashion200k
 from hsl_demo.errors import HslDemoError
 from hsl_demo.evaluate import SUBMISSION_FILES, rank_composed, score_rankings
 

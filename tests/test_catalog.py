@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from hsl_demo import indexing
-from hsl_demo.backbone import Backbone
 from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
 from hsl_demo.features import box_crops, dequantize, grid_regions, quantize
+from hsl_demo.hub import load_backbone
 from hsl_demo.indexing import build_catalog
 from hsl_demo.search import Retriever
 
@@ -145,8 +145,8 @@ def test_failed_rebuild_keeps_the_old_catalog(built, tiny_backbone, tmp_path):
 
 
 def test_large_catalogs_use_an_ivf_index(small_images, tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(indexing, "FLAT_MAX_ITEMS", 5)
-    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False)
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, progress=False,
+                  limits=indexing.IndexLimits(flat_max_items=5))
     cat = Catalog.open(tmp_path / "cat")
     assert cat.manifest["index"] == "IVF1,Flat"  # a faiss.index_factory spec
     assert cat.manifest["nprobe"] == 1 and cat.manifest["nprobe_recall"] == 1.0  # one list holds everything
@@ -213,7 +213,7 @@ def test_opening_bad_catalogs_is_a_clear_error(tmp_path, built):
 
 def test_catalog_and_model_must_match(built):
     torch.manual_seed(123)
-    other = Backbone.load("hsl-demo-tiny", device="cpu")  # same architecture, other weights
+    other = load_backbone("hsl-demo-tiny", device="cpu")  # same architecture, other weights
     with pytest.raises(HslDemoError, match="without a pretrained tag: its weights were random"):
         Retriever(other, Catalog.open(built[0]))
 

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_clean_error, run_cli
+from dataset_fixtures import write_fashioniq_fixture, write_shoes_fixture
 
-from hsl_demo.data.composed_datasets import (
-    Protocol,
-    join_captions,
-    load_composed_dataset,
-    write_fashioniq_fixture,
-    write_shoes_fixture,
-)
+from hsl_demo.data.composed_datasets import Protocol, join_captions, load_composed_dataset
 from hsl_demo.errors import HslDemoError
 from hsl_demo.evaluate import encode_composed_split, evaluate_composed_dataset, score_composed_split
 from hsl_demo.models import load_head

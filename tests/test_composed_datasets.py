@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_clean_error, run_cli
+from dataset_fixtures import FIXTURE_COLORS, FIXTURE_PATTERNS, write_fashioniq_fixture, write_shoes_fixture
 
 from hsl_demo.data.composed_datasets import (
     FASHIONIQ_CATEGORIES,
-    FIXTURE_COLORS,
-    FIXTURE_PATTERNS,
     ComposedSplit,
     Protocol,
     Triplet,
@@ -22,8 +21,6 @@ from hsl_demo.data.composed_datasets import (
     load_composed_dataset,
     load_fashioniq,
     load_shoes,
-    write_fashioniq_fixture,
-    write_shoes_fixture,
 )
 from hsl_demo.errors import HslDemoError
 from hsl_demo.evaluate import (

@@ -8,10 +8,10 @@ import json
 
 import pytest
 from conftest import assert_clean_error, run_cli
+from dataset_fixtures import write_cirr_fixture, write_fashion200k_fixture, write_fashioniq_fixture, write_shoes_fixture
 
-from hsl_demo.data.cirr import write_cirr_fixture
-from hsl_demo.data.composed_datasets import load_composed_dataset, write_fashioniq_fixture, write_shoes_fixture
-from hsl_demo.data.fashion200k import one_word_pairs, replace_text, write_fashion200k_fixture
+from hsl_demo.data.composed_datasets import load_composed_dataset
+from hsl_demo.data.fashion200k import one_word_pairs, replace_text
 from hsl_demo.errors import HslDemoError
 
 FIXTURES = {"fashioniq": write_fashioniq_fixture, "shoes": write_shoes_fixture, "cirr": write_cirr_fixture,

@@ -10,7 +10,7 @@ from conftest import REPO, SMALL_CATALOG, assert_clean_error, run_cli
 
 from hsl_demo.backbone import save_backbone
 from hsl_demo.hub import is_repo_id
-from hsl_demo.models import save_head
+from hsl_demo.model_folder import save_model_head
 from hsl_demo.models.hsl import HSLHead
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -37,7 +37,7 @@ def hub_setup(tmp_path_factory, tiny_backbone, small_images):
         for p in head.parameters():
             p.add_(0.05 * torch.randn_like(p))
         head.raw_weights.copy_(torch.tensor([0.5, 0.2, 0.3, 0.4, 0.6]))
-    save_head(head, local / "hsl")
+    save_model_head(head, local / "hsl")
     populate_cache(root / "hub-cache", "acme/tiny-demo", local)
     proc = run_cli("index", str(small_images / "images"), "--out", str(root / "catalog"),
                    "--metadata", str(small_images / "metadata.jsonl"), "--model", str(local))
@@ -93,7 +93,7 @@ def test_a_head_listed_in_model_index_but_removed_is_skipped_with_a_warning(tmp_
     """As after `cp -r checkpoints/demo X && rm -r X/composed` (before retraining it)."""
     import shutil
 
-    from hsl_demo.hub import read_model_index
+    from hsl_demo.model_folder import read_model_index
 
     shutil.copytree(REPO / "checkpoints" / "demo", tmp_path / "m")
     shutil.rmtree(tmp_path / "m" / "composed")

@@ -87,9 +87,9 @@ def test_the_ray_engine_reads_parquet_shards_into_the_same_catalog(photos, local
 
 
 def test_the_ray_engine_refuses_what_it_cannot_run(photos, tmp_path, capsys):
-    from hsl_demo.backbone import Backbone
+    from hsl_demo.hub import load_backbone
 
-    random = Backbone.load("hsl-demo-tiny", device="cpu")
+    random = load_backbone("hsl-demo-tiny", device="cpu")
     with pytest.raises(HslDemoError, match="random weights, which every worker would draw anew"):
         indexing.build_catalog(photos, tmp_path / "out", random, engine="ray", progress=False)
     code = cli.main(["index", str(photos), "--out", str(tmp_path / "out"), "--address", "auto"])
@@ -99,7 +99,7 @@ def test_the_ray_engine_refuses_what_it_cannot_run(photos, tmp_path, capsys):
 
 def test_bad_input_met_by_a_worker_is_raised_as_itself():
     """A worker's HslDemoError reaches the CLI as its one-line message, not as Ray's wrapper."""
-    from hsl_demo.indexing_ray import _rows
+    from hsl_demo.indexing.ray import _rows
 
     class Wrapped(Exception):  # what Ray raises for an error in a worker: the original is its .cause
         def __init__(self, cause):

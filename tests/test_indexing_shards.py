@@ -102,7 +102,7 @@ def test_profile_prints_where_the_time_went(small_images, tmp_path):
                    "--shard-size", "4", "--profile")
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("profile: "))
-    assert "12 images in" in line and all(f"{stage} " in line for stage in indexing.PROFILE_STAGES)
+    assert "12 images in" in line and all(f"{stage} " in line for stage in indexing.shards.PROFILE_STAGES)
     assert re.search(r"\(\d+ img/s, \d+ img/s after the first shard\)", line), line  # 3 shards of 4
 
 
@@ -128,7 +128,7 @@ def test_the_build_picks_the_smallest_nprobe_that_finds_the_exact_top_10():
     index, _, _ = indexing.build_index_from_shards(shards, "IVF256,Flat")
     nprobe, recall = indexing.tune_nprobe_on_shards(index, shards)
     assert recall >= indexing.NPROBE_RECALL and 1 < nprobe < 256
-    exact = indexing._exact_top(shards, vectors[:300], 10)  # a list of blocks is an iterable of them
+    exact = indexing.policy._exact_top(shards, vectors[:300], 10)  # a list of blocks is an iterable of them
     _, flat = __import__("faiss").knn(vectors[:300], vectors, 10)
     assert (exact == flat).mean() > 0.99  # the shard-by-shard exact search is the exact search
     index.nprobe = nprobe // 2
@@ -147,11 +147,11 @@ def test_large_catalogs_get_a_region_index_that_drill_down_takes_its_candidates_
     from hsl_demo import search
     from hsl_demo.features import dequantize
 
-    monkeypatch.setattr(indexing, "REGION_INDEX_ITEMS", 5)
     if codes == "fast-scan":
         assert indexing.region_index_spec(16_000_000, 128).endswith(",PQ64x4fs")
-        monkeypatch.setattr(indexing, "region_index_spec", lambda n, dim: f"IVF2,PQ{dim // 2}x4fs")
-    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, shard_size=5, progress=False)
+        monkeypatch.setattr(indexing.policy, "region_index_spec", lambda n, dim: f"IVF2,PQ{dim // 2}x4fs")
+    build_catalog(small_images / "images", tmp_path / "cat", tiny_backbone, shard_size=5, progress=False,
+                  limits=indexing.IndexLimits(region_index_items=5))
     cat = Catalog.open(tmp_path / "cat")
     entry, per_item = cat.manifest["region_index"], cat.regions.shape[1]
     assert (tmp_path / "cat" / "regions.faiss").is_file() and entry["vectors"] == int(cat.region_mask.sum())

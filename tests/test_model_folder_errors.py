@@ -84,7 +84,7 @@ def test_a_broken_vocabulary_only_silences_the_unknown_words_notice(tmp_path):
 
 
 def test_push_refuses_a_config_without_model_cfg_and_never_follows_links_out(tmp_path):
-    from hsl_demo.hub import publishable_files, push_model
+    from hsl_demo.model_folder import publishable_files, push_model
 
     folder = tmp_path / "model"
     shutil.copytree(DEMO, folder)
@@ -106,14 +106,14 @@ def test_push_refuses_a_config_without_model_cfg_and_never_follows_links_out(tmp
 
 
 def test_random_weights_say_why_they_never_match(tmp_path):
-    from hsl_demo.backbone import Backbone
     from hsl_demo.catalog import Catalog
     from hsl_demo.errors import HslDemoError
+    from hsl_demo.hub import load_backbone
     from hsl_demo.indexing import build_catalog
 
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(REPO / "assets/demo/products/images/p00000.jpg", images / "a.jpg")
-    build_catalog(images, tmp_path / "catalog", Backbone.load("hsl-demo-tiny"), progress=False)
+    build_catalog(images, tmp_path / "catalog", load_backbone("hsl-demo-tiny"), progress=False)
     with pytest.raises(HslDemoError, match="every load draws new ones"):
-        Catalog.open(tmp_path / "catalog").check_model(Backbone.load("hsl-demo-tiny"))
+        Catalog.open(tmp_path / "catalog").check_model(load_backbone("hsl-demo-tiny"))

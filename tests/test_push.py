@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hsl_demo import cli, hub
+from hsl_demo import cli
+from hsl_demo import model_folder as hub
 from hsl_demo.errors import HslDemoError
 
 

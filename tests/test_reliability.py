@@ -29,6 +29,7 @@ from hsl_demo import cli
 from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
 from hsl_demo.fileio import output_lock
+from hsl_demo.hub import load_backbone
 from hsl_demo.indexing import build_catalog
 
 
@@ -379,13 +380,13 @@ def test_a_file_put_into_the_catalog_during_the_run_is_kept(small_images, catalo
 
     out = tmp_path / "catalog"
     shutil.copytree(catalog_dir, out)
-    encode = indexing.region_features_for
+    encode = indexing.mapper.region_features_for
 
     def meanwhile(*args, **kwargs):
         (out / "thesis.docx").write_text("my thesis")
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(indexing, "region_features_for", meanwhile)
+    monkeypatch.setattr(indexing.mapper, "region_features_for", meanwhile)
     code, _, err = run_main(capsys, "index", str(small_images / "images"), "--out", str(out), "--model",
                             "hsl-demo-tiny")
     last = err.strip().splitlines()[-1]  # after the progress bars of the encoding
@@ -459,10 +460,10 @@ def test_index_killed_mid_run_then_run_again(small_images, tmp_path):
 MEMORY_PROBE = """
 import gc, sys
 from PIL import Image
-from hsl_demo.backbone import Backbone
+from hsl_demo.hub import load_backbone
 from hsl_demo.errors import HslDemoError
 from hsl_demo.images import open_image
-backbone = Backbone.load(device="cpu")
+backbone = load_backbone(device="cpu")
 backbone.encode_images([Image.new("RGB", (128, 128))])
 def megabytes(key):
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith(key)).split()[1]) // 1024
@@ -604,17 +605,17 @@ def test_shipped_manifests_and_cards_hold_no_builders_path():
 def test_a_catalog_records_the_model_portably(demo_backbone, tiny_backbone, tmp_path, catalog_dir):
     assert demo_backbone.portable_id == "checkpoints/demo"
     assert tiny_backbone.portable_id == "hsl-demo-tiny"
-    from hsl_demo.backbone import Backbone, save_backbone
+    from hsl_demo.backbone import save_backbone
 
     folder = tmp_path / "deep" / "my-model"
     save_backbone(tiny_backbone.model, json.loads((REPO / "hsl_demo/model_configs/hsl-demo-tiny.json").read_text()),
                   folder)
-    assert Backbone.load(str(folder), device="cpu").portable_id == "my-model"
+    assert load_backbone(str(folder), device="cpu").portable_id == "my-model"
     from safetensors.torch import save_file
 
     weights = tmp_path / "deep" / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}, weights)
-    assert Backbone.load(f"hsl-demo-tiny:{weights}", device="cpu").portable_id == "hsl-demo-tiny:tiny.safetensors"
+    assert load_backbone(f"hsl-demo-tiny:{weights}", device="cpu").portable_id == "hsl-demo-tiny:tiny.safetensors"
     assert Catalog.open(catalog_dir).manifest["model"]["id"] == "hsl-demo-tiny"
 
 

@@ -72,7 +72,8 @@ def test_dry_run_writes_a_complete_space_folder(space_folder):
     meta = assert_valid_space_readme((space_folder / "README.md").read_text(encoding="utf-8"))
     assert meta["title"] == "shop" and "models" not in meta  # the model travels as files, not as a Hub id
     assert (space_folder / "requirements.txt").read_text() == (REPO / "requirements.txt").read_text()
-    assert (space_folder / "hsl_demo" / "cli" / "serve.py").is_file() and (space_folder / "hsl_demo" / "model_configs").is_dir()
+    assert (space_folder / "hsl_demo" / "cli" / "serve.py").is_file()
+    assert (space_folder / "hsl_demo" / "model_configs").is_dir()
     assert (space_folder / "model" / "open_clip_model.safetensors").is_file()
     assert (space_folder / "model" / "hsl" / "model.safetensors").is_file()
     files = [p for p in space_folder.rglob("*") if p.is_file()]

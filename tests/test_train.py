@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from hsl_demo.backbone import Backbone
 from hsl_demo.data.attributes import Attributes
+from hsl_demo.hub import load_backbone
 from hsl_demo.training import BackboneTrainConfig, mentions_match, multi_positive_infonce, train_backbone
 
 
@@ -47,7 +47,7 @@ def test_a_few_training_steps_write_a_loadable_backbone(tmp_path):
     config = json.loads((tmp_path / "model/open_clip_config.json").read_text())
     assert config["model_cfg"]["embed_dim"] == 128 and config["hsl_demo"]["config"]["steps"] == 20
     assert [h["step"] for h in config["hsl_demo"]["history"]] == [20]  # evaluated every eval_every steps
-    backbone = Backbone.load(str(tmp_path / "model"), device="cpu")
+    backbone = load_backbone(str(tmp_path / "model"), device="cpu")
     assert backbone.encode_text(["red cap"]).shape == (1, 128)
 
 

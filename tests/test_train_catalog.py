@@ -22,14 +22,14 @@ COMBOS = [Attributes(c, col, p) for c in ("scarf", "t-shirt", "sneaker") for col
 def byo(tmp_path_factory, tiny_backbone):
     """A user's world: a model folder (the tiny architecture, random weights), a folder of product
     photos with a JSONL of captions, and one of flat-lays with captioned boxes, both indexed."""
-    from hsl_demo.backbone import Backbone, save_backbone
+    from hsl_demo.backbone import model_config, save_backbone
+    from hsl_demo.hub import load_backbone
     from hsl_demo.indexing import build_catalog
 
     root = tmp_path_factory.mktemp("byo")
-    import open_clip
 
-    save_backbone(tiny_backbone.model, open_clip.get_model_config("hsl-demo-tiny"), root / "model")
-    backbone = Backbone.load(str(root / "model"), device="cpu")
+    save_backbone(tiny_backbone.model, model_config("hsl-demo-tiny"), root / "model")
+    backbone = load_backbone(str(root / "model"), device="cpu")
     rng = random.Random(5)
     (root / "photos").mkdir()
     records = []

@@ -89,15 +89,14 @@ class RecordingApi:
 
 def test_the_readme_tutorial_runs_as_written(tmp_path, monkeypatch, tiny_backbone):
     import huggingface_hub
-    import open_clip
     from gradio_client import Client
 
     from hsl_demo import training, ui
-    from hsl_demo.backbone import save_backbone
+    from hsl_demo.backbone import model_config, save_backbone
 
     monkeypatch.chdir(tmp_path)
     hub_id = next(a for a in shlex.split(tutorial_lines()[0]) if "/" in a and a.startswith("laion"))
-    save_backbone(tiny_backbone.model, open_clip.get_model_config("hsl-demo-tiny"), tmp_path / "hub-model")
+    save_backbone(tiny_backbone.model, model_config("hsl-demo-tiny"), tmp_path / "hub-model")
     populate_cache(tmp_path / "hub-cache", hub_id, tmp_path / "hub-model")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # nothing may reach the network
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))

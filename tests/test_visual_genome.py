@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_clean_error, run_cli
+from dataset_fixtures import write_visual_genome_fixture
 
 from hsl_demo.data.visual_genome import (
     IMAGE_DATA_FILE,
@@ -15,7 +16,6 @@ from hsl_demo.data.visual_genome import (
     load_visual_genome,
     multi_queries_from_records,
     write_visual_genome,
-    write_visual_genome_fixture,
 )
 from hsl_demo.errors import HslDemoError
 from hsl_demo.fileio import load_jsonl

@@ -127,7 +127,7 @@ def test_a_malformed_training_json_leaves_the_footer_readable(tmp_path):
     import json
     import shutil
 
-    from hsl_demo.hub import head_statuses
+    from hsl_demo.model_folder import head_statuses
 
     folder = tmp_path / "model"
     shutil.copytree(REPO / "checkpoints" / "demo", folder)

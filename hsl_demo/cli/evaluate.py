@@ -173,12 +173,12 @@ def _evaluate_dataset(args) -> None:
     if args.submission is not None and splits[0].split != "test1":
         raise HslDemoError(f"--submission is for CIRR's test1 split (its targets are not public); {splits[0].split} "
                            "is scored here: drop --submission")
-    from ..backbone import Backbone
     from ..evaluate import PUBLISHED_COMPOSED, evaluate_composed_splits, write_cirr_submission
+    from ..hub import load_backbone
     from ..models.composed import ComposedHead
     from ..search import load_heads
 
-    backbone = Backbone.load(args.model, device=args.device, max_params=args.max_params)
+    backbone = load_backbone(args.model, device=args.device, max_params=args.max_params)
     head = load_heads(backbone, args.max_params).get("composed") or ComposedHead(embed_dim=backbone.embed_dim)
     if args.submission is not None:
         paths = write_cirr_submission(backbone, head, splits[0], args.submission, args.variant or "adaptive")

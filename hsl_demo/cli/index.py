@@ -43,13 +43,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..backbone import Backbone
+    from ..hub import load_backbone
     from ..indexing import StageTimes, build_catalog
     from ..search import load_heads
 
     if args.engine != "ray" and (args.address or args.workers):
         raise HslDemoError("--address and --workers go with --engine ray")
-    backbone = Backbone.load(args.model, device=args.device, max_params=args.max_params)
+    backbone = load_backbone(args.model, device=args.device, max_params=args.max_params)
     times = StageTimes()
     heads = load_heads(backbone, args.max_params)
     summary = build_catalog(args.images, args.out, backbone, metadata=args.metadata, batch_size=args.batch_size,

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..hub import push_model
+    from ..model_folder import push_model
 
     warn_token_on_command_line(args.token)
     pushed = push_model(args.model_dir, args.repo, private=args.private, token=args.token)

@@ -104,13 +104,13 @@ def _load_retrievers(models, model: str | None, device: str | None, max_params: 
     """The products and looks retrievers of `models`' catalogs, for the model (default: embedded)."""
     import torch
 
-    from ..backbone import Backbone
+    from ..hub import load_backbone
     from ..search import Retriever, load_heads
 
     # One thread per search: the server runs --concurrency searches at once, and small
     # per-query work split over threads that compete for 2 cores is 4x slower, not faster.
     torch.set_num_threads(1)
-    backbone = Backbone.load(model, device=device, max_params=max_params)
+    backbone = load_backbone(model, device=device, max_params=max_params)
     heads = load_heads(backbone, max_params)
     products, looks = Retriever(backbone, models.products_catalog, **heads), Retriever(backbone, models.looks_catalog,
                                                                                          **heads)

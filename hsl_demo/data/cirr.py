@@ -17,18 +17,17 @@ protocol (CIRR's evaluation, CLIP4Cir's validate.py) removes the reference from 
 adds Recall_subset@1/2/3: the rank of the target among the query's img_set members without
 the reference (see `hsl_demo.evaluate`).
 
-`write_cirr_fixture` renders a tiny CIRR in this layout from the demo products.
+tests/dataset_fixtures.py renders a tiny CIRR in this layout from the demo products.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 from ..errors import HslDemoError
 from ..fileio import read_json, read_json_list
-from .composed_datasets import ComposedSplit, Triplet, _changes, _check_root, _field_str, _write_json, keep_present
+from .composed_split import ComposedSplit, Triplet, check_root, field_str, keep_present
 
 SPLITS = ("train", "val", "test1")
 ALIASES = {"test": "test1", "dev": "val"}
@@ -62,7 +61,7 @@ def image_base(root: Path, annotations: Path, rels: list[str], images: str | Pat
 def load_cirr(root: str | Path, split: str, images: str | Path | None = None) -> ComposedSplit:
     """The CIRR `split` (train, val or test1; test means test1, dev means val). Images not on
     disk are left out with their queries (see `keep_present`)."""
-    root = _check_root(root, "CIRR", "captions/, image_splits/ and img_raw/ (or CLIP4Cir's cirr/ beside the "
+    root = check_root(root, "CIRR", "captions/, image_splits/ and img_raw/ (or CLIP4Cir's cirr/ beside the "
                        "image folders)")
     split = ALIASES.get(split, split)
     if split not in SPLITS:
@@ -84,8 +83,8 @@ def load_cirr(root: str | Path, split: str, images: str | Path | None = None) ->
         where = f"{cap_path}: entry {i}"
         if not isinstance(r, dict):
             raise HslDemoError(f"{where}: expected an object with \"reference\", \"target_hard\", \"caption\"")
-        reference = _field_str(r, "reference", where)
-        target = _field_str(r, "target_hard", where) if split != "test1" else None
+        reference = field_str(r, "reference", where)
+        target = field_str(r, "target_hard", where) if split != "test1" else None
         caption = r.get("caption")
         if not isinstance(caption, str):  # test1 has a caption of " ": a string, empty once stripped
             raise HslDemoError(f"{where}: missing \"caption\" (a string)")
@@ -109,43 +108,3 @@ def load_cirr(root: str | Path, split: str, images: str | Path | None = None) ->
     part = keep_present("cirr", split, list(names), triplets, find, f"below {base}")
     part.image_root = base
     return part
-
-
-def write_cirr_fixture(root: str | Path, colors=("red", "blue", "black"), patterns=("plain", "striped"),
-                       categories=("t-shirt", "sneaker"), seed: int = 0) -> dict:
-    """A tiny CIRR at `root`: per split, one photo per category, colour and pattern (2 x 3 x 2 = 12
-    by default) as NLVR2-style PNGs in nested folders, and per image two triplets (the next
-    colour, the next pattern; one caption each). Returns the counts written."""
-    from .attributes import Attributes
-    from .demo import render_product
-
-    root = Path(root)
-    rng = random.Random(seed)
-    counts: dict = {"images": 0, "triplets": {}}
-    pair = 0
-    for split in SPLITS:
-        names, paths = {}, {}
-        for k, (cat, color, pattern) in enumerate((c, co, p) for c in categories for co in colors for p in patterns):
-            attrs = Attributes(cat, color, pattern)
-            name = f"{IMAGE_FOLDERS[split]}-{k}-0-img{k % 2}"
-            rel = f"./{IMAGE_FOLDERS[split]}/{k % 3}/{name}.png"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            render_product(attrs, rng).save(root / rel)
-            names[attrs], paths[name] = name, rel
-        records = []
-        for attrs, ref in names.items():
-            for target, captions in _changes(attrs, colors, patterns):
-                goal = names[target]
-                r = {"pairid": pair, "reference": ref, "target_hard": goal, "target_soft": {goal: 1.0},
-                     "caption": f"make it so it {captions[0]}", "img_set": {"id": pair, "members": [ref, goal]}}
-                if split == "test1":
-                    del r["target_hard"], r["target_soft"]
-                records.append(r)
-                pair += 1
-        (root / "cirr" / "captions").mkdir(parents=True, exist_ok=True)
-        (root / "cirr" / "image_splits").mkdir(parents=True, exist_ok=True)
-        _write_json(root / "cirr" / "captions" / f"cap.rc2.{split}.json", records)
-        _write_json(root / "cirr" / "image_splits" / f"split.rc2.{split}.json", paths)
-        counts["images"] += len(paths)
-        counts["triplets"][split] = len(records)
-    return counts

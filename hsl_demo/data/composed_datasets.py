@@ -27,23 +27,24 @@ Images not on disk are left out with a warning (community copies of Fashion-IQ h
 triplet whose reference or target is missing is dropped and counted in `ComposedSplit.dropped`,
 never the whole split. `PROTOCOLS` says how each data set's papers score a split.
 
-`write_fashioniq_fixture` and `write_shoes_fixture` render tiny data sets in these exact
-layouts from the demo products, with captions that describe the change ("is blue", "has
-stripes"), for tests and for trying the commands without the real data.
+tests/dataset_fixtures.py renders tiny data sets in these exact layouts from the demo products,
+with captions that describe the change ("is blue", "has stripes").
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HslDemoError
 from ..fileio import read_json_list
 from ..images import IMAGE_SUFFIXES
+from .cirr import load_cirr
+from .composed_split import ComposedSplit, Triplet, check_root, field_str, keep_present
+from .fashion200k import load_fashion200k
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +54,6 @@ COMPOSED_DATASETS = ("fashioniq", "shoes", "cirr", "fashion200k")
 SHOES_SPLITS = {"train": "train", "eval": "eval", "test": "eval", "val": "eval"}
 SHOES_CAPTIONS = "relative_captions_shoes.json"
 SHOES_NAME_FILES = {"train": "train_im_names.txt", "eval": "eval_im_names.txt"}
-
-
-@dataclass(frozen=True)
-class Triplet:
-    reference: str  # image id (Fashion-IQ: ASIN; Shoes: file name)
-    captions: tuple[str, ...]  # the modification text(s), as published
-    target: str | None  # None where the split's targets are not public (Fashion-IQ test, CIRR test1)
-    pairid: int | None = None  # CIRR: the query's id on the test server
-    members: tuple[str, ...] = ()  # CIRR: the img_set the query's Recall_subset ranks (reference included)
-    also_targets: tuple[str, ...] = ()  # Fashion200k: other images with the target's caption (hits too)
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return () if self.target is None else (self.target, *self.also_targets)
-
-
-@dataclass
-class ComposedSplit:
-    name: str  # what a results table calls it: the Fashion-IQ category, or "shoes"
-    images: dict[str, Path]  # image id -> file, for every id in the gallery and the triplets
-    gallery: list[str]  # the ids searched over, in a fixed order
-    triplets: list[Triplet]
-    split: str = ""  # the published split it is (val, test1, ...)
-    missing: list[str] = field(default_factory=list)  # referenced images not on disk, left out
-    dropped: int = 0  # triplets left out because their reference or target image is missing
-    image_root: Path | None = None  # the folder image paths are relative to in a conversion
 
 
 @dataclass(frozen=True)
@@ -101,39 +76,6 @@ PROTOCOLS = {
     "fashion200k": Protocol((1, 10, 50), (), True, "TIRG test_retrieval.py: over the test images, source image "
                             "removed, any image with the target's caption is a hit"),
 }
-MISSING_SHOWN = 3  # names given in a missing-images message
-
-
-class NoImagesError(HslDemoError):
-    """A split none of whose images is on disk (a conversion leaves it out; an evaluation stops)."""
-
-
-def keep_present(name: str, split: str, gallery: list[str], triplets: list[Triplet],
-                 find, where: str) -> ComposedSplit:
-    """The split without the images `find(id)` (a Path or None) cannot find: they leave the
-    gallery, and a triplet whose reference or target is among them is dropped and counted.
-    `where`: where images were looked for, for the messages."""
-    images, missing = {}, []
-    for image_id in _needed_ids(gallery, triplets):
-        path = find(image_id)
-        if path is None:
-            missing.append(image_id)
-        else:
-            images[image_id] = path
-    if not images:
-        raise NoImagesError(f"{name} {split}: none of its {len(missing)} images is on disk ({where})")
-    kept = [t for t in triplets if t.reference in images and all(x in images for x in t.targets[:1])]
-    if missing:
-        log.warning("%s %s: %d of %d images are missing (%s; e.g. %s): left out, with the %d queries that use "
-                    "them", name, split, len(missing), len(missing) + len(images), where,
-                    ", ".join(missing[:MISSING_SHOWN]), len(triplets) - len(kept))
-    if not kept:
-        raise HslDemoError(f"{name} {split}: every query uses a missing image ({len(missing)} missing, {where})")
-    kept = [replace(t, also_targets=tuple(x for x in t.also_targets if x in images)) for t in kept]
-    return ComposedSplit(name, images, [g for g in gallery if g in images], kept, split, missing,
-                         len(triplets) - len(kept))
-
-
 def join_captions(captions: Sequence[str], rng: random.Random | None = None) -> str:
     """One modification text from several captions: "cap1 and cap2".
 
@@ -153,7 +95,7 @@ def join_captions(captions: Sequence[str], rng: random.Random | None = None) -> 
 def load_fashioniq(root: str | Path, split: str,
                    categories: Sequence[str] = FASHIONIQ_CATEGORIES) -> list[ComposedSplit]:
     """One `ComposedSplit` per category of Fashion-IQ `split` (train, val or test)."""
-    root = _check_root(root, "Fashion-IQ", "captions/, image_splits/ and images/")
+    root = check_root(root, "Fashion-IQ", "captions/, image_splits/ and images/")
     if split not in FASHIONIQ_SPLITS:
         raise HslDemoError(f"Fashion-IQ has no split {split!r} (one of {', '.join(FASHIONIQ_SPLITS)})")
     if not categories:
@@ -167,8 +109,8 @@ def load_fashioniq(root: str | Path, split: str,
             where = f"{cap_path}: entry {i}"
             if not isinstance(r, dict):
                 raise HslDemoError(f"{where}: expected an object with \"candidate\", \"target\", \"captions\"")
-            reference = _field_str(r, "candidate", where)
-            target = _field_str(r, "target", where) if (split != "test" or "target" in r) else None
+            reference = field_str(r, "candidate", where)
+            target = field_str(r, "target", where) if (split != "test" or "target" in r) else None
             captions = r.get("captions")
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                 raise HslDemoError(f"{where}: \"captions\" must be a list of strings")
@@ -209,7 +151,7 @@ def fashioniq_image_folder(root: Path) -> Path:
 
 def load_shoes(root: str | Path, split: str) -> ComposedSplit:
     """The Shoes relative-captions `split`: train, or eval (also called test or val)."""
-    root = _check_root(root, "Shoes", f"{SHOES_CAPTIONS}, {', '.join(SHOES_NAME_FILES.values())} and images/")
+    root = check_root(root, "Shoes", f"{SHOES_CAPTIONS}, {', '.join(SHOES_NAME_FILES.values())} and images/")
     if split not in SHOES_SPLITS:
         raise HslDemoError(f"Shoes has no split {split!r} (one of train, eval; test and val mean eval)")
     names_path = root / SHOES_NAME_FILES[SHOES_SPLITS[split]]
@@ -227,8 +169,8 @@ def load_shoes(root: str | Path, split: str) -> ComposedSplit:
         if not isinstance(r, dict):
             raise HslDemoError(f"{where}: expected an object with \"ImageName\", \"ReferenceImageName\", "
                                "\"RelativeCaption\"")
-        target = _field_str(r, "ImageName", where)
-        reference = _field_str(r, "ReferenceImageName", where)
+        target = field_str(r, "ImageName", where)
+        reference = field_str(r, "ReferenceImageName", where)
         caption = r.get("RelativeCaption")
         if not isinstance(caption, str):
             raise HslDemoError(f"{where}: missing \"RelativeCaption\" (a string)")
@@ -269,12 +211,8 @@ def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None, 
     elif fmt == "shoes":
         splits = [load_shoes(root, split or "eval")]
     elif fmt == "cirr":
-        from .cirr import load_cirr
-
         splits = [load_cirr(root, split or "val", images)]
     elif fmt == "fashion200k":
-        from .fashion200k import load_fashion200k
-
         splits = [load_fashion200k(root, split or "test")]
     else:
         raise HslDemoError(f"unknown data set {fmt!r} (one of {', '.join(COMPOSED_DATASETS)})")
@@ -282,128 +220,3 @@ def load_composed_dataset(fmt: str, root: str | Path, split: str | None = None, 
         raise HslDemoError(f"{fmt} {split}: the targets of this split are not public; evaluate on val"
                            + (" or write the test server's files with --submission DIR" if fmt == "cirr" else ""))
     return splits
-
-
-# ---- shared checks ---------------------------------------------------------------------------
-
-def _check_root(root: str | Path, dataset: str, expected: str) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise HslDemoError(f"{root}: no such folder (a {dataset} root holds {expected})")
-    return root
-
-
-def _field_str(record: dict, key: str, where: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, str) or not value:
-        raise HslDemoError(f"{where}: missing \"{key}\" (a non-empty string)")
-    return value
-
-
-def _needed_ids(gallery: list[str], triplets: list[Triplet]) -> list[str]:
-    ids = dict.fromkeys(gallery)
-    for t in triplets:
-        ids[t.reference] = None
-        if t.target is not None:
-            ids[t.target] = None
-    return list(ids)
-
-
-# ---- fixtures: tiny data sets in the public layouts, rendered from the demo products ---------
-
-FIXTURE_COLORS = ("red", "blue", "green", "black")
-FIXTURE_PATTERNS = ("plain", "striped", "dotted")
-# The demo category each Fashion-IQ category is drawn as.
-FASHIONIQ_FIXTURE_CATEGORIES = {"dress": "dress", "shirt": "shirt and tie", "toptee": "blouse"}
-# Shoes fixture: demo category -> the folder it sits in (real Shoes nests images this way).
-SHOES_FIXTURE_CATEGORIES = {"sneaker": "womens_sneakers", "boot": "womens_boots", "high heel": "womens_pumps"}
-SHOES_FIXTURE_TRAIN = "high heel"  # this category's images are the train split; the others eval
-
-_COLOR_CAPTIONS = ("is {c}", "{c} in color")
-_PATTERN_CAPTIONS = {"plain": ("is plain", "has a solid color"), "striped": ("has stripes", "is striped"),
-                     "dotted": ("has dots", "is polka-dot")}
-
-
-def _changes(attrs, colors: Sequence[str], patterns: Sequence[str]):
-    """The two triplets a fixture makes from one reference: next colour, next pattern, each with
-    two captions that describe the target relative to the reference."""
-    from .attributes import Attributes
-
-    color = colors[(colors.index(attrs.color) + 1) % len(colors)]
-    pattern = patterns[(patterns.index(attrs.pattern) + 1) % len(patterns)]
-    return [(Attributes(attrs.category, color, attrs.pattern), tuple(s.format(c=color) for s in _COLOR_CAPTIONS)),
-            (Attributes(attrs.category, attrs.color, pattern), _PATTERN_CAPTIONS[pattern])]
-
-
-def write_fashioniq_fixture(root: str | Path, categories: Sequence[str] = FASHIONIQ_CATEGORIES,
-                            colors: Sequence[str] = FIXTURE_COLORS, patterns: Sequence[str] = FIXTURE_PATTERNS,
-                            seed: int = 0) -> dict:
-    """A tiny Fashion-IQ at `root`: per category and split, one product photo per colour and
-    pattern (4 x 3 = 12 by default; the first val image of each category is a .png), and per
-    image two triplets (the next colour, the next pattern). Returns the counts written."""
-    from .attributes import Attributes
-    from .demo import render_product
-
-    root = Path(root)
-    for sub in ("captions", "image_splits", "images"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    counts = {"images": 0, "triplets": {}}
-    for ci, cat in enumerate(categories):
-        demo_cat = FASHIONIQ_FIXTURE_CATEGORIES.get(cat, "dress")
-        for si, split in enumerate(FASHIONIQ_SPLITS):
-            asin = {}
-            for k, (color, pattern) in enumerate((c, p) for c in colors for p in patterns):
-                attrs = Attributes(demo_cat, color, pattern)
-                asin[attrs] = f"B0{ci}{si}FIX{k:04d}"
-                suffix = ".png" if (split == "val" and k == 0) else ".jpg"
-                render_product(attrs, rng).save(root / "images" / f"{asin[attrs]}{suffix}")
-            records = []
-            for attrs, ref in asin.items():
-                for target, captions in _changes(attrs, colors, patterns):
-                    r = {"candidate": ref, "target": asin[target], "captions": list(captions)}
-                    if split == "test":
-                        del r["target"]
-                    records.append(r)
-            _write_json(root / "captions" / f"cap.{cat}.{split}.json", records)
-            _write_json(root / "image_splits" / f"split.{cat}.{split}.json", list(asin.values()))
-            counts["images"] += len(asin)
-            counts["triplets"][f"{cat}.{split}"] = len(records)
-    return counts
-
-
-def write_shoes_fixture(root: str | Path, colors: Sequence[str] = ("red", "blue", "black"),
-                        patterns: Sequence[str] = ("plain", "striped"), seed: int = 0) -> dict:
-    """A tiny Shoes at `root`: one photo per shoe category, colour and pattern (3 x 3 x 2 = 18
-    by default) in nested folders, the high heels as the train split and the rest as eval,
-    and per image two triplets within its category (the next colour, the next pattern).
-    Returns the counts written."""
-    from .attributes import Attributes
-    from .demo import render_product
-
-    root = Path(root)
-    rng = random.Random(seed)
-    names: dict = {}
-    split_names: dict[str, list[str]] = {"train": [], "eval": []}
-    for cat, folder in SHOES_FIXTURE_CATEGORIES.items():
-        for k, (color, pattern) in enumerate((c, p) for c in colors for p in patterns):
-            attrs = Attributes(cat, color, pattern)
-            name = f"img_{folder}_{k}.jpg"
-            path = root / "images" / folder / str(k % 2) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            render_product(attrs, rng).save(path)
-            names[attrs] = name
-            split_names["train" if cat == SHOES_FIXTURE_TRAIN else "eval"].append(name)
-    records = []
-    for attrs, ref in names.items():
-        for target, captions in _changes(attrs, colors, patterns):
-            records.append({"ImageName": names[target], "ReferenceImageName": ref, "RelativeCaption": captions[0]})
-    _write_json(root / SHOES_CAPTIONS, records)
-    for split, file in SHOES_NAME_FILES.items():
-        (root / file).write_text("".join(f"{n}\n" for n in split_names[split]), encoding="utf-8")
-    return {"images": len(names), "triplets": {split: 2 * len(v) for split, v in split_names.items()},
-            "gallery": {split: len(v) for split, v in split_names.items()}}
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")

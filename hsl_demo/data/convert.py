@@ -162,7 +162,7 @@ def write_composed_conversion(fmt: str, root: str | Path, out: str | Path, link_
             captions = read_labels(root, split)
             parts = [load_fashion200k(root, split, captions=captions)]
         else:
-            from .composed_datasets import NoImagesError
+            from .composed_split import NoImagesError
 
             try:
                 parts = _load_split(fmt, root, split, images)

@@ -14,7 +14,7 @@ test_retrieval.py the source image is removed from its ranking and any image wit
 caption is a hit. Not copied: TIRG's caption clean-up (".", "?", "&", "*" spelt out as words),
 which would put "dotmark" into the modification texts.
 
-`write_fashion200k_fixture` renders a tiny Fashion200k in this layout from the demo products.
+tests/dataset_fixtures.py renders a tiny Fashion200k in this layout from the demo products.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import random
 from pathlib import Path
 
 from ..errors import HslDemoError
-from .composed_datasets import ComposedSplit, Triplet, _check_root
+from .composed_split import ComposedSplit, Triplet, check_root
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ PAIRS_PER_CAPTION = 3
 def read_labels(root: str | Path, split: str) -> dict[str, str]:
     """Image PATH -> caption for every image of `split` that is on disk (label files in
     CATEGORIES order; the first line of a PATH wins)."""
-    root = _check_root(root, "Fashion200k", "labels/ and the image folders")
+    root = check_root(root, "Fashion200k", "labels/ and the image folders")
     split = ALIASES.get(split, split)
     if split not in SPLITS:
         raise HslDemoError(f"Fashion200k has no split {split!r} (one of train, test)")
@@ -161,39 +161,3 @@ def text_queries(captions: dict[str, str]) -> list[dict]:
     """Text-to-image queries of a split (its labels): each caption, with every image that has it
     as a target."""
     return [{"mode": "text", "text": c, "targets": paths} for c, paths in same_caption(captions).items()]
-
-
-def write_fashion200k_fixture(root: str | Path, colors=("red", "blue", "black"), patterns=("plain", "striped"),
-                              seed: int = 0) -> dict:
-    """A tiny Fashion200k at `root`: dresses and tops (as demo dresses and blouses), one product
-    per colour and pattern and split with two photos each, captions like "red striped dress",
-    and TIRG-style test queries (the next colour). Returns the counts written."""
-    from .attributes import Attributes
-    from .demo import render_product
-
-    root = Path(root)
-    (root / "labels").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    drawn = {"dress": ("dresses", "dress"), "top": ("tops", "blouse")}
-    images = 0
-    queries = []
-    for split in SPLITS:
-        for category, (folder, demo_category) in drawn.items():
-            lines, first = [], {}
-            for k, (color, pattern) in enumerate((c, p) for c in colors for p in patterns):
-                product = f"{5000 + 100 * SPLITS.index(split) + 10 * list(drawn).index(category) + k}"
-                caption = f"{color} {'' if pattern == 'plain' else pattern + ' '}{category}"
-                for photo in range(2):
-                    rel = f"women/{folder}/casual/{product}/{product}_{photo}.jpeg"
-                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                    render_product(Attributes(demo_category, color, pattern), rng).save(root / rel, format="JPEG")
-                    lines.append(f"{rel}\t{rng.uniform(0.5, 1):.4f}\t{caption}\n")
-                    first.setdefault((color, pattern), rel)
-                    images += 1
-            (root / "labels" / f"{category}_{split}_detect_all.txt").write_text("".join(lines), encoding="utf-8")
-            if split == "test":
-                for (color, pattern), rel in first.items():
-                    target = first[(colors[(colors.index(color) + 1) % len(colors)], pattern)]
-                    queries.append(f"{rel} {target}\n")
-    (root / TEST_QUERIES).write_text("".join(queries), encoding="utf-8")
-    return {"images": images, "test_queries": len(queries)}

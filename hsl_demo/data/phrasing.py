@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from ..query import tokens
 from .attributes import CATEGORIES, COLORS, PATTERNS, Attributes, plural
 
 # --- vocabulary ---------------------------------------------------------------------------------
@@ -108,12 +109,6 @@ SUFFIX_FILLERS: tuple[str, ...] = (
 
 TYPO_RATE = 0.03  # share of texts with one misspelt content word
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-case word tokens of `text`, punctuation removed ('t-shirt' -> 't', 'shirt')."""
-    return _TOKEN.findall(text.lower())
 
 
 # --- families -----------------------------------------------------------------------------------

@@ -16,13 +16,11 @@ are those phrases and whose target is the image. As in Drill-down, at most 10 re
 image are kept, the largest first; their round order is then shuffled with a per-image seed,
 so it is fixed for a given seed whatever the split or limit.
 
-`write_visual_genome_fixture` renders a tiny data set in this exact layout from the demo
-looks, for tests and for trying the commands without the real data.
+tests/dataset_fixtures.py renders a tiny data set in this exact layout from the demo looks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -324,84 +322,3 @@ def _read_split(path: Path) -> list[int]:
     if not ids:
         raise HslDemoError(f"{path}: empty split file (no image ids)")
     return ids
-
-
-# ---- a tiny fixture in the published layout ---------------------------------------------------
-
-FIXTURE_FIRST_ID = 2401
-FIXTURE_SCENE_PHRASES = ("clothes laid out on a table", "a flat lay of clothing", "items spread on a tabletop")
-
-
-def write_visual_genome_fixture(root: str | Path, n_images: int = 6, seed: int = 0) -> dict:
-    """A tiny Visual Genome at `root`, in the published layout, rendered from demo looks.
-
-    Per image (ids FIXTURE_FIRST_ID, ...; even ones in VG_100K/, odd ones in VG_100K_2/): one
-    region per product (a real description and its tight box), a scene region that overflows the
-    image (clipped on reading) and a small region on the first product. Image 0 also has an
-    empty phrase and a duplicate of its first product phrase (other case, smaller box); image 1
-    a zero-width box. One more image is listed (with regions and image data) but has no file.
-    split.txt lists the first half of the images, the missing one and an id listed nowhere.
-    Returns what was written: ids, paths, the split and the regions meant to be dropped.
-    """
-    from .attributes import Attributes, describe
-    from .demo import LOOK_IMAGE_SIZE, all_combinations, render_look
-
-    if n_images < 2:
-        raise HslDemoError(f"the Visual Genome fixture needs at least 2 images: {n_images}")
-    root = Path(root)
-    for folder in IMAGE_DIRS:
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    combos = all_combinations()
-    entries, image_data, images = [], [], {}
-    region_id = 1
-    cleaning: dict[str, list[int]] = {"empty": [], "duplicate": [], "degenerate": []}
-
-    def region(image_id: int, phrase: str, x: int, y: int, w: int, h: int) -> dict:
-        nonlocal region_id
-        region_id += 1
-        return {"region_id": region_id - 1, "width": w, "height": h, "image_id": image_id, "phrase": phrase,
-                "y": y, "x": x}
-
-    for i in range(n_images + 1):
-        image_id = FIXTURE_FIRST_ID + i
-        items: list[Attributes] = []
-        while len(items) < 2 + i % 3:
-            a = rng.choice(combos)
-            if a.category not in {b.category for b in items}:
-                items.append(Attributes(*a.as_tuple()))
-        image, boxes = render_look(items, rng)
-        size = image.size
-        if i < n_images:  # the last one is listed but missing on disk
-            rel = f"{IMAGE_DIRS[i % 2]}/{image_id}.jpg"
-            image.save(root / rel, quality=90)
-            images[image_id] = rel
-        regions = [region(image_id, describe(a, rng), x0, y0, x1 - x0, y1 - y0)
-                   for a, (x0, y0, x1, y1) in zip(items, boxes)]
-        s = LOOK_IMAGE_SIZE
-        regions.append(region(image_id, rng.choice(FIXTURE_SCENE_PHRASES), -6, 2, s + 12, s - 4))
-        x0, y0 = boxes[0][:2]
-        regions.append(region(image_id, f"a label on the {items[0].category}", x0 + 2, y0 + 2, 6, 5))
-        if i == 0:
-            regions.append(region(image_id, "   ", 10, 10, 40, 40))
-            cleaning["empty"].append(region_id - 1)
-            bx0, by0, bx1, by1 = boxes[0]
-            regions.append(region(image_id, f" {regions[0]['phrase'].upper()}  ", bx0 + 1, by0 + 1,
-                                  (bx1 - bx0) // 2, (by1 - by0) // 2))
-            cleaning["duplicate"].append(region_id - 1)
-        if i == 1:
-            regions.append(region(image_id, "a thin seam", 30, 40, 0, 20))
-            cleaning["degenerate"].append(region_id - 1)
-        entries.append({"regions": regions, "id": image_id})
-        image_data.append({"width": size[0], "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{image_id}.jpg",
-                           "height": size[1], "image_id": image_id, "coco_id": None, "flickr_id": None})
-    missing_id = FIXTURE_FIRST_ID + n_images
-    split_ids = [*list(images)[: n_images // 2], missing_id]
-    unknown_id = 999_999_999
-    (root / REGIONS_FILE).write_text(json.dumps(entries) + "\n", encoding="utf-8")
-    (root / IMAGE_DATA_FILE).write_text(json.dumps(image_data) + "\n", encoding="utf-8")
-    split_file = root / "split.txt"
-    split_file.write_text("".join(f"{i}\n" for i in [*split_ids, unknown_id]), encoding="utf-8")
-    return {"root": str(root), "images": images, "missing_id": missing_id, "split_file": str(split_file),
-            "split_ids": split_ids, "unknown_split_id": unknown_id, "regions": region_id - 1,
-            "dropped": cleaning}

@@ -35,11 +35,6 @@ def save_head(head: nn.Module, folder: str | Path, info: dict | None = None, car
         if info and "catalog" in info:  # trained on a user's catalog: say on what, and how it scored
             with open(tmp / "README.md", "a", encoding="utf-8") as f:
                 f.write(catalog_card_section(info))
-    model_folder = Path(folder).parent
-    if (model_folder / "open_clip_config.json").is_file():  # a head of a model folder: list it there
-        from ..hub import write_model_index
-
-        write_model_index(model_folder)
 
 
 def catalog_card_section(info: dict) -> str:

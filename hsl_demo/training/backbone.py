@@ -10,7 +10,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..backbone import save_backbone
+from ..backbone import build_random, model_config, save_backbone
 from ..data import phrasing
 from ..data.attributes import Attributes, describe
 from ..data.demo import all_combinations, held_out_combinations
@@ -91,9 +91,9 @@ def text_recall(model, tokenizer, gallery: torch.Tensor, gallery_attrs: list[Att
 
 def train_backbone(out: str | Path, cfg: BackboneTrainConfig, log=print, resume: bool = False) -> dict:
     rng = seed_everything(cfg.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.architecture)
-    tokenizer = open_clip.get_tokenizer(cfg.architecture)
-    model_cfg = open_clip.get_model_config(cfg.architecture)
+    model_cfg = model_config(cfg.architecture)
+    model, preprocess = build_random(model_cfg)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=model_cfg["text_cfg"].get("context_length", 77))
 
     held = held_out_combinations(cfg.catalog_seed)
     combos = all_combinations()

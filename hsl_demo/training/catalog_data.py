@@ -102,15 +102,15 @@ class CatalogPool:
 def open_training_catalog(spec: str | Path, model: str | None, log=print):
     """The catalog at `spec` and its backbone: `model`, or else the model the catalog was indexed
     with (its manifest says which). Returns (backbone, pool) with the catalog's features read."""
-    from ..backbone import Backbone
     from ..catalog import Catalog
+    from ..hub import load_backbone
 
     catalog = Catalog.open(spec)
     model = model or catalog.manifest.get("model", {}).get("id")
     if not model:
         raise HslDemoError(f"catalog {catalog.name!r} does not say which model indexed it: give --model")
     try:
-        backbone = Backbone.load(model)
+        backbone = load_backbone(model)
     except HslDemoError as e:
         raise HslDemoError(f"{e} (catalog {catalog.name!r} was indexed with it; give --model to load it from "
                            "elsewhere)") from None

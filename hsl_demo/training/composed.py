@@ -13,7 +13,7 @@ import torch
 
 from ..data.attributes import Attributes
 from ..errors import HslDemoError
-from ..models import save_head
+from ..model_folder import save_model_head
 from .common import TEXT_STYLES, frozen_training_pool, multi_positive_infonce
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
 
@@ -220,7 +220,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     """
     if catalog is not None:
         return _train_on_catalog(out, model, cfg, log, resume, catalog, triplets)
-    from ..backbone import Backbone
+    from ..hub import load_backbone
     from ..models import load_head
     from ..models.composed import ComposedHead
 
@@ -239,7 +239,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     folder = Path(out) / "composed"
     _check_resumable_adaptive(folder, cfg)  # fail before the photos are rendered and encoded
     rng = seed_everything(cfg.seed)
-    backbone = Backbone.load(model)
+    backbone = load_backbone(model)
     if splits is None:
         attrs, embeds, _ = frozen_training_pool(backbone, cfg, cfg.seed + 5, log)
         if cfg.texts not in TEXT_STYLES:
@@ -274,7 +274,7 @@ def train_composed(out: str | Path, model: str | None, cfg: ComposedTrainConfig,
     trained_by = f"hsl-demo train composed --stage {cfg.stage}" + (f" --dataset {cfg.dataset}" if cfg.dataset else "")
     info = {"trained_by": trained_by, "backbone": backbone.portable_id, "resumed_from": resumed,
             "config": asdict(cfg), "losses": result.losses, "train_seconds": round(result.seconds)}
-    save_head(head, folder, info, card={
+    save_model_head(head, folder, info, card={
         "trained_by": trained_by, "steps": cfg.steps, "batch": cfg.batch_size, "backbone": backbone.portable_id,
         "weights": "adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)"})
     log(f"saved the {cfg.stage}-stage composed head to {folder}")
@@ -300,7 +300,7 @@ def _composed_step(head, backbone, embeds: torch.Tensor, triplets, cfg: Composed
 
 
 def _train_on_catalog(out, model, cfg: ComposedTrainConfig, log, resume: bool, catalog, triplet_file) -> dict:
-    from ..hub import start_model_folder
+    from ..model_folder import start_model_folder
     from ..models.composed import ComposedHead
     from .catalog_data import attribute_triplets, heldout_table, open_training_catalog, read_triplet_file
 
@@ -324,7 +324,7 @@ def _train_on_catalog(out, model, cfg: ComposedTrainConfig, log, resume: bool, c
             "losses": result.losses, "train_seconds": round(result.seconds),
             "evaluation": heldout_table(baseline, result)}
     folder = Path(out) / "composed"
-    save_head(head, folder, info, card={
+    save_model_head(head, folder, info, card={
         "trained_by": info["trained_by"], "steps": cfg.steps, "batch": cfg.batch_size,
         "backbone": backbone.portable_id,
         "weights": "adaptive, self-supervised" if cfg.adaptive else "fixed at 0.5 / 0.5 (ablation)",

@@ -12,7 +12,7 @@ import torch
 
 from ..data.attributes import Attributes
 from ..data.demo import all_combinations, held_out_combinations
-from ..models import save_head
+from ..model_folder import save_model_head
 from ..models.hmrn import TERMS, HMRNScores
 from .common import MENTIONS, multi_positive_infonce, text_writer
 from .loop import CHECKPOINT_DIR, Step, TrainConfig, fit, seed_everything
@@ -118,11 +118,11 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
     """
     if catalog is not None:
         return _train_on_catalog(out, model, cfg, log, resume, catalog)
-    from ..backbone import Backbone
+    from ..hub import load_backbone
     from ..models.hmrn import HMRNHead
 
     rng = seed_everything(cfg.seed)
-    backbone = Backbone.load(model)
+    backbone = load_backbone(model)
     pool = render_look_pool(backbone, cfg.looks, cfg.seed + 7, cfg.catalog_seed, cfg.limit_combos)
     keys = [_look_keys(items) for items in pool.items]
     head = HMRNHead(embed_dim=pool.embeds.shape[1], dim=cfg.dim, sim_dim=cfg.sim_dim,
@@ -150,7 +150,7 @@ def train_hmrn(out: str | Path, model: str | None, cfg: HMRNTrainConfig, log=pri
                  resume=resume)
     info = {"trained_by": "hsl-demo train hmrn", "backbone": backbone.portable_id, "config": asdict(cfg),
             "losses": result.losses, "train_seconds": round(result.seconds)}
-    save_head(head, Path(out) / "hmrn", info, card={
+    save_model_head(head, Path(out) / "hmrn", info, card={
         "backbone": backbone.portable_id, "steps": cfg.steps, "batch": cfg.batch_size, "looks": cfg.looks,
         "weights": ", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights))})
     log(f"saved HMRN head to {Path(out) / 'hmrn'}")
@@ -249,7 +249,7 @@ def _heldout_evaluation(pool, backbone, head, limit: int, chunk: int = 32):
 
 
 def _train_on_catalog(out, model, cfg: HMRNTrainConfig, log, resume: bool, catalog) -> dict:
-    from ..hub import start_model_folder
+    from ..model_folder import start_model_folder
     from ..models.hmrn import HMRNHead
     from .catalog_data import heldout_table, open_training_catalog
 
@@ -270,7 +270,7 @@ def _train_on_catalog(out, model, cfg: HMRNTrainConfig, log, resume: bool, catal
     info = {"trained_by": "hsl-demo train hmrn --catalog", "backbone": backbone.portable_id, "config": asdict(cfg),
             "catalog": pool.describe(), "losses": result.losses, "train_seconds": round(result.seconds),
             "evaluation": heldout_table(baseline, result)}
-    save_head(head, Path(out) / "hmrn", info, card={
+    save_model_head(head, Path(out) / "hmrn", info, card={
         "backbone": backbone.portable_id, "steps": cfg.steps, "batch": cfg.batch_size, "looks": len(pool.items),
         "weights": ", ".join(f"{n} {w}" for n, w in zip(TERMS, head.term_weights)),
         "catalog": pool.describe(), "evaluation": info["evaluation"]})

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..hub import start_model_folder
-from ..models import save_head
+from ..model_folder import save_model_head, start_model_folder
 from .catalog_data import (
     heldout_table,
     item_texts,
@@ -67,13 +66,13 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     (an indexed catalog folder): on its items' features and texts, scored on its held-out items
     and kept at its best evaluation (`cfg.eval_every`, `cfg.patience`); `out` becomes a complete
     model folder (training/catalog_data.py says what is read)."""
-    from ..backbone import Backbone
+    from ..hub import load_backbone
     from ..models.hsl import HSLHead
 
     rng = seed_everything(cfg.seed)
     pool = None
     if catalog is None:
-        backbone = Backbone.load(model)
+        backbone = load_backbone(model)
         attrs, embeds, regions = frozen_training_pool(backbone, cfg, cfg.seed + 3, log)
         region_mask = torch.ones(regions.shape[:2], dtype=torch.bool)
         sample = _demo_batches(attrs, cfg, rng)
@@ -134,7 +133,7 @@ def train_hsl(out: str | Path, model: str | None, cfg: HSLTrainConfig, log=print
     if pool is not None:
         info.update(catalog=pool.describe(), evaluation=heldout_table(baseline, result))
         card.update(catalog=pool.describe(), evaluation=info["evaluation"])
-    save_head(head, folder, info, card=card)
+    save_model_head(head, folder, info, card=card)
     log(f"saved HSL head to {folder}")
     return info
 

@@ -1,4 +1,4 @@
-"""`hsl-demo index --engine ray`: the writer's shards encoded by a Ray Data pool of backbones.
+"""The distributor, `hsl-demo index --engine ray`: the writer's shards encoded by a Ray Data pool of backbones.
 
 The same plan and shard folder as the local engine (hsl_demo/indexing.py), the same reader,
 encode and write code: each shard still to do is one row of a Ray Dataset (its plan: a list of
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HslDemoError
-from .indexing import PROFILE_STAGES, ShardFolder, StageTimes
-from .reader import ImageSource, open_source_config
+from ..errors import HslDemoError
+from ..reader import ImageSource, open_source_config
+from .mapper import encode_shard
+from .shards import PROFILE_STAGES, ShardFolder, StageTimes
 
 
 def _import_ray():
@@ -43,10 +44,10 @@ class ShardEncoder:
                  gpu: bool):
         import torch
 
-        from .backbone import Backbone
+        from ..hub import load_backbone
 
         torch.set_num_threads(max(1, threads))
-        self.backbone = Backbone.load(model, device="cuda" if gpu else "cpu")
+        self.backbone = load_backbone(model, device="cuda" if gpu else "cpu")
         self.shards = ShardFolder(Path(root), plan)
         self.source, self.out, self.batch_size = open_source_config(source), Path(out), batch_size
 
@@ -57,7 +58,7 @@ class ShardEncoder:
         for n, shard in zip(batch["shard"].tolist(), batch["plan"]):
             times, start = StageTimes(), time.perf_counter()
             # ids are checked across shards when the catalog is written (ItemWriter)
-            self.shards.encode_shard(n, json.loads(shard), self.source, self.out, self.backbone, self.batch_size,
+            encode_shard(self.shards, n, json.loads(shard), self.source, self.out, self.backbone, self.batch_size,
                                      times, tqdm(disable=True), set())
             images.append(times.images)
             seconds.append(json.dumps(times.seconds))
