@@ -81,8 +81,11 @@ class Backbone:
         if not config.is_file():
             raise HslDemoError(f"{folder}: no open_clip_config.json, so this is not a backbone folder")
         if not weights.is_file():
-            raise HslDemoError(f"{folder}: no open_clip_model.safetensors (only safetensors weights are loaded)")
-        _check_config(config, max_params)
+            pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+            hint = (f"; its weights are pickled ({pickled[0]}): convert them once with `hsl-demo convert-weights "
+                    f"{model_id or folder} --out NEW_FOLDER`") if pickled else ""
+            raise HslDemoError(f"{folder}: no open_clip_model.safetensors (only safetensors weights are loaded){hint}")
+        check_config(config, max_params)
         dev = pick_device(device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
@@ -276,7 +279,7 @@ def _load_safetensors_file(model: torch.nn.Module, name: str, path: str) -> None
                            f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
 
 
-def _check_config(path: Path, max_params: int | None) -> None:
+def check_config(path: Path, max_params: int | None) -> None:
     """An open_clip_config.json that open_clip can build, of a size within `max_params`, checked
     before anything is allocated (models.check_size builds it on the "meta" device)."""
     from .models import check_size

@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "hub": 2, "items": 2, "reader": 2, "catalog": 2, "data": 2,
     "charts": 2, "viz": 2, "thumbnails": 2, "gpu": 2, "widgets": 2,
     "modes": 3,
-    "search": 4, "evaluate": 4, "indexing": 4, "model_folder": 4,
+    "search": 4, "evaluate": 4, "indexing": 4, "model_folder": 4, "convert_weights": 4,
     "cli": 5, "ui": 5, "space": 5, "training": 5, "__main__": 5,
 }
 

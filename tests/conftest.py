@@ -36,6 +36,34 @@ def demo_backbone():
     return load_backbone(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def products_untrained(demo_backbone):
+    """The embedded backbone over the demo products, no trained head (each mode's untrained
+    stand-in: Describe ranks by the global cosine, Modify by the equal-weight sum)."""
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever
+
+    return Retriever(demo_backbone, Catalog.open("products"))
+
+
+@pytest.fixture(scope="session")
+def products_all_heads(demo_backbone):
+    """The embedded model with all its trained heads over the demo products (what the app serves)."""
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever, load_heads
+
+    return Retriever(demo_backbone, Catalog.open("products"), heads=load_heads(demo_backbone))
+
+
+@pytest.fixture(scope="session")
+def looks_all_heads(demo_backbone):
+    """The embedded model with all its trained heads over the demo looks."""
+    from hsl_demo.catalog import Catalog
+    from hsl_demo.search import Retriever, load_heads
+
+    return Retriever(demo_backbone, Catalog.open("looks"), heads=load_heads(demo_backbone))
+
+
 SMALL_CATALOG = [
     Attributes("scarf", "green", "dotted"),
     Attributes("scarf", "red", "striped"),

@@ -9,11 +9,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from hsl_demo.data.attributes import Attributes
+from hsl_demo.data.attributes import Attributes, describe
 from hsl_demo.data.cirr import IMAGE_FOLDERS
 from hsl_demo.data.cirr import SPLITS as CIRR_SPLITS
 from hsl_demo.data.composed_datasets import FASHIONIQ_CATEGORIES, FASHIONIQ_SPLITS, SHOES_CAPTIONS, SHOES_NAME_FILES
-from hsl_demo.data.demo import render_product
+from hsl_demo.data.demo import LOOK_IMAGE_SIZE, all_combinations, render_look, render_product
 from hsl_demo.data.fashion200k import SPLITS as F200K_SPLITS
 from hsl_demo.data.fashion200k import TEST_QUERIES
 from hsl_demo.data.visual_genome import IMAGE_DATA_FILE, IMAGE_DIRS, REGIONS_FILE
@@ -203,9 +203,6 @@ def write_visual_genome_fixture(root: str | Path, n_images: int = 6, seed: int =
     split.txt lists the first half of the images, the missing one and an id listed nowhere.
     Returns what was written: ids, paths, the split and the regions meant to be dropped.
     """
-    from .attributes import Attributes, describe
-    from .demo import LOOK_IMAGE_SIZE, all_combinations, render_look
-
     if n_images < 2:
         raise HslDemoError(f"the Visual Genome fixture needs at least 2 images: {n_images}")
     root = Path(root)

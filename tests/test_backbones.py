@@ -105,3 +105,39 @@ def test_a_tower_without_regions_draws_no_marks_and_ranks_without_object_terms(s
     assert [r.id for r in full] == [r.id for r in image_only]
     assert [r.score for r in full] == pytest.approx([r.score for r in image_only])
     assert "gives no regions" in footer(AppModels.of(retriever))
+
+
+def test_a_pickled_only_folder_names_convert_weights_which_ends_in_safetensors(tiny_backbone, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    from hsl_demo.backbone import model_config, save_backbone
+    from hsl_demo.hub import load_backbone
+
+    pickled = tmp_path / "old-repo"
+    save_backbone(tiny_backbone.model, model_config("hsl-demo-tiny"), pickled)
+    (pickled / "open_clip_model.safetensors").unlink()
+    torch.save(tiny_backbone.model.state_dict(), pickled / "open_clip_pytorch_model.bin")
+    assert_clean_error(run_cli("search", "--model", str(pickled), "--text", "red cap"),
+                       "hsl-demo convert-weights")
+    out = tmp_path / "converted"
+    proc = run_cli("convert-weights", str(pickled), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+    converted = load_backbone(str(out), device="cpu")
+    assert converted.probe() == pytest.approx(tiny_backbone.probe(), abs=2e-3)
+
+
+def test_convert_weights_refuses_a_pickle_holding_code(tmp_path):
+    import json
+
+    from conftest import assert_clean_error, run_cli
+
+    from hsl_demo.backbone import model_config
+
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_config("hsl-demo-tiny")}))
+    torch.save({"x": torch.zeros(1), "f": print}, folder / "open_clip_pytorch_model.bin")
+    assert_clean_error(run_cli("convert-weights", str(folder), "--out", str(tmp_path / "o")),
+                       "not readable as plain tensors")
+    assert not (tmp_path / "o").exists()

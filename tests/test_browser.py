@@ -383,8 +383,7 @@ def test_markup_in_a_link_is_shown_as_text(browser, app_url):
 
 def test_the_results_area_says_while_the_model_loads(browser, launched):
     """The page is served before the model loads: the results area of each tab says so, and
-    stops saying so once the model is there. (Last in this module: serving a second app moves
-    Gradio's static folder to its thumbnails.)"""
+    stops saying so once the model is there."""
     from hsl_demo.ui import AppModels, serve
 
     _, products, looks = launched
@@ -396,9 +395,12 @@ def test_the_results_area_says_while_the_model_loads(browser, launched):
         page.goto(demo.local_url)
         loading = page.locator("#describe-notice").get_by_text("The model is loading")
         loading.wait_for()
+        assert all("The model is loading" in page.locator(f"#{tab}-notice").inner_text()
+                   for tab in ("describe", "modify", "drill"))
         models.set(products, looks)
         page.locator("#heads-status").get_by_text("trained on").first.wait_for()
         loading.wait_for(state="hidden")
+        assert page.locator("#describe-notice").inner_text().strip() == ""
         page.close()
     finally:
         demo.close()

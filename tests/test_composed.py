@@ -69,62 +69,55 @@ def test_composed_head_saves_and_loads_the_hub_way(tmp_path):
 
 
 # ---- composed search over the demo catalog (untrained head: the equal-weight sum) -----------
-@pytest.fixture(scope="module")
-def retriever(demo_backbone):
-    from hsl_demo.catalog import Catalog
-    from hsl_demo.search import Retriever
-
-    return Retriever(demo_backbone, Catalog.open("products"))
-
-
-def test_untrained_composed_search_ranks_by_the_equal_weight_sum(retriever):
+def test_untrained_composed_search_ranks_by_the_equal_weight_sum(products_untrained):
     import numpy as np
 
-    results = retriever.search_composed("p00000", "make it blue and striped", k=5)
-    image = retriever.catalog.embeddings[retriever.catalog.row("p00000")]
-    text = retriever.backbone.encode_text(["make it blue and striped"])[0]
+    results = products_untrained.search_composed("p00000", "make it blue and striped", k=5)
+    image = products_untrained.catalog.embeddings[products_untrained.catalog.row("p00000")]
+    text = products_untrained.backbone.encode_text(["make it blue and striped"])[0]
     query = (image + text) / np.linalg.norm(image + text)
-    expected = np.argsort(-(retriever.catalog.embeddings @ query))
-    expected = [retriever.catalog.items[i]["id"] for i in expected if i != retriever.catalog.row("p00000")][:5]
+    catalog = products_untrained.catalog
+    expected = np.argsort(-(catalog.embeddings @ query))
+    expected = [catalog.items[i]["id"] for i in expected if i != catalog.row("p00000")][:5]
     assert [r.id for r in results] == expected
     for r in results:
         lv = r.breakdown.to_dict()
         assert lv["w_image"] == lv["w_text"] == 0.5
         assert lv["final"] == pytest.approx(r.score, abs=1e-5)
-        emb = retriever.catalog.embeddings[retriever.catalog.row(r.id)]
+        emb = products_untrained.catalog.embeddings[products_untrained.catalog.row(r.id)]
         assert lv["image_similarity"] == pytest.approx(float(emb @ image), abs=1e-5)
         assert lv["text_similarity"] == pytest.approx(float(emb @ text), abs=1e-5)
 
 
-def test_composed_search_references_and_bad_input(retriever, small_images):
+def test_composed_search_references_and_bad_input(products_untrained, small_images):
     from hsl_demo.errors import HslDemoError
 
-    by_file = retriever.search_composed(small_images / "images" / "item01.jpg", "make it blue", k=3)
+    by_file = products_untrained.search_composed(small_images / "images" / "item01.jpg", "make it blue", k=3)
     assert len(by_file) == 3
-    alone = retriever.search_composed("p00000", "   ", k=3)
+    alone = products_untrained.search_composed("p00000", "   ", k=3)
     assert alone.notices == ["no modification text: searching by the reference image alone"]
     assert "p00000" not in [r.id for r in alone] and alone[0].breakdown.to_dict()["w_image"] == 1.0
     with pytest.raises(HslDemoError, match="not an item id"):
-        retriever.search_composed("p99999", "blue")
+        products_untrained.search_composed("p99999", "blue")
     broken = small_images / "broken-reference.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(HslDemoError):
-        retriever.search_composed(broken, "blue")
+        products_untrained.search_composed(broken, "blue")
     with pytest.raises(HslDemoError, match="unknown variant"):
-        retriever.search_composed("p00000", "blue", variant="mixed")
+        products_untrained.search_composed("p00000", "blue", variant="mixed")
 
 
-def test_held_out_composed_queries_evaluate_and_untrained_adaptive_is_the_sum(retriever):
+def test_held_out_composed_queries_evaluate_and_untrained_adaptive_is_the_sum(products_untrained):
     from hsl_demo.defaults import DEMO_DATA_DIR
     from hsl_demo.evaluate import evaluate, load_queries
 
     queries = load_queries(DEMO_DATA_DIR / "products" / "queries.composed.test.jsonl")
     assert len(queries) == 240 and {q["kind"] for q in queries} >= {"color", "redescribe", "this-one"}
     sample = queries[::4]
-    adaptive = evaluate(retriever, sample)
-    assert adaptive == evaluate(retriever, sample, variant="sum")
+    adaptive = evaluate(products_untrained, sample)
+    assert adaptive == evaluate(products_untrained, sample, variant="sum")
     # measured on all 240: sum R@10 0.487, image alone 0.175, text alone 0.229
-    assert adaptive["R@10"] > evaluate(retriever, sample, variant="image")["R@10"]
+    assert adaptive["R@10"] > evaluate(products_untrained, sample, variant="image")["R@10"]
 
 
 def test_progressive_training_domain_then_hybrid_resumes(tmp_path):

@@ -2,7 +2,7 @@
 
 tests/test_images.py covers `open_image` on bytes; here the reference goes through
 `Retriever.search_composed` (files on disk) and `hsl-demo search --reference`, and the
-retriever must keep working after every error.
+products_untrained must keep working after every error.
 """
 
 from __future__ import annotations
@@ -27,27 +27,19 @@ BLUE_SCARF = Attributes("scarf", "blue", "striped")
 
 
 @pytest.fixture(scope="module")
-def retriever(demo_backbone):
-    from hsl_demo.catalog import Catalog
-    from hsl_demo.search import Retriever
-
-    return Retriever(demo_backbone, Catalog.open("products"))
-
-
-@pytest.fixture(scope="module")
-def baseline(retriever):
+def baseline(products_untrained):
     """What a good composed query and a text query return before any bad input."""
-    return _snapshot(retriever)
+    return _snapshot(products_untrained)
 
 
-def _snapshot(retriever) -> tuple:
-    composed = retriever.search_composed("p00000", "make it blue", k=5)
-    text = retriever.search_text("red striped t-shirt", k=5)
+def _snapshot(products_untrained) -> tuple:
+    composed = products_untrained.search_composed("p00000", "make it blue", k=5)
+    text = products_untrained.search_text("red striped t-shirt", k=5)
     return [(r.id, round(r.score, 5)) for r in composed], [(r.id, round(r.score, 5)) for r in text]
 
 
-def _assert_intact(retriever, baseline) -> None:
-    assert _snapshot(retriever) == baseline
+def _assert_intact(products_untrained, baseline) -> None:
+    assert _snapshot(products_untrained) == baseline
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +71,15 @@ def bad_files(tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["text file", "truncated jpeg", "corrupt png", "huge png"])
-def test_bad_reference_files_are_clear_errors_and_leave_the_retriever_intact(retriever, baseline, bad_files,
+def test_bad_reference_files_are_clear_errors_and_leave_the_retriever_intact(products_untrained, baseline, bad_files,
                                                                                kind):
     path, fragment = bad_files[kind]
     for reference in (path, str(path)):
         with pytest.raises(HslDemoError, match=fragment) as err:
-            retriever.search_composed(reference, "make it blue", k=5)
+            products_untrained.search_composed(reference, "make it blue", k=5)
         assert str(path) in str(err.value) and "\n" not in str(err.value)
         assert _descriptors_on(path) == 0  # the refused file is closed, not left to the garbage collector
-    _assert_intact(retriever, baseline)
+    _assert_intact(products_untrained, baseline)
 
 
 def _descriptors_on(path) -> int:
@@ -103,30 +95,30 @@ def _descriptors_on(path) -> int:
     return count
 
 
-def test_huge_image_hits_the_pixel_guard_before_decoding(retriever, baseline, tmp_path, monkeypatch):
+def test_huge_image_hits_the_pixel_guard_before_decoding(products_untrained, baseline, tmp_path, monkeypatch):
     path = tmp_path / "big-enough.png"
     render_product(RED_TSHIRT, random.Random(2)).save(path)  # 128x128 = 16384 pixels
-    assert len(retriever.search_composed(path, "make it blue", k=3)) == 3
+    assert len(products_untrained.search_composed(path, "make it blue", k=3)) == 3
     monkeypatch.setattr(images, "MAX_PIXELS", 128 * 128 - 1)
     with pytest.raises(HslDemoError, match=r"128x128 pixels is too large"):
-        retriever.search_composed(path, "make it blue", k=3)
+        products_untrained.search_composed(path, "make it blue", k=3)
     monkeypatch.setattr(images, "MAX_PIXELS", 128 * 128)  # the limit itself is allowed
-    assert len(retriever.search_composed(path, "make it blue", k=3)) == 3
+    assert len(products_untrained.search_composed(path, "make it blue", k=3)) == 3
     monkeypatch.undo()
-    _assert_intact(retriever, baseline)
+    _assert_intact(products_untrained, baseline)
 
 
 @pytest.mark.parametrize("reference", ["no-such-file.png", "P00000", "p00000 ", "FOLDER"])
-def test_references_that_are_neither_an_item_nor_a_file(retriever, baseline, tmp_path, reference):
+def test_references_that_are_neither_an_item_nor_a_file(products_untrained, baseline, tmp_path, reference):
     reference = str(tmp_path) if reference == "FOLDER" else reference
     with pytest.raises(HslDemoError, match="not an item id .* and not an image file"):
-        retriever.search_composed(reference, "make it blue", k=3)
-    _assert_intact(retriever, baseline)
+        products_untrained.search_composed(reference, "make it blue", k=3)
+    _assert_intact(products_untrained, baseline)
 
 
-def test_a_path_object_is_never_taken_for_an_item_id(retriever):
+def test_a_path_object_is_never_taken_for_an_item_id(products_untrained):
     with pytest.raises(HslDemoError, match="not an item id"):
-        retriever.search_composed(Path("p00000"), "make it blue", k=3)
+        products_untrained.search_composed(Path("p00000"), "make it blue", k=3)
 
 
 def _save_modes(product: Image.Image, folder) -> dict:
@@ -142,7 +134,7 @@ def _save_modes(product: Image.Image, folder) -> dict:
     return paths
 
 
-def test_other_image_modes_are_converted_and_searched(retriever, baseline, tmp_path):
+def test_other_image_modes_are_converted_and_searched(products_untrained, baseline, tmp_path):
     product = render_product(BLUE_SCARF, random.Random(4))
     paths = _save_modes(product, tmp_path)
     for mode, path in paths.items():
@@ -150,7 +142,7 @@ def test_other_image_modes_are_converted_and_searched(retriever, baseline, tmp_p
             assert opened.mode == mode  # the files really are in that mode
     by_mode = {}
     for mode, path in paths.items():
-        results = retriever.search_composed(path, "make it red", k=5)
+        results = products_untrained.search_composed(path, "make it red", k=5)
         assert len(results) == 5, mode
         scores = [r.score for r in results]
         assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores)), mode
@@ -159,10 +151,10 @@ def test_other_image_modes_are_converted_and_searched(retriever, baseline, tmp_p
     # find what its 8-bit RGB / greyscale twin finds
     assert by_mode["CMYK"][0] == by_mode["RGB"][0]
     assert by_mode["I;16"][0] == by_mode["L"][0]
-    _assert_intact(retriever, baseline)
+    _assert_intact(products_untrained, baseline)
 
 
-def test_transparent_product_is_flattened_on_white_and_ranks_like_the_rgb_photo(retriever, tmp_path):
+def test_transparent_product_is_flattened_on_white_and_ranks_like_the_rgb_photo(products_untrained, tmp_path):
     sprite = product_sprite(RED_TSHIRT, random.Random(5))
     rgba = np.array(sprite)
     assert (rgba[..., 3] == 0).mean() > 0.2  # a real cut-out with transparency around the product
@@ -172,20 +164,20 @@ def test_transparent_product_is_flattened_on_white_and_ranks_like_the_rgb_photo(
     white = Image.alpha_composite(Image.new("RGBA", sprite.size, "white"), sprite).convert("RGB")
     white.save(tmp_path / "on-white.png")
 
-    from_rgba = retriever.search_composed(tmp_path / "cutout.png", "make it blue", k=5)
-    from_rgb = retriever.search_composed(tmp_path / "on-white.png", "make it blue", k=5)
+    from_rgba = products_untrained.search_composed(tmp_path / "cutout.png", "make it blue", k=5)
+    from_rgb = products_untrained.search_composed(tmp_path / "on-white.png", "make it blue", k=5)
     assert from_rgba[0].id == from_rgb[0].id
     assert [r.score for r in from_rgba] == pytest.approx([r.score for r in from_rgb], abs=0.02)
     # a PIL image in memory is flattened the same way as the file
-    in_memory = retriever.search_composed(sprite, "make it blue", k=5)
+    in_memory = products_untrained.search_composed(sprite, "make it blue", k=5)
     assert [r.id for r in in_memory] == [r.id for r in from_rgba]
 
 
-def test_empty_text_with_an_image_file_is_an_image_only_query(retriever, tmp_path):
-    row = retriever.catalog.row("p00000")
-    path = retriever.catalog.image_path(row)
+def test_empty_text_with_an_image_file_is_an_image_only_query(products_untrained, tmp_path):
+    row = products_untrained.catalog.row("p00000")
+    path = products_untrained.catalog.image_path(row)
     for text in ("", None, " \t\n"):
-        results = retriever.search_composed(path, text, k=3)
+        results = products_untrained.search_composed(path, text, k=3)
         assert results.notices == ["no modification text: searching by the reference image alone"]
         # a file is not the catalog item: the identical photo is not dropped, it ranks first
         assert results[0].id == "p00000" and results[0].score == pytest.approx(1.0, abs=1e-3)
@@ -195,22 +187,22 @@ def test_empty_text_with_an_image_file_is_an_image_only_query(retriever, tmp_pat
             assert r.breakdown.to_dict()["final"] == pytest.approx(r.breakdown.to_dict()["image_similarity"], abs=1e-5)
 
 
-def test_k_larger_than_the_catalog_returns_every_other_item_once(retriever, baseline, tmp_path):
-    n = len(retriever.catalog)
-    by_id = retriever.search_composed("p00000", "make it blue", k=n + 500)
+def test_k_larger_than_the_catalog_returns_every_other_item_once(products_untrained, baseline, tmp_path):
+    n = len(products_untrained.catalog)
+    by_id = products_untrained.search_composed("p00000", "make it blue", k=n + 500)
     ids = [r.id for r in by_id]
     assert len(ids) == n - 1 and len(set(ids)) == n - 1 and "p00000" not in ids
     assert [r.rank for r in by_id] == list(range(1, n))
     scores = [r.score for r in by_id]
     assert scores == sorted(scores, reverse=True)
-    exact = retriever.search_composed("p00000", "make it blue", k=n - 1)
+    exact = products_untrained.search_composed("p00000", "make it blue", k=n - 1)
     assert [r.id for r in exact] == ids
-    by_file = retriever.search_composed(retriever.catalog.image_path(0), "make it blue", k=n + 500)
+    by_file = products_untrained.search_composed(products_untrained.catalog.image_path(0), "make it blue", k=n + 500)
     assert len(by_file) == n and len({r.id for r in by_file}) == n  # a file reference drops nothing
     for bad_k in (0, -1, 2.5, True):
         with pytest.raises(HslDemoError, match="k must be a positive whole number"):
-            retriever.search_composed("p00000", "make it blue", k=bad_k)
-    _assert_intact(retriever, baseline)
+            products_untrained.search_composed("p00000", "make it blue", k=bad_k)
+    _assert_intact(products_untrained, baseline)
 
 
 # ---- the same through the CLI -------------------------------------------------------------

@@ -6,7 +6,7 @@ from hsl_demo.evaluate import evaluate, load_queries
 from hsl_demo.search import Retriever
 
 # Measured 2026-11-24 (hsl-demo-small) with `hsl-demo evaluate --queries assets/demo/products/queries.test.jsonl`
-# (see README); the floor leaves room for float noise across machines, not for regressions.
+# (docs/embedded-model.md); the floor leaves room for float noise across machines, not for regressions.
 HELD_OUT_TEXT_R10_FLOOR = 0.80
 
 
@@ -15,7 +15,7 @@ def test_backbone_held_out_text_recall_floor(demo_backbone):
     metrics = evaluate(Retriever(demo_backbone, Catalog.open("products")), queries)
     assert metrics["queries"] == len(queries) > 200
     assert metrics["R@10"] >= HELD_OUT_TEXT_R10_FLOOR, metrics
-    # the backbone alone (no head: the FAISS global cosine), exactly the README's held-out figures
+    # the backbone alone (no head: the FAISS global cosine), exactly docs/embedded-model.md's held-out figures
     assert (metrics["R@1"], metrics["R@5"], metrics["R@10"]) == (164 / 224, 210 / 224, 220 / 224)
 
 

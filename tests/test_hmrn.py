@@ -250,8 +250,9 @@ def test_cli_drill_down_prints_every_round(tmp_path):
 
 def test_no_warning_leaks_from_a_normal_session(looks):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        looks.search_multi(["a blue cap"], k=3)
+        warnings.simplefilter("error")  # any warning raised in the session fails it here
+        rounds = looks.search_multi(["a blue cap"], k=3)
+    assert len(rounds) == 1 and len(rounds[0].results) == 3
 
 
 def test_region_index_candidates_match_scoring_the_whole_catalog(looks, monkeypatch):

@@ -152,21 +152,16 @@ def test_a_few_hsl_training_steps_learn_and_save_a_loadable_head(tmp_path):
 
 
 # ---- the shipped head ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def demo_retriever():
-    return Retriever.from_pretrained(device="cpu")
-
-
-def test_the_shipped_model_has_a_trained_head_with_precomputed_features(demo_retriever):
-    r = demo_retriever
+def test_the_shipped_model_has_a_trained_head_with_precomputed_features(products_all_heads):
+    r = products_all_heads
     assert r.hsl is not None and r.hsl.levels >= 2
-    assert (r.hsl.weights[1:] > 0).sum() >= 1  # a trained level counts (level 1 image: README)
+    assert (r.hsl.weights[1:] > 0).sum() >= 1  # a trained level counts (level 1 image: docs/modes/describe.md)
     assert r.catalog.manifest["heads"]["hsl"]["fingerprint"] == head_fingerprint(r.hsl)
     assert r.prepared("describe").bytes_per_item() <= 8192
 
 
-def test_green_dotted_scarves_come_first_with_per_level_scores(demo_retriever):
-    results = demo_retriever.search_text("green dotted scarf", k=10)
+def test_green_dotted_scarves_come_first_with_per_level_scores(products_all_heads):
+    results = products_all_heads.search_text("green dotted scarf", k=10)
     # the two green dotted scarves: first and third (a green dotted bikini is second)
     assert results[0].title == "Green dotted scarf"
     assert [r.title for r in results[:3]].count("Green dotted scarf") == 2
@@ -180,26 +175,26 @@ def test_green_dotted_scarves_come_first_with_per_level_scores(demo_retriever):
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
 
 
-def test_rerank_handles_boxes_small_catalogs_and_large_k(demo_retriever, demo_backbone, tmp_path):
-    looks = Retriever(demo_retriever.backbone, Catalog.open("looks"), hsl=demo_retriever.hsl)
+def test_rerank_handles_boxes_small_catalogs_and_large_k(products_all_heads, demo_backbone, tmp_path):
+    looks = Retriever(products_all_heads.backbone, Catalog.open("looks"), hsl=products_all_heads.hsl)
     assert looks.catalog.manifest["regions"]["source"] == "box-crops"
     hits = looks.search_text("a red handbag", k=5)
     assert len(hits) == 5 and all("level2" in h.breakdown.to_dict() for h in hits)
-    small = Retriever(demo_retriever.backbone, Catalog.open("products"), candidates=3, hsl=demo_retriever.hsl)
+    small = Retriever(products_all_heads.backbone, Catalog.open("products"), candidates=3, hsl=products_all_heads.hsl)
     assert len(small.search_text("cap", k=7)) == 7  # k above the candidate count still gives k
-    n = len(demo_retriever.catalog)
-    everything = demo_retriever.search_text("cap", k=n + 5)
+    n = len(products_all_heads.catalog)
+    everything = products_all_heads.search_text("cap", k=n + 5)
     assert len({r.id for r in everything}) == n
 
 
-def test_shipped_head_beats_the_backbone_on_held_out_combinations(demo_retriever):
+def test_shipped_head_beats_the_backbone_on_held_out_combinations(products_all_heads):
     from hsl_demo.defaults import DEMO_DATA_DIR
     from hsl_demo.evaluate import evaluate, load_queries
 
     queries = load_queries(DEMO_DATA_DIR / "products" / "queries.test.jsonl")
-    full = evaluate(demo_retriever, queries, variant="full")
-    base = evaluate(demo_retriever, queries, variant="global")
+    full = evaluate(products_all_heads, queries, variant="full")
+    base = evaluate(products_all_heads, queries, variant="global")
     # measured: full R@1 0.661, R@10 0.991; backbone R@1 0.616 (the target of +0.05 is missed
-    # by half a point, see README). Floors a little below what ships.
+    # by half a point, see docs/modes/describe.md). Floors a little below what ships.
     assert full["R@10"] >= 0.95
     assert full["R@1"] >= base["R@1"] + 0.04

@@ -569,13 +569,6 @@ def test_retriever_from_many_threads_matches_serial_calls(demo_backbone):
 
 
 # ---- Python API: wrong types are clear errors ------------------------------------------
-@pytest.fixture(scope="module")
-def products(demo_backbone):
-    from hsl_demo.search import Retriever, load_heads
-
-    return Retriever(demo_backbone, Catalog.open("products"), **load_heads(demo_backbone))
-
-
 @pytest.mark.parametrize("call, message", [
     (lambda r: r.search_text(123), "the query must be a string, not int"),
     (lambda r: r.search_text(None), "empty query"),
@@ -585,10 +578,10 @@ def products(demo_backbone):
     (lambda r: r.session().add(3.5), "a region query must be a string, not float"),
     (lambda r: r.search_composed(Image.new("RGB", (0, 0)), "blue"), "an empty image"),
 ])
-def test_python_api_wrong_types_are_clear_errors(products, call, message):
+def test_python_api_wrong_types_are_clear_errors(products_all_heads, call, message):
     with pytest.raises(HslDemoError, match=message):
-        call(products)
-    assert products.search_text("red cap", k=1)[0].title.startswith("Red")
+        call(products_all_heads)
+    assert products_all_heads.search_text("red cap", k=1)[0].title.startswith("Red")
 
 
 # ---- portable manifests ------------------------------------------------------------------
@@ -702,10 +695,10 @@ def test_web_upload_of_a_thin_strip_is_a_message(served_products, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def served_products(products):
+def served_products(products_all_heads):
     from hsl_demo.ui import serve
 
-    demo = serve(products, products, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    demo = serve(products_all_heads, products_all_heads, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield demo
     demo.close()
 

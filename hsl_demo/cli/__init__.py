@@ -12,10 +12,10 @@ import os
 import sys
 
 from ..errors import HslDemoError
-from . import convert, evaluate, index, make_demo_catalog, push, search, serve, space, train
+from . import convert, convert_weights, evaluate, index, make_demo_catalog, push, search, serve, space, train
 from .args import EXIT_USER_ERROR, positive_int
 
-COMMAND_MODULES = (make_demo_catalog, train, index, search, evaluate, convert, serve, push, space)
+COMMAND_MODULES = (make_demo_catalog, train, index, search, evaluate, convert, convert_weights, serve, push, space)
 COMMANDS = {module.NAME: module.run for module in COMMAND_MODULES}
 
 

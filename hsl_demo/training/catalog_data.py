@@ -3,7 +3,7 @@ again. The frozen backbone's global embeddings come back from the FAISS index, t
 features from regions.npy (the exact int8 features the heads re-rank at search time), and the
 texts from each item's metadata.
 
-What each head learns from, documented in the README ("Train the heads on your catalog"):
+What each head learns from, documented in docs/your-catalog.md:
 - hsl: an item's texts, from the fields in `TEXT_FIELDS` (strings, or lists of strings);
 - composed: a triplet file (JSONL of {"reference", "text", "targets"}), or else pairs of items
   that differ in one or two attributes (`ATTRIBUTE_FIELDS`, or every other short string field)
