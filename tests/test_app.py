@@ -192,6 +192,7 @@ def test_drill_down_sessions_are_isolated(served):
     assert "sneakers" not in alice_rounds
 
 
+@pytest.mark.slow
 def test_drill_down_bad_input_warns_or_errors_and_keeps_the_rounds(served):
     client = client_of(served)
     (_, rounds, *_), logs = call(client, api_name="/drill_undo")

@@ -85,6 +85,7 @@ def test_pad_id_is_read_from_the_tokenizer(tiny_backbone):
     assert shifted.text_features(["red cap"]).mask.sum().item() == 4
 
 
+@pytest.mark.slow
 def test_a_tower_without_regions_draws_no_marks_and_ranks_without_object_terms(small_images, tmp_path):
     """CoCa has no grid: Describe marks nothing, ranks as the image-granularity variant, and the
     footer of the app says why."""
@@ -107,6 +108,7 @@ def test_a_tower_without_regions_draws_no_marks_and_ranks_without_object_terms(s
     assert "gives no regions" in footer(AppModels.of(retriever))
 
 
+@pytest.mark.slow
 def test_a_pickled_only_folder_names_convert_weights_which_ends_in_safetensors(tiny_backbone, tmp_path):
     from conftest import assert_clean_error, run_cli
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import assert_clean_error, run_cli, run_cli_subprocess
 
 
+@pytest.mark.slow
 def test_the_real_command_searches_and_fails_cleanly():
     """Smoke test of `python -m hsl_demo` in its own process (the rest of the CLI tests call
     cli.main in-process): a search, and a bad input that exits 2 with one line."""
@@ -67,6 +68,7 @@ def test_evaluate_ablation_reports_every_variant(tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_train_hsl_writes_a_head_next_to_a_backbone(tmp_path):
     proc = run_cli("train", "hsl", "--model", "hsl-demo-tiny", "--out", str(tmp_path / "m"), "--steps", "3",
                    "--batch-size", "16", "--variants", "1", "--levels", "3")

@@ -205,6 +205,7 @@ def test_multi_query_files_are_validated(tmp_path):
     assert load_queries(path)[0]["regions"] == ["a red cap"]
 
 
+@pytest.mark.slow
 def test_shipped_hmrn_rises_round_over_round_and_beats_local_only(looks):
     from hsl_demo.defaults import DEMO_DATA_DIR
     from hsl_demo.evaluate import evaluate, load_queries

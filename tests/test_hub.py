@@ -54,6 +54,7 @@ def test_repo_ids_are_told_apart_from_paths(tmp_path):
     assert not is_repo_id("checkpoints") and not is_repo_id("./a/b") and not is_repo_id("/abs/path")
 
 
+@pytest.mark.slow
 def test_repo_id_from_offline_cache_scores_like_the_local_folder(hub_setup):
     root = hub_setup
     text = ["--catalog", str(root / "catalog"), "--text", "green dotted scarf", "-k", "5", "--json"]
@@ -72,6 +73,7 @@ def test_repo_id_from_offline_cache_scores_like_the_local_folder(hub_setup):
     assert "no HSL features precomputed" not in hub.stderr
 
 
+@pytest.mark.slow
 def test_uncached_repo_offline_is_a_clear_error(hub_setup):
     proc = run_cli("search", "--model", "acme/not-downloaded", "--catalog", str(hub_setup / "catalog"),
                    "--text", "cap", env=offline_env(hub_setup))

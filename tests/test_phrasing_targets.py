@@ -35,6 +35,7 @@ def test_modify_in_unseen_words_beats_the_sum_and_the_weightless_combiner(produc
     assert adaptive["R@10"] > evaluate(products_all_heads, queries, variant="sum")["R@10"]
 
 
+@pytest.mark.slow
 def test_drill_down_in_unseen_words_beats_local_only(looks_all_heads):
     queries = load_queries(DEMO_DATA_DIR / "looks/queries.multi.test.heldout.jsonl")
     full = evaluate(looks_all_heads, queries)["rounds"][-1]

@@ -433,6 +433,7 @@ def test_two_writers_of_one_catalog_the_second_is_told_it_is_in_use(small_images
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
 
 
+@pytest.mark.slow
 def test_index_killed_mid_run_then_run_again(small_images, tmp_path):
     """A real `hsl-demo index` killed with SIGKILL: the next run succeeds and leaves no litter."""
     images = tmp_path / "images"
@@ -497,6 +498,7 @@ def hostile_images(tmp_path_factory) -> dict[str, Path]:
     return {p.stem: p for p in root.iterdir()}
 
 
+@pytest.mark.slow
 def test_any_accepted_image_costs_under_200_mb(hostile_images):
     """Open + encode each hostile image in a fresh model process: what is accepted stays under
     200 MB above idle (a 100000x1 strip used to cost 2.4 GB), the rest is refused up front."""

@@ -78,6 +78,7 @@ def test_evaluate_runs_a_toy_query_file(toy_catalog, tmp_path):
         assert table["none"][f"R@{k}"] == pytest.approx(expected), k
 
 
+@pytest.mark.slow
 def test_the_served_app_has_a_toy_tab_that_answers(toy_catalog, demo_backbone):
     from gradio_client import Client
 

@@ -36,6 +36,7 @@ def test_multi_positive_infonce_does_not_push_positives_apart():
     assert torch.isclose(multi_positive_infonce(logits, identity), sym)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_write_a_loadable_backbone(tmp_path):
     # the recipe of the next demo model: the phrasing grammar, category-hard negatives, look crops
     cfg = BackboneTrainConfig(steps=20, batch_size=32, variants=2, limit_combos=40, eval_every=20, warmup=5,
@@ -84,6 +85,7 @@ def test_demo_triplets_bring_look_alike_negatives_into_the_gallery():
     assert len(plain.gallery) == 4
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
     """The one training loop checkpoints (safetensors + JSON: weights, optimizer, schedule and
     random states) and `resume` continues exactly: killed at step 3 of 4, checkpointed at
@@ -141,6 +143,7 @@ def test_category_hard_batches_pair_each_photo_with_another_product_of_its_colou
                for h in hard) >= 16  # mostly another product (the index also holds the photo's own)
 
 
+@pytest.mark.slow
 def test_every_head_trains_on_the_phrasing_grammar(tmp_path):
     """`texts="grammar"` reaches every head trainer: a few steps each give a loadable head,
     and the grammar gives far more sentence shapes than the first templates."""

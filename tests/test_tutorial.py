@@ -14,6 +14,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import REPO, run_cli
 
 from hsl_demo.data.attributes import Attributes
@@ -87,6 +88,7 @@ class RecordingApi:
         RecordingApi.uploads[repo_id] = copy
 
 
+@pytest.mark.slow
 def test_the_readme_tutorial_runs_as_written(tmp_path, monkeypatch, tiny_backbone):
     import huggingface_hub
     from gradio_client import Client
