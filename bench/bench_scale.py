@@ -126,7 +126,7 @@ def build(n: int, out: Path) -> dict:
     generate_s = time.perf_counter() - start
     times = StageTimes()
     start = time.perf_counter()
-    write_catalog(shards, out, backbone, hsl, progress=True, times=times)
+    write_catalog(shards, out, backbone, {"hsl": hsl}, progress=True, times=times)
     shards.remove()
     return {"generate_s": round(generate_s, 1), "index_s": round(times.seconds["index"], 1),
             "write_s": round(time.perf_counter() - start - times.seconds["index"], 1)}
