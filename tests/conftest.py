@@ -118,6 +118,15 @@ def launch_demo(backbone, **serve_kwargs):
     return demo, products, looks
 
 
+@pytest.fixture(scope="session")
+def served_demo(demo_backbone):
+    """The app as app.py serves it (the embedded model, products and looks), over real HTTP on
+    127.0.0.1 in this process, once for every test that reads it: (demo, products, looks)."""
+    demo, products, looks = launch_demo(demo_backbone)
+    yield demo, products, looks
+    demo.close()
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`hsl-demo ARGS` as a user runs it: its exit status, stdout and stderr. In this process
     (`cli.main`), which skips 5 s of imports a call; with `env` (read at import time by some

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_clean_error, launch_demo, run_cli
+from conftest import REPO, assert_clean_error, run_cli
 
 from hsl_demo import charts
 from hsl_demo.modes.describe import tab as describe_tab
@@ -32,10 +32,8 @@ def column(chart, name: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def served(demo_backbone):
-    demo, products, looks = launch_demo(demo_backbone)
-    yield demo, products, looks
-    demo.close()
+def served(served_demo):
+    return served_demo
 
 
 def client_of(served):

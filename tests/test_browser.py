@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, launch_demo
+from conftest import REPO
 
 from hsl_demo.thumbnails import MARK_COLOURS
 
@@ -110,10 +110,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def launched(demo_backbone):
-    demo, products, looks = launch_demo(demo_backbone)
-    yield demo, products, looks
-    demo.close()
+def launched(served_demo):
+    return served_demo
 
 
 @pytest.fixture(scope="module")

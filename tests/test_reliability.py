@@ -697,12 +697,8 @@ def test_web_upload_of_a_thin_strip_is_a_message(served_products, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def served_products(products_all_heads):
-    from hsl_demo.ui import serve
-
-    demo = serve(products_all_heads, products_all_heads, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield demo
-    demo.close()
+def served_products(served_demo):
+    return served_demo[0]
 
 
 def test_catalog_open_errors_are_hsl_demo_errors(catalog_dir, tmp_path):
