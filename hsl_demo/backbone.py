@@ -91,8 +91,8 @@ class Backbone:
             model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
             tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
         except ModuleNotFoundError as e:  # a Hugging Face tokenizer (SigLIP family) without its libraries
-            raise HslDemoError(f"{folder}: its tokenizer needs the {e.name!r} package: pip install transformers "
-                               "sentencepiece (requirements.txt pins both)") from None
+            raise HslDemoError(f"{folder}: its tokenizer needs the {e.name!r} package: pip install "
+                               "'hsl-demo[siglip]' (transformers and sentencepiece)") from None
         except Exception as e:  # a config open_clip does not take, weights that are not safetensors
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise HslDemoError(f"{folder}: could not load the backbone ({reason})") from None

@@ -143,3 +143,25 @@ def test_convert_weights_refuses_a_pickle_holding_code(tmp_path):
     assert_clean_error(run_cli("convert-weights", str(folder), "--out", str(tmp_path / "o")),
                        "not readable as plain tensors")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_siglip_tokenizer_without_its_packages_is_a_one_line_error(tmp_path):
+    """SigLIP-family tokenizers need transformers (the `siglip` extra): without it, loading such
+    a model folder names the extra in one line."""
+    import importlib.util
+
+    from conftest import assert_clean_error, run_cli
+
+    from hsl_demo.backbone import model_config, save_backbone
+
+    if importlib.util.find_spec("transformers") is not None:
+        pytest.skip("transformers is installed: the message is for installs without it")
+    name, over, _ = FAMILIES["ViT-B-16-SigLIP"]
+    backbone = _shrunk(name, over)
+    cfg = model_config(name)
+    cfg["embed_dim"] = 32
+    cfg["text_cfg"].update(TEXT)
+    cfg["vision_cfg"].update(over["vision_cfg"])  # the shrunk model's config, its HF tokenizer named
+    save_backbone(backbone.model, cfg, tmp_path / "siglip")
+    assert_clean_error(run_cli("search", "--model", str(tmp_path / "siglip"), "--text", "red cap"),
+                       "pip install 'hsl-demo[siglip]'")

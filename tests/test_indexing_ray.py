@@ -21,6 +21,17 @@ pytestmark = pytest.mark.slow
 IMAGES = 240
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    """One local Ray for the module: `--engine ray` joins a running Ray instead of starting its
+    own (it shuts down only what it started), so each test does not pay Ray's start-up."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """240 demo product photos (links), in two folders."""
