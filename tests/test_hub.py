@@ -58,7 +58,7 @@ def test_repo_ids_are_told_apart_from_paths(tmp_path):
 def test_repo_id_from_offline_cache_scores_like_the_local_folder(hub_setup):
     root = hub_setup
     text = ["--catalog", str(root / "catalog"), "--text", "green dotted scarf", "-k", "5", "--json"]
-    local = run_cli("search", "--model", str(root / "local-model"), *text, env=offline_env(root))
+    local = run_cli("search", "--model", str(root / "local-model"), *text)  # a folder: no Hub, no subprocess
     hub = run_cli("search", "--model", "acme/tiny-demo", *text, env=offline_env(root))
     prefixed = run_cli("search", "--model", "hf-hub:acme/tiny-demo", *text, env=offline_env(root))
     assert local.returncode == hub.returncode == prefixed.returncode == 0, hub.stderr
