@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, launch_demo
 
 from hsl_demo.thumbnails import MARK_COLOURS
 
@@ -110,8 +110,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def launched(served_demo):
-    return served_demo
+def launched(demo_backbone):
+    """An app of its own, closed with this module. Sharing the session's app (conftest
+    served_demo) made tests/test_web_safety.py's upload-cleanup case fail every time after this
+    module ran; why is not understood yet."""
+    demo, products, looks = launch_demo(demo_backbone)
+    yield demo, products, looks
+    demo.close()
 
 
 @pytest.fixture(scope="module")
