@@ -37,6 +37,13 @@ def demo_backbone():
 
 
 @pytest.fixture(scope="session")
+def vit_b32_random():
+    """open_clip's ViT-B-32 with random weights (no pretrained tag): a real architecture's shapes,
+    built once (a few seconds)."""
+    return load_backbone("ViT-B-32", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def products_untrained(demo_backbone):
     """The embedded backbone over the demo products, no trained head (each mode's untrained
     stand-in: Describe ranks by the global cosine, Modify by the equal-weight sum)."""

@@ -43,9 +43,10 @@ def test_image_features_give_a_patch_grid(tiny_backbone):
     assert feats.grid == (8, 8) and feats.tokens.shape == (2, 64, 128)
 
 
-def test_vit_b_32_architecture_loads_without_pretrained_weights(caplog):
-    bb = load_backbone("ViT-B-32", device="cpu")
-    assert "ViT-B-32: no pretrained tag given, the weights are random" in caplog.text
+def test_vit_b_32_architecture_loads_without_pretrained_weights(vit_b32_random, caplog):
+    load_backbone("hsl-demo-tiny", device="cpu")  # any architecture without a tag: said once, at load
+    assert "hsl-demo-tiny: no pretrained tag given, the weights are random" in caplog.text
+    bb = vit_b32_random
     assert bb.embed_dim == 512 and bb.context_length == 77
     feats = bb.image_features([Image.new("RGB", (224, 224), "blue")])
     assert feats.grid == (7, 7) and feats.tokens.shape == (1, 49, 512)

@@ -8,7 +8,6 @@ import torch
 
 from hsl_demo.catalog import Catalog
 from hsl_demo.errors import HslDemoError
-from hsl_demo.hub import load_backbone
 from hsl_demo.indexing import build_catalog
 from hsl_demo.models import head_fingerprint, load_head, save_head
 from hsl_demo.models.hsl import HSLHead
@@ -73,10 +72,10 @@ def test_ablation_variants_pick_the_right_terms():
 
 
 @pytest.fixture(scope="module")
-def vit_b32_catalog(small_images, tmp_path_factory):
+def vit_b32_catalog(small_images, tmp_path_factory, vit_b32_random):
     """A randomly initialised ViT-B-32 (pretrained=None) and the small catalog indexed with it
     plus an untrained head (so the catalog carries precomputed HSL features)."""
-    backbone = load_backbone("ViT-B-32", device="cpu")
+    backbone = vit_b32_random
     head = HSLHead(embed_dim=backbone.embed_dim)
     out = tmp_path_factory.mktemp("vitb32") / "catalog"
     build_catalog(small_images / "images", out, backbone, metadata=small_images / "metadata.jsonl",
