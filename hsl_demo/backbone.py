@@ -92,7 +92,7 @@ class Backbone:
             tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
         except ModuleNotFoundError as e:  # a Hugging Face tokenizer (SigLIP family) without its libraries
             raise HslDemoError(f"{folder}: its tokenizer needs the {e.name!r} package: pip install "
-                               "'hsl-demo[siglip]' (transformers and sentencepiece)") from None
+                               "transformers==5.25.0 sentencepiece==0.2.3 (the siglip extra)") from None
         except Exception as e:  # a config open_clip does not take, weights that are not safetensors
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise HslDemoError(f"{folder}: could not load the backbone ({reason})") from None

@@ -164,4 +164,4 @@ def test_a_siglip_tokenizer_without_its_packages_is_a_one_line_error(tmp_path):
     cfg["vision_cfg"].update(over["vision_cfg"])  # the shrunk model's config, its HF tokenizer named
     save_backbone(backbone.model, cfg, tmp_path / "siglip")
     assert_clean_error(run_cli("search", "--model", str(tmp_path / "siglip"), "--text", "red cap"),
-                       "pip install 'hsl-demo[siglip]'")
+                       "pip install transformers==5.25.0 sentencepiece==0.2.3")
