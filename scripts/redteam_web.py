@@ -195,9 +195,10 @@ def referer_link(server: Server) -> tuple[bool, str]:
 def uploads(server: Server) -> tuple[bool, str]:
     """Uploads are Gradio cache files: deleted by the cache cleanup (run with a short --cache-ttl)."""
     paths = []
-    for i in range(3):
+    for i in range(3):  # one at a time, as a visitor's uploads come
         r = server.client.post(f"{server.base}/gradio_api/upload", files={"files": (f"u{i}.bin", os.urandom(4096))})
         paths += r.json()
+        time.sleep(0.3)
     deadline = time.monotonic() + 30  # the cleanup runs every second; a loaded machine may delay it
     while time.monotonic() < deadline and any(Path(p).exists() for p in paths):
         time.sleep(0.5)
