@@ -114,10 +114,11 @@ class Backbone:
         if tag is None or own:
             if tag is None:
                 log.warning("%s: no pretrained tag given, the weights are random", name)
-            model, preprocess = build_random(model_config(name))
+            cfg = model_config(name)
+            model, preprocess = build_random(cfg)
             if tag is not None:
                 _load_safetensors_file(model, name, tag)
-            tokenizer = _plain_tokenizer(model_config(name)) if own else open_clip.get_tokenizer(name)
+            tokenizer = _plain_tokenizer(cfg) if own else open_clip.get_tokenizer(name)
         else:
             _check_safetensors_tag(name, tag)
             try:
